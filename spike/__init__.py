@@ -1,0 +1,1 @@
+"""CS361 pipe spike: a newline-delimited TCP request/response pipe."""
