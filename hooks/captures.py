@@ -1,0 +1,347 @@
+"""MkDocs hook: run the real spike once per build and show both terminals.
+
+On every `mkdocs build` and every `mkdocs serve` rebuild, `on_pre_build`
+starts `python -m spike.server --port 0` as a subprocess, runs the real
+`python -m spike.client` against it, talks to it once more the way the
+client in Python's socket documentation does (no newline, then wait for
+the reply), stops the server with Ctrl+C (CTRL_BREAK on Windows) and keeps
+everything both sides printed. `on_page_markdown` then replaces the marker
+comment in docs/spike/demo.md with those terminals, each stamped with the
+date of the run, the Python version and the OS.
+
+Nothing is written to disk, so there is nothing generated to commit and no
+stale output to show: if the spike cannot run, the build fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import platform
+import queue
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+
+log = logging.getLogger("mkdocs.hooks.captures")
+
+MARKER = "<!-- spike-capture -->"
+DEMO_PAGE = "spike/demo.md"
+MESSAGE = "A message from CS361"
+# What the seed's client and the socket-docs client send: no trailing newline.
+RAW_MESSAGE = "A message from CS361!"
+# Upper bound for every single wait; a healthy run takes well under a second.
+STEP_TIMEOUT = 10.0
+
+_SERVING = re.compile(r"^Serving on (?P<host>\S+):(?P<port>\d+) \(press Ctrl\+C to stop\)$")
+_WINDOWS = sys.platform == "win32"
+
+
+@dataclasses.dataclass
+class Terminal:
+    """One terminal's worth of a capture: the commands typed and what they printed."""
+
+    title: str
+    lines: list[str]
+
+
+@dataclasses.dataclass
+class Capture:
+    """Everything one build's run of the spike produced."""
+
+    run_id: str
+    date: str
+    python: str
+    os_name: str
+    port: int
+    seconds: float
+    server: Terminal
+    client: Terminal
+    raw_client: Terminal
+
+
+_capture: Capture | None = None
+
+
+# --- MkDocs events -------------------------------------------------------
+
+
+def on_pre_build(config) -> None:
+    """Run the spike once for this build (not once per page)."""
+    global _capture
+    _capture = None
+    root = Path(config.config_file_path).resolve().parent
+    try:
+        _capture = run_spike(root)
+    except SpikeRunError as exc:
+        raise PluginError(f"hooks/captures.py: the spike demo could not run: {exc}") from None
+    log.info(
+        "spike capture: run %s, server port %d, %.2f s",
+        _capture.run_id,
+        _capture.port,
+        _capture.seconds,
+    )
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    """Put this build's captures in place of the marker on the demo page."""
+    if page.file.src_uri != DEMO_PAGE:
+        return markdown
+    if MARKER not in markdown:
+        raise PluginError(f"hooks/captures.py: {DEMO_PAGE} lost its capture marker {MARKER!r}")
+    if _capture is None:  # on_pre_build failed or did not run
+        raise PluginError("hooks/captures.py: no spike capture for this build")
+    return markdown.replace(MARKER, render(_capture))
+
+
+# --- Running the spike ---------------------------------------------------
+
+
+class SpikeRunError(Exception):
+    """The spike did not behave as the demonstration needs."""
+
+
+class _LineReader:
+    """Collects a process's output lines on a thread so reads can time out."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\r\n"))
+        self._queue.put(None)
+
+    def next_line(self, timeout: float) -> str | None:
+        """The next line (None at end of output); SpikeRunError after `timeout`."""
+        try:
+            line = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise SpikeRunError(
+                f"no output for {timeout:.0f} s; server printed so far: {self.lines!r}"
+            ) from None
+        if line is not None:
+            self.lines.append(line)
+        return line
+
+    def wait_for(self, predicate, timeout: float) -> None:
+        """Read lines until `predicate(lines)` holds, within `timeout` overall."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.lines):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.next_line(remaining) is None:
+                raise SpikeRunError(f"server output ended early or stalled: {self.lines!r}")
+
+    def drain(self, timeout: float) -> None:
+        """Read the remaining lines up to end of output."""
+        deadline = time.monotonic() + timeout
+        while self.next_line(max(0.01, deadline - time.monotonic())) is not None:
+            pass
+
+
+def _child_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # The spike is imported from this checkout even if it is not installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def _restore_sigint() -> None:  # pragma: no cover - runs in the child
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _start_server(root: Path, env: dict[str, str]) -> subprocess.Popen:
+    kwargs: dict = {}
+    if _WINDOWS:
+        # Its own process group, so CTRL_BREAK reaches the server and not us.
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    elif signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # A shell started us in the background, which ignores Ctrl+C; the
+        # server would inherit that and could not be stopped the normal way.
+        kwargs["preexec_fn"] = _restore_sigint
+    return subprocess.Popen(
+        [sys.executable, "-m", "spike.server", "--port", "0"],
+        cwd=root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        **kwargs,
+    )
+
+
+def _run_client(root: Path, env: dict[str, str], port: int, message: str) -> list[str]:
+    """Run the real client CLI once; return the prompt line and its output."""
+    args = ["-m", "spike.client", "--port", str(port), message]
+    try:
+        done = subprocess.run(
+            [sys.executable, *args],
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=STEP_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise SpikeRunError(f"client {message!r} did not finish in {STEP_TIMEOUT:.0f} s") from None
+    output = (done.stdout + done.stderr).splitlines()
+    if done.returncode != 0:
+        raise SpikeRunError(f"client {message!r} exited with {done.returncode}: {output!r}")
+    return [_prompt(["python", *args])] + output
+
+
+def _socket_docs_client(host: str, port: int) -> list[str]:
+    """Talk like the client in Python's socket docs; show it as a REPL session."""
+    payload = RAW_MESSAGE.encode("utf-8")
+    with socket.create_connection((host, port), timeout=STEP_TIMEOUT) as sock:
+        sock.sendall(payload)
+        # Only the server's flush-after rule ends this wait: no newline was sent.
+        reply = sock.recv(1024)
+    if not reply:
+        raise SpikeRunError("the socket-docs style client got no reply")
+    return [
+        ">>> import socket",
+        f">>> s = socket.create_connection(({host!r}, {port}))",
+        f">>> s.sendall({payload!r})  # no newline",
+        ">>> s.recv(1024)",
+        repr(reply),
+        ">>> s.close()",
+    ]
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    if _WINDOWS:
+        server.send_signal(signal.CTRL_BREAK_EVENT)
+    else:
+        server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=STEP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SpikeRunError(f"server did not stop within {STEP_TIMEOUT:.0f} s of Ctrl+C") from None
+
+
+def run_spike(root: Path) -> Capture:
+    """Run server, clients and shutdown for real; return what each side printed."""
+    started = time.monotonic()
+    run_date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    env = _child_env(root)
+    server = _start_server(root, env)
+    try:
+        output = _LineReader(server.stdout)
+        first = output.next_line(STEP_TIMEOUT)
+        match = _SERVING.match(first or "")
+        if not match:
+            raise SpikeRunError(f"unexpected first server line {first!r} (is the spike importable?)")
+        host, port = match["host"], int(match["port"])
+
+        client_lines = _run_client(root, env, port, MESSAGE)
+        client_lines += _run_client(root, env, port, '{"op": "info", "id": 1}')
+        if f"Received: {MESSAGE}" not in client_lines:
+            raise SpikeRunError(f"client did not get its message back: {client_lines!r}")
+        raw_lines = _socket_docs_client(host, port)
+
+        connections = 3
+        output.wait_for(
+            lambda lines: sum(line.startswith("Connection closed:") for line in lines) >= connections,
+            STEP_TIMEOUT,
+        )
+        _stop_server(server)
+        output.drain(STEP_TIMEOUT)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=STEP_TIMEOUT)
+        server.stdout.close()
+
+    server_lines = [_prompt(["python", "-m", "spike.server", "--port", "0"])]
+    for line in output.lines:
+        if line == "Server stopped.":
+            server_lines.append("^C")  # what the terminal echoes for Ctrl+C
+        server_lines.append(line)
+    return Capture(
+        run_id=uuid.uuid4().hex[:12],
+        date=run_date,
+        python=platform.python_version(),
+        os_name=describe_os(),
+        port=port,
+        seconds=time.monotonic() - started,
+        server=Terminal("Terminal 1: the server", server_lines),
+        client=Terminal("Terminal 2: the client", client_lines),
+        raw_client=Terminal("A client written like the one in Python's socket docs", raw_lines),
+    )
+
+
+def _prompt(argv: list[str]) -> str:
+    return "$ " + " ".join(shlex.quote(arg) for arg in argv)
+
+
+def describe_os() -> str:
+    """A short, human name for the operating system this build ran on."""
+    system = platform.system()
+    if system == "Darwin":
+        return f"macOS {platform.mac_ver()[0]} ({platform.machine()})"
+    if system == "Windows":
+        return f"Windows {platform.release()} ({platform.version()}, {platform.machine()})"
+    return f"{system} {platform.release()} ({platform.machine()})"
+
+
+# --- Rendering -------------------------------------------------------------
+
+
+def _fence(lines: list[str], lang: str, title: str) -> str:
+    body = "\n".join(lines)
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f'{ticks} {lang} title="{title}"\n{body}\n{ticks}'
+
+
+def _stamp(capture: Capture) -> str:
+    return (
+        f'<p class="spike-capture-meta" data-spike-run="{capture.run_id}">'
+        f"Run on {capture.date} (UTC) &middot; Python {capture.python} &middot; {capture.os_name}"
+        "</p>"
+    )
+
+
+def _panel(terminal: Terminal, lang: str, capture: Capture) -> str:
+    return (
+        '<div class="spike-capture" markdown>\n\n'
+        f"{_fence(terminal.lines, lang, terminal.title)}\n\n"
+        f"{_stamp(capture)}\n\n"
+        "</div>"
+    )
+
+
+def render(capture: Capture) -> str:
+    """Markdown for the two terminals side by side, then the raw-socket client."""
+    return "\n\n".join(
+        [
+            f'<div class="spike-captures" data-spike-run="{capture.run_id}" markdown>',
+            _panel(capture.server, "console", capture),
+            _panel(capture.client, "console", capture),
+            "</div>",
+            _panel(capture.raw_client, "pycon", capture),
+        ]
+    )

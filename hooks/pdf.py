@@ -1,0 +1,338 @@
+"""MkDocs hook: `mkdocs build` also writes the whole report as one PDF.
+
+mkdocs-print-site-plugin puts every page of the site, in navigation order,
+on one print page (cover, table of contents, numbered sections). After the
+build this hook opens that page in a Chromium-family browser that is already
+installed (Debian `chromium`, Google Chrome, Microsoft Edge) through
+Playwright, waits until every Mermaid diagram is drawn and prints it to
+`site/cs361-assignment5-brian-dy.pdf` (US Letter, page numbers).
+
+Printing works offline: Mermaid comes from `node_modules` (`npm ci`), any
+request for it to a CDN is answered from that file, and every other request
+that leaves the machine (web fonts, analytics) is refused, so the browser
+never waits on the network.
+
+Only `mkdocs build` and `mkdocs gh-deploy` print; `mkdocs serve` does not.
+`SPIKE_PDF=0` skips printing; `SPIKE_PDF_BROWSER=/path/to/browser` picks
+the browser. Without a browser (or without Mermaid) the HTML site is still
+built and one line says how to get the PDF.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import InclusionLevel
+from mkdocs.utils import get_build_datetime
+
+log = logging.getLogger("mkdocs.hooks.pdf")
+
+PDF_NAME = "cs361-assignment5-brian-dy.pdf"
+PRINT_PAGE = "print_page/index.html"
+# Relative to mkdocs.yml (the repository root).
+TEMPLATES_DIR = "docs/overrides"
+MERMAID_JS = "node_modules/mermaid/dist/mermaid.min.js"
+# Where Material (and anyone else) would fetch Mermaid from on the web.
+CDN_HOSTS = {"unpkg.com", "cdn.jsdelivr.net", "fastly.jsdelivr.net"}
+# A healthy run draws all diagrams in about a second.
+RENDER_TIMEOUT_S = 30
+MANUAL = (
+    "or open site/print_page/index.html in a browser, press Ctrl+P "
+    "(Cmd+P on macOS) and choose 'Save as PDF'"
+)
+
+# Without the networking flags Chromium keeps retrying refused connections
+# to Google services and the page never settles; the sandbox cannot start
+# as root (containers, CI).
+BROWSER_FLAGS = [
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+# Material draws each diagram into a *closed* shadow root; opening it lets
+# the wait below check that an <svg> really is there.
+OPEN_SHADOW_ROOTS = """
+const attach = Element.prototype.attachShadow;
+Element.prototype.attachShadow = function (init) {
+  return attach.call(this, Object.assign({}, init, { mode: "open" }));
+};
+"""
+
+# Counts the Mermaid diagrams that are drawn (an <svg> in the shadow root
+# of Material's div.mermaid); done when that equals the number in the page.
+DRAWN_DIAGRAMS = """
+() => [...document.querySelectorAll("div.mermaid")].filter(
+  (d) => d.shadowRoot && d.shadowRoot.querySelector("svg")
+).length
+"""
+
+FOOTER = """
+<div style="width:100%; font-size:8px; color:#666; padding:0 0.6in;
+            display:flex; justify-content:space-between;
+            font-family:Roboto, 'Helvetica Neue', Arial, sans-serif;">
+  <span>{title}</span>
+  <span>Page <span class="pageNumber"></span> of <span class="totalPages"></span></span>
+</div>
+"""
+
+_command: str | None = None
+
+
+def on_startup(command: str, dirty: bool) -> None:
+    """Remember which mkdocs command runs: only builds print the PDF."""
+    global _command
+    _command = command
+
+
+def on_config(config):
+    """Make the cover template and the "Download PDF" button available.
+
+    Also decides now whether this build will print, so that the button links
+    to the PDF when there will be one and to the print page when not.
+    """
+    root = Path(config.config_file_path).parent
+    templates = str(root / TEMPLATES_DIR)
+    # After the site's own custom_dir, before Material: our main.html adds
+    # the print stylesheet and the button without touching other overrides.
+    if templates not in config.theme.dirs:
+        position = 1 if config.theme.custom_dir else 0
+        config.theme.dirs.insert(position, templates)
+
+    plan = _plan(root)
+    config.extra["pdf_export"] = {
+        "name": PDF_NAME,
+        "printing": plan is None,
+        "skip_reason": plan,
+        "date": _long_date(get_build_datetime()),
+    }
+    return config
+
+
+def on_files(files, config):
+    """Keep the theme templates in docs/overrides out of the built site."""
+    prefix = Path(TEMPLATES_DIR).relative_to(Path(config.docs_dir).name).as_posix() + "/"
+    for file in files:
+        if file.src_uri.startswith(prefix) and not file.generated_by:
+            file.inclusion = InclusionLevel.EXCLUDED
+    return files
+
+
+def on_post_build(config):
+    """Print the print-site page to the PDF (runs after print-site wrote it)."""
+    settings = config.extra.get("pdf_export", {})
+    if not settings.get("printing"):
+        reason = settings.get("skip_reason")
+        if reason:
+            log.info(reason)
+        return
+
+    site = Path(config.site_dir)
+    page = site / PRINT_PAGE
+    if not page.is_file():
+        raise PluginError(f"PDF: {page} is missing; is the print-site plugin enabled?")
+    root = Path(config.config_file_path).parent
+    target = site / PDF_NAME
+    try:
+        pages, seconds = print_pdf(
+            page,
+            target,
+            browser=find_browser(),
+            mermaid_js=root / MERMAID_JS,
+            title=f"CS361 Assignment 5 \u00b7 {config.site_author or 'Brian Dy'}",
+        )
+    except BrowserUnavailable as error:
+        log.info(f"PDF not written: {error}; {MANUAL}.")
+        return
+    log.info(f"PDF written: {_shown(target)} ({pages} pages, {seconds:.1f} s)")
+
+
+class BrowserUnavailable(Exception):
+    """No usable Chromium-family browser: the PDF is skipped, not the build."""
+
+
+def _plan(root: Path) -> str | None:
+    """None if this build prints the PDF, else the line saying why not."""
+    if os.environ.get("SPIKE_PDF", "1").strip().lower() in {"0", "no", "false", "off"}:
+        return "PDF skipped (SPIKE_PDF=0)."
+    if _command not in {"build", "gh-deploy"}:
+        # `mkdocs serve`, or a build started from Python: no PDF, no message.
+        return ""
+    if not (root / MERMAID_JS).is_file():
+        return (
+            f"PDF not written: Mermaid is missing ({MERMAID_JS}); run `npm ci` once, "
+            f"{MANUAL}."
+        )
+    try:
+        find_browser()
+    except BrowserUnavailable as error:
+        return f"PDF not written: {error}; {MANUAL}."
+    return None
+
+
+def find_browser() -> Path:
+    """The Chromium, Chrome or Edge executable to print with.
+
+    SPIKE_PDF_BROWSER wins; otherwise the usual commands on PATH and the
+    usual install places on Windows and macOS are tried in turn.
+    """
+    chosen = os.environ.get("SPIKE_PDF_BROWSER")
+    if chosen:
+        path = Path(chosen).expanduser()
+        if path.is_file():
+            return path
+        raise BrowserUnavailable(f"SPIKE_PDF_BROWSER={chosen} is not a file")
+    for name in (
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+        "microsoft-edge",
+        "microsoft-edge-stable",
+        "msedge",
+        "chrome",
+    ):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    for path in _install_places():
+        if path.is_file():
+            return path
+    raise BrowserUnavailable(
+        "no Chromium, Chrome or Edge found (install one, e.g. `apt-get install chromium`, "
+        "or set SPIKE_PDF_BROWSER to its path)"
+    )
+
+
+def _install_places() -> list[Path]:
+    """Where Edge and Chrome install themselves when they are not on PATH."""
+    if sys.platform == "darwin":
+        apps = [Path("/Applications"), Path.home() / "Applications"]
+        names = [
+            "Google Chrome.app/Contents/MacOS/Google Chrome",
+            "Microsoft Edge.app/Contents/MacOS/Microsoft Edge",
+            "Chromium.app/Contents/MacOS/Chromium",
+        ]
+        return [app / name for app in apps for name in names]
+    if sys.platform == "win32":
+        bases = [
+            os.environ.get(var)
+            for var in ("PROGRAMFILES(X86)", "PROGRAMFILES", "LOCALAPPDATA")
+        ]
+        names = [
+            "Microsoft/Edge/Application/msedge.exe",
+            "Google/Chrome/Application/chrome.exe",
+        ]
+        return [Path(base) / name for base in bases if base for name in names]
+    return []
+
+
+def print_pdf(
+    page: Path, target: Path, *, browser: Path, mermaid_js: Path, title: str
+) -> tuple[int, float]:
+    """Print `page` to `target` with `browser`; return (pages, seconds).
+
+    Raises BrowserUnavailable if the browser cannot be started and
+    PluginError if the page cannot be drawn completely.
+    """
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    diagrams = len(re.findall(r'<pre class="mermaid"', page.read_text(encoding="utf-8")))
+    mermaid = mermaid_js.read_bytes()
+    flags = list(BROWSER_FLAGS)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        flags.append("--no-sandbox")
+
+    def answer(route):
+        url = urlsplit(route.request.url)
+        if url.scheme in {"file", "data", "blob"}:
+            route.continue_()
+        elif url.hostname in CDN_HOSTS and "mermaid" in url.path:
+            route.fulfill(body=mermaid, content_type="application/javascript")
+        else:
+            route.abort()
+
+    started = time.perf_counter()
+    with sync_playwright() as playwright:
+        try:
+            chromium = playwright.chromium.launch(
+                executable_path=str(browser), args=flags, timeout=30_000
+            )
+        except PlaywrightError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else "unknown error"
+            raise BrowserUnavailable(f"{browser} did not start ({first})") from None
+        try:
+            context = chromium.new_context(color_scheme="light", service_workers="block")
+            context.route("**/*", answer)
+            tab = context.new_page()
+            tab.add_init_script(OPEN_SHADOW_ROOTS)
+            tab.goto(page.resolve().as_uri(), wait_until="load")
+            tab.emulate_media(media="print")
+            try:
+                tab.wait_for_function(
+                    f"() => ({DRAWN_DIAGRAMS})() >= {diagrams}",
+                    timeout=RENDER_TIMEOUT_S * 1000,
+                )
+            except PlaywrightTimeout:
+                drawn = tab.evaluate(DRAWN_DIAGRAMS)
+                stuck = tab.evaluate(
+                    "() => [...document.querySelectorAll('pre.mermaid')]"
+                    ".map((p) => p.textContent.trim().split('\\n')[0]).slice(0, 3)"
+                )
+                raise PluginError(
+                    f"PDF: only {drawn} of {diagrams} Mermaid diagrams were drawn within "
+                    f"{RENDER_TIMEOUT_S} s; not drawn: {stuck or 'unknown'}"
+                ) from None
+            tab.evaluate("() => document.fonts.ready.then(() => true)")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = tab.pdf(
+                path=str(target),
+                format="Letter",
+                print_background=True,
+                display_header_footer=True,
+                header_template="<span></span>",
+                footer_template=FOOTER.format(title=_html(title)),
+                margin={"top": "0.6in", "bottom": "0.7in", "left": "0.6in", "right": "0.6in"},
+                outline=True,
+                tagged=True,
+            )
+        finally:
+            chromium.close()
+    seconds = time.perf_counter() - started
+    return _count_pages(data), seconds
+
+
+def _count_pages(pdf: bytes) -> int:
+    """Pages in a PDF that Chromium wrote (one /Type /Page object each)."""
+    return len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf))
+
+
+def _long_date(moment: datetime.datetime) -> str:
+    """27 November 2026 -> 'November 27, 2026' (no zero padding on any OS)."""
+    return f"{moment:%B} {moment.day}, {moment.year}"
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when it is inside it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
