@@ -1,0 +1,179 @@
+"""Server processes for the benchmark: start, pin, wait until ready, stop.
+
+Every server under test runs as its own operating-system process, started
+with ``sys.executable`` (or a compiled C binary), so the client loop in the
+benchmark process never shares an interpreter lock with the server.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from importlib import resources
+from pathlib import Path
+
+_READY = re.compile(r"Serving on (\S+):(\d+)")
+_READY_TIMEOUT_S = 20.0
+
+
+class BenchSetupError(RuntimeError):
+    """A server could not be built or started; the message says which and why."""
+
+
+def pin_to_cpu(cpu: int | None) -> str:
+    """Pins this process (and so every child it starts later) to one CPU.
+
+    Returns a sentence for the results saying what was done. On a 2-core VM a
+    round trip between two cores costs tens of microseconds more than one on
+    a shared core, and which case you get changes from run to run, so numbers
+    without pinning are noisy; pinning both ends to one core makes them stable
+    and comparable. Only Linux has ``os.sched_setaffinity``.
+    """
+    if cpu is None:
+        return "not pinned (--no-pin)"
+    if not hasattr(os, "sched_setaffinity"):
+        return f"not pinned: {sys.platform} has no os.sched_setaffinity; expect more noise"
+    allowed = os.sched_getaffinity(0)
+    if cpu not in allowed:
+        raise BenchSetupError(f"cannot pin to CPU {cpu}: this process may use CPUs {sorted(allowed)}")
+    os.sched_setaffinity(0, {cpu})
+    return f"client and servers pinned to CPU {cpu}"
+
+
+class ServerProcess:
+    """One server under test, running in a child process.
+
+    ``command`` must make the child print ``Serving on HOST:PORT`` as its first
+    line. The child's output is drained on a thread (a full pipe would stall
+    it) and the last lines are kept for error messages.
+    """
+
+    def __init__(self, name: str, command: list[str], cpu: int | None = None) -> None:
+        self.name = name
+        self.command = command
+        self.cpu = cpu
+        self.host = ""
+        self.port = 0
+        self._proc: subprocess.Popen | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=20)
+
+    def start(self) -> ServerProcess:
+        """Starts the child and returns once it listens (or raises)."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        try:
+            self._proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                env=env,
+            )
+        except OSError as exc:
+            raise BenchSetupError(f"{self.name}: cannot start {self.command[0]}: {exc}") from exc
+        if self.cpu is not None and hasattr(os, "sched_setaffinity"):
+            # Inherited from the pinned parent already; set again so a server
+            # started without a pinned parent is still on the chosen core.
+            os.sched_setaffinity(self._proc.pid, {self.cpu})
+        ready: queue.Queue[tuple[str, int] | None] = queue.Queue()
+        threading.Thread(target=self._drain, args=(ready,), daemon=True).start()
+        try:
+            address = ready.get(timeout=_READY_TIMEOUT_S)
+        except queue.Empty:
+            address = None
+        if address is None:
+            self.stop()
+            raise BenchSetupError(f"{self.name}: server did not start ({self.last_output() or 'no output'})")
+        self.host, self.port = address
+        return self
+
+    def _drain(self, ready: queue.Queue) -> None:
+        announced = False
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self._tail.append(line.rstrip())
+            match = None if announced else _READY.search(line)
+            if match:
+                announced = True
+                ready.put((match.group(1), int(match.group(2))))
+        if not announced:
+            ready.put(None)
+
+    def alive(self) -> bool:
+        """True while the child process is still running."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def last_output(self) -> str:
+        """The child's last non-empty line of output (a traceback's last line says most)."""
+        return next((line for line in reversed(self._tail) if line.strip()), "")
+
+    def stop(self) -> None:
+        """Stops the child (terminate, then kill) and reaps it."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def python_command(module: str, *args: str) -> list[str]:
+    """The command line that runs ``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def find_c_compiler() -> str | None:
+    """The path of cc, gcc or clang, whichever is found first on PATH."""
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def build_c_server(source_name: str, compiler: str) -> Path:
+    """Compiles one of the bundled C echo servers and returns the binary.
+
+    Binaries go to a cache folder in the system temp dir, keyed by a hash of
+    the source and the compiler, so the repository stays clean and a rerun
+    does not compile again.
+    """
+    source = resources.files("spike").joinpath("_bench_c", source_name).read_bytes()
+    key = hashlib.sha256(source + compiler.encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / "spike-bench-c"
+    binary = cache / f"{Path(source_name).stem}-{key}"
+    if binary.exists():
+        return binary
+    cache.mkdir(parents=True, exist_ok=True)
+    source_path = cache / f"{key}-{source_name}"
+    source_path.write_bytes(source)
+    # Build under a private name, then rename: two runs at once never see half a file.
+    partial = cache / f"{binary.name}.{os.getpid()}.part"
+    result = subprocess.run(
+        [compiler, "-O2", "-pthread", "-o", str(partial), str(source_path)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["no compiler output"])[0]
+        raise BenchSetupError(f"cannot compile {source_name} with {compiler}: {first}")
+    os.replace(partial, binary)
+    return binary

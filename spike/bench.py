@@ -1,0 +1,702 @@
+"""How fast is the pipe? A benchmark against the machine's floor and the alternatives.
+
+Run ``python -m spike.bench`` (add ``--quick`` for a short run and
+``--json FILE`` to save the results). Every server runs in its own process;
+the client loops run here. Measurements are taken in interleaved rounds (each
+round visits every case once, in a rotated order) and the figures reported
+are medians over the rounds, so a slow moment of the machine hits all cases
+alike instead of one. On Linux the benchmark and its servers are pinned to
+one CPU: on a 2-core VM a round trip that crosses cores costs tens of
+microseconds more, and whether it crosses changes from run to run.
+
+What it measures:
+
+* round trips on one connection (p50, p99, requests/s): the spike with plain
+  text and with JSON, a C blocking echo server (the machine's floor), a plain
+  Python socket echo server (the Python floor), a naive JSON-lines server,
+  ZeroMQ REQ/REP (when pyzmq is installed) and HTTP/1.1 keep-alive
+  (``http.server`` + ``http.client``);
+* pipelined messages/s on one connection (a writer thread and a reader);
+* 1,000 connections x 20 round trips at once (requests/s, p99, errors)
+  against the spike and a C epoll server;
+* one 8 MiB message echoed (MiB/s), the spike with a raised line limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from spike import _bench_load as load
+from spike._bench_procs import (
+    BenchSetupError,
+    ServerProcess,
+    build_c_server,
+    find_c_compiler,
+    pin_to_cpu,
+    python_command,
+)
+
+SCHEMA = 1
+MESSAGE = "A message from CS361!"
+
+# Targets from the spike's issue: evaluated and printed, never asserted.
+TARGET_TEXT_VS_C = 1.3
+TARGET_JSON_VS_C = 2.0
+TARGET_CONNS_VS_EPOLL = 0.6
+TARGET_CONNS_P99_MS = 50.0
+# The same targets restated against the Python floor, used only when no C
+# compiler is available (the C floor measured 13.6 us and the Python floor
+# 15.8 us on the machine the targets were set on).
+TARGET_TEXT_VS_PY = 1.12
+TARGET_JSON_VS_PY = 1.7
+
+
+@dataclasses.dataclass
+class Settings:
+    """How much work each case does per round."""
+
+    rounds: int
+    requests: int
+    warmup: int
+    pipeline: int
+    connections: int
+    conn_requests: int
+    big_mib: float
+
+
+FULL = Settings(rounds=7, requests=10_000, warmup=500, pipeline=100_000, connections=1000, conn_requests=20, big_mib=8)
+QUICK = Settings(rounds=3, requests=2_000, warmup=200, pipeline=20_000, connections=1000, conn_requests=20, big_mib=8)
+
+
+@dataclasses.dataclass
+class Subject:
+    """A server under test: how to start it and how to describe it."""
+
+    key: str
+    label: str
+    role: str  # "spike", "floor" or "reference"
+    command: list[str]
+
+
+@dataclasses.dataclass
+class Case:
+    """One measurement: a test run against a subject, once per round."""
+
+    test: str
+    subject: str
+    key: str  # unique within the test, names the row in the results
+    label: str
+    role: str
+    run: Callable[[ServerProcess], dict]
+    rounds: list[dict] = dataclasses.field(default_factory=list)
+    failure: str = ""
+
+
+TEST_TITLES = {
+    "round_trip": "Round trip on one connection",
+    "pipelined": "Pipelined messages on one connection",
+    "connections": "Many connections at once",
+    "big_message": "One big message",
+}
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of an already sorted list."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def _round_trip_stats(timed: load.Timed) -> dict:
+    ordered = sorted(timed.latencies_ns)
+    return {
+        "p50_us": percentile(ordered, 0.50) / 1e3,
+        "p99_us": percentile(ordered, 0.99) / 1e3,
+        "requests_per_s": len(ordered) / timed.elapsed_s,
+    }
+
+
+def _median_of_rounds(rounds: list[dict]) -> dict:
+    merged: dict = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        # Errors add up: one error in any round is an error of the run.
+        merged[key] = sum(values) if key in ("errors", "requests") else statistics.median(values)
+    return merged
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def _subjects(settings: Settings, use_c: bool, notes: list[str]) -> dict[str, Subject]:
+    """Every server this run can start, with a note for each one it cannot."""
+    big_limit = str(int(settings.big_mib * 2**20) * 2)
+    subjects = {
+        "spike": Subject("spike", "spike", "spike", python_command("spike.server", "--port", "0", "--quiet")),
+        "spike_big": Subject(
+            "spike_big",
+            "spike (line limit raised)",
+            "spike",
+            python_command("spike.server", "--port", "0", "--quiet", "--max-line-bytes", big_limit),
+        ),
+        "py_echo": Subject("py_echo", "Python socket echo (floor)", "floor", python_command("spike._bench_servers", "echo")),
+        "py_json": Subject(
+            "py_json", "naive JSON-lines (Python)", "reference", python_command("spike._bench_servers", "jsonlines")
+        ),
+        "http": Subject(
+            "http", "HTTP/1.1 keep-alive (http.server)", "reference", python_command("spike._bench_servers", "http")
+        ),
+    }
+    try:
+        import zmq  # noqa: F401  (only checking that the optional extra is there)
+    except ImportError:
+        notes.append("ZeroMQ skipped: pyzmq is not installed (pip install pyzmq, or the 'bench' extra).")
+    else:
+        subjects["zmq"] = Subject("zmq", "ZeroMQ REQ/REP (pyzmq)", "reference", python_command("spike._bench_servers", "zmq"))
+
+    compiler = find_c_compiler() if use_c else None
+    if not use_c:
+        notes.append("C floors skipped: --no-c.")
+    elif sys.platform == "win32":
+        notes.append("C floors skipped: the C servers use POSIX sockets and do not build on Windows.")
+    elif compiler is None:
+        notes.append("C floors skipped: no C compiler (cc, gcc or clang) on PATH.")
+    else:
+        sources = {"c_blocking": ("echo_blocking.c", "C blocking echo (floor)")}
+        if sys.platform.startswith("linux"):
+            sources["c_epoll"] = ("echo_epoll.c", "C epoll echo (floor)")
+        else:
+            notes.append("C epoll floor skipped: epoll exists only on Linux.")
+        for key, (source, label) in sources.items():
+            try:
+                binary = build_c_server(source, compiler)
+            except BenchSetupError as exc:
+                notes.append(f"{label} skipped: {exc}")
+                continue
+            subjects[key] = Subject(key, label, "floor", [str(binary)])
+    return subjects
+
+
+def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
+    s = settings
+    big_bytes = int(s.big_mib * 2**20)
+    cases: list[Case] = []
+
+    def add(test: str, subject_key: str, run: Callable[[ServerProcess], dict], label: str = "", key: str = "") -> None:
+        if subject_key in subjects:
+            subject = subjects[subject_key]
+            cases.append(Case(test, subject_key, key or subject_key, label or subject.label, subject.role, run))
+
+    def text_rt(srv: ServerProcess) -> dict:
+        return _round_trip_stats(load.text_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+
+    def json_rt(srv: ServerProcess) -> dict:
+        return _round_trip_stats(load.json_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+
+    def http_rt(srv: ServerProcess) -> dict:
+        return _round_trip_stats(load.http_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+
+    def zmq_rt(srv: ServerProcess) -> dict:
+        return _round_trip_stats(load.zmq_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+
+    def piped(srv: ServerProcess) -> dict:
+        return {"messages_per_s": s.pipeline / load.pipelined(srv.host, srv.port, MESSAGE, s.pipeline)}
+
+    def many(srv: ServerProcess) -> dict:
+        timed = load.many_connections(srv.host, srv.port, MESSAGE, s.connections, s.conn_requests)
+        ordered = sorted(timed.latencies_ns)
+        return {
+            "requests_per_s": len(ordered) / timed.elapsed_s if timed.elapsed_s > 0 else 0.0,
+            "p50_ms": percentile(ordered, 0.50) / 1e6,
+            "p99_ms": percentile(ordered, 0.99) / 1e6,
+            "errors": timed.errors,
+            "requests": s.connections * s.conn_requests,
+        }
+
+    def big(srv: ServerProcess) -> dict:
+        return {"mib_per_s": (big_bytes / 2**20) / load.big_message(srv.host, srv.port, big_bytes)}
+
+    add("round_trip", "c_blocking", text_rt)
+    add("round_trip", "py_echo", text_rt)
+    add("round_trip", "spike", text_rt, "spike, plain text", "spike_text")
+    add("round_trip", "spike", json_rt, "spike, JSON echo", "spike_json")
+    add("round_trip", "py_json", json_rt)
+    add("round_trip", "zmq", zmq_rt)
+    add("round_trip", "http", http_rt)
+    add("pipelined", "c_blocking", piped)
+    add("pipelined", "py_echo", piped)
+    add("pipelined", "spike", piped, "spike, plain text")
+    add("connections", "c_epoll", many)
+    add("connections", "spike", many)
+    add("big_message", "c_blocking", big)
+    add("big_message", "py_echo", big)
+    add("big_message", "spike_big", big)
+    return cases
+
+
+# ---------------------------------------------------------------- running
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _describe(test: str, stats: dict) -> str:
+    if test == "round_trip":
+        return f"p50 {stats['p50_us']:8.1f} us  p99 {stats['p99_us']:8.1f} us"
+    if test == "pipelined":
+        return f"{stats['messages_per_s']:12,.0f} msg/s"
+    if test == "connections":
+        return f"{stats['requests_per_s']:10,.0f} req/s  p99 {stats['p99_ms']:.1f} ms  errors {stats['errors']}"
+    return f"{stats['mib_per_s']:8.1f} MiB/s"
+
+
+def _run_rounds(cases: list[Case], servers: dict[str, ServerProcess], rounds: int) -> None:
+    for number in range(rounds):
+        # Rotate the order each round so no case always runs first or last.
+        shift = number % len(cases)
+        for case in cases[shift:] + cases[:shift]:
+            if case.failure:
+                continue
+            server = servers.get(case.subject)
+            if server is None:
+                continue
+            try:
+                stats = case.run(server)
+            except (load.LoadError, OSError) as exc:
+                state = "" if server.alive() else f" (server exited: {server.last_output() or 'no output'})"
+                case.failure = f"{type(exc).__name__}: {exc}{state}"
+                notes.append(f"{case.label} failed in round {number + 1}: {case.failure}")
+                _progress(f"  round {number + 1}/{rounds}  {case.label:<36} FAILED: {case.failure}")
+                continue
+            case.rounds.append(stats)
+            _progress(f"  round {number + 1}/{rounds}  {case.label:<36} {_describe(case.test, stats)}")
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
+        return None
+    return value / base
+
+
+def _results(cases: list[Case]) -> dict:
+    tests: dict[str, dict] = {}
+    for case in cases:
+        table = tests.setdefault(case.test, {"title": TEST_TITLES[case.test], "rows": []})
+        row = {"id": case.key, "subject": case.subject, "label": case.label, "role": case.role}
+        if case.rounds:
+            row.update(_median_of_rounds(case.rounds))
+            row["rounds"] = len(case.rounds)
+        if case.failure:
+            row["failure"] = case.failure
+        table["rows"].append(row)
+
+    def find(test: str, key: str) -> dict | None:
+        for row in tests.get(test, {}).get("rows", []):
+            if row["id"] == key and "failure" not in row:
+                return row
+        return None
+
+    # Ratios: a time divided by the floor's time (above 1 = slower), a rate
+    # divided by the floor's rate (below 1 = slower).
+    metric = {"round_trip": "p50_us", "pipelined": "messages_per_s", "big_message": "mib_per_s"}
+    for test, key in metric.items():
+        c_floor, py_floor = find(test, "c_blocking"), find(test, "py_echo")
+        for row in tests.get(test, {}).get("rows", []):
+            if key in row:
+                row["vs_c_floor"] = _ratio(row[key], c_floor and c_floor[key])
+                row["vs_python_floor"] = _ratio(row[key], py_floor and py_floor[key])
+    epoll = find("connections", "c_epoll")
+    for row in tests.get("connections", {}).get("rows", []):
+        if "requests_per_s" in row:
+            row["vs_c_epoll"] = _ratio(row["requests_per_s"], epoll and epoll["requests_per_s"])
+    return tests
+
+
+def _targets(tests: dict) -> list[dict]:
+    rows = {r["id"]: r for r in tests.get("round_trip", {}).get("rows", []) if "failure" not in r}
+    text = rows.get("spike_text")
+    as_json = rows.get("spike_json")
+    conns = next((r for r in tests.get("connections", {}).get("rows", []) if r["subject"] == "spike"), None)
+    targets = []
+
+    def latency_target(name: str, row: dict | None, c_limit: float, py_limit: float) -> None:
+        if row and row.get("vs_c_floor") is not None:
+            value, limit, base = row["vs_c_floor"], c_limit, "C blocking echo"
+        elif row and row.get("vs_python_floor") is not None:
+            value, limit, base = row["vs_python_floor"], py_limit, "Python socket echo"
+        else:
+            targets.append({"name": name, "measure": "p50 ratio", "met": None, "detail": "not measured"})
+            return
+        targets.append(
+            {
+                "name": name,
+                "measure": f"p50 / {base} p50",
+                "value": value,
+                "limit": limit,
+                "compare": "<=",
+                "met": value <= limit,
+            }
+        )
+
+    latency_target("plain-text round trip", text, TARGET_TEXT_VS_C, TARGET_TEXT_VS_PY)
+    latency_target("JSON echo round trip", as_json, TARGET_JSON_VS_C, TARGET_JSON_VS_PY)
+    if conns and "failure" not in conns and "requests_per_s" in conns:
+        ratio = conns.get("vs_c_epoll")
+        targets.append(
+            {
+                "name": "1,000 connections: throughput",
+                "measure": "req/s / C epoll req/s",
+                "value": ratio,
+                "limit": TARGET_CONNS_VS_EPOLL,
+                "compare": ">=",
+                "met": None if ratio is None else ratio >= TARGET_CONNS_VS_EPOLL,
+            }
+        )
+        targets.append(
+            {
+                "name": "1,000 connections: p99",
+                "measure": "p99 ms",
+                "value": conns["p99_ms"],
+                "limit": TARGET_CONNS_P99_MS,
+                "compare": "<=",
+                "met": conns["p99_ms"] <= TARGET_CONNS_P99_MS,
+            }
+        )
+        targets.append(
+            {
+                "name": "1,000 connections: errors",
+                "measure": "failed requests",
+                "value": conns["errors"],
+                "limit": 0,
+                "compare": "<=",
+                "met": conns["errors"] == 0,
+            }
+        )
+    else:
+        targets.append({"name": "1,000 connections", "measure": "req/s, p99, errors", "met": None, "detail": "not measured"})
+    return targets
+
+
+# ---------------------------------------------------------------- machine
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except OSError:
+            pass
+    return platform.processor() or "unknown"
+
+
+def _compiler_version() -> str | None:
+    compiler = find_c_compiler()
+    if compiler is None:
+        return None
+    try:
+        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    first = out.stdout.strip().splitlines()
+    return first[0] if first else None
+
+
+def _machine(pinning: str) -> dict:
+    try:
+        import zmq
+
+        pyzmq = zmq.__version__
+        libzmq = zmq.zmq_version()
+    except ImportError:
+        pyzmq = libzmq = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "os": platform.platform(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "pinning": pinning,
+        "c_compiler": _compiler_version(),
+        "pyzmq": pyzmq,
+        "libzmq": libzmq,
+    }
+
+
+# ---------------------------------------------------------------- output
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def format_table(results: dict) -> str:
+    """The human-readable results: one block per test, then the targets."""
+    lines: list[str] = []
+    tests = results["tests"]
+
+    def block(test: str, header: list[str], cells: Callable[[dict], list[str]]) -> None:
+        if test not in tests:
+            return
+        rows = [header]
+        for row in tests[test]["rows"]:
+            if "failure" in row:
+                rows.append([row["label"], "failed (see notes)"] + [""] * (len(header) - 2))
+            else:
+                rows.append(cells(row))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines.append("")
+        lines.append(tests[test]["title"])
+        for number, r in enumerate(rows):
+            lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+            if number == 0:
+                lines.append("  " + "  ".join("-" * w for w in widths))
+
+    block(
+        "round_trip",
+        ["server", "p50 us", "p99 us", "req/s", "÷ C floor", "÷ Py floor"],
+        lambda r: [
+            r["label"],
+            f"{r['p50_us']:.1f}",
+            f"{r['p99_us']:.1f}",
+            f"{r['requests_per_s']:,.0f}",
+            _fmt_ratio(r.get("vs_c_floor")),
+            _fmt_ratio(r.get("vs_python_floor")),
+        ],
+    )
+    block(
+        "pipelined",
+        ["server", "msg/s", "÷ C floor", "÷ Py floor"],
+        lambda r: [
+            r["label"],
+            f"{r['messages_per_s']:,.0f}",
+            _fmt_ratio(r.get("vs_c_floor")),
+            _fmt_ratio(r.get("vs_python_floor")),
+        ],
+    )
+    block(
+        "connections",
+        ["server", "req/s", "p50 ms", "p99 ms", "errors", "÷ C epoll"],
+        lambda r: [
+            r["label"],
+            f"{r['requests_per_s']:,.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            str(r["errors"]),
+            _fmt_ratio(r.get("vs_c_epoll")),
+        ],
+    )
+    block(
+        "big_message",
+        ["server", "MiB/s", "÷ C floor", "÷ Py floor"],
+        lambda r: [
+            r["label"],
+            f"{r['mib_per_s']:,.0f}",
+            _fmt_ratio(r.get("vs_c_floor")),
+            _fmt_ratio(r.get("vs_python_floor")),
+        ],
+    )
+    lines.append("")
+    lines.append("Targets for the spike (evaluated, not asserted)")
+    for target in results["targets"]:
+        if target["met"] is None and "value" not in target:
+            lines.append(f"  n/a   {target['name']}: {target.get('detail', 'not measured')}")
+            continue
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[target["met"]]
+        value = target["value"]
+        shown = "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+        lines.append(
+            f"  {verdict}  {target['name']}: {target['measure']} = {shown} (target {target['compare']} {target['limit']})"
+        )
+    return "\n".join(lines)
+
+
+def _command_line(argv: list[str]) -> str:
+    return "python -m spike.bench" + "".join(" " + shlex.quote(a) for a in argv)
+
+
+def _rounded(value):
+    # Six significant digits are more than the noise allows; fewer digits keep the file readable.
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(_rounded(results), indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``python -m spike.bench``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m spike.bench",
+        description="Measure the spike against a C floor, a Python floor, HTTP and ZeroMQ on this machine.",
+    )
+    parser.add_argument("--quick", action="store_true", help="a short run (well under a minute)")
+    parser.add_argument("--json", metavar="FILE", type=Path, help="also save the results to FILE as JSON")
+    parser.add_argument("--cpu", type=int, default=0, help="CPU to pin client and servers to on Linux (default 0)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin to a CPU")
+    parser.add_argument("--no-c", action="store_true", help="skip the C floors even when a compiler exists")
+    sizes = parser.add_argument_group("sizes (override the --quick or full defaults)")
+    sizes.add_argument("--rounds", type=_positive_int, help="interleaved rounds; figures are medians over them")
+    sizes.add_argument("--requests", type=_positive_int, help="round trips per case per round")
+    sizes.add_argument("--warmup", type=int, help="untimed round trips before each timed batch")
+    sizes.add_argument("--pipeline", type=_positive_int, help="messages per pipelined batch")
+    sizes.add_argument("--connections", type=_positive_int, help="concurrent connections")
+    sizes.add_argument("--conn-requests", type=_positive_int, help="round trips per concurrent connection")
+    sizes.add_argument("--big-mib", type=_positive_float, help="size of the big message in MiB")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    base = dataclasses.replace(QUICK if args.quick else FULL)
+    for field in dataclasses.fields(Settings):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            setattr(base, field.name, value)
+    return base
+
+
+def run(settings: Settings, *, cpu: int | None, use_c: bool, mode: str, command: str) -> dict:
+    """Runs the whole benchmark and returns the results as a JSON-ready dict."""
+    notes: list[str] = []
+    pinning = pin_to_cpu(cpu)
+    cap = load.max_select_sockets()
+    if cap is not None and settings.connections > cap:
+        notes.append(f"connections lowered from {settings.connections} to {cap}: select() on this OS watches at most 512 sockets.")
+        settings.connections = cap
+    limit_note = load.raise_open_file_limit(settings.connections + 256)
+    if limit_note:
+        notes.append(limit_note)
+    _progress(f"spike.bench: {mode} run, {settings.rounds} rounds; {pinning}")
+    subjects = _subjects(settings, use_c, notes)
+    cases = _plan(settings, subjects)
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for key in dict.fromkeys(case.subject for case in cases):
+            subject = subjects[key]
+            try:
+                servers[key] = ServerProcess(subject.label, subject.command, cpu).start()
+                _progress(f"  started {subject.label} on {servers[key].host}:{servers[key].port}")
+            except BenchSetupError as exc:
+                notes.append(f"skipped: {exc}")
+                _progress(f"  skipped: {exc}")
+        _run_rounds(cases, servers, settings.rounds)
+    finally:
+        for server in servers.values():
+            server.stop()
+    for case in cases:
+        if case.subject not in servers and not case.failure:
+            case.failure = "server did not start"
+    tests = _results(cases)
+    return {
+        "schema": SCHEMA,
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "mode": mode,
+        "command": command,
+        "message": MESSAGE,
+        "machine": _machine(pinning),
+        "settings": dataclasses.asdict(settings),
+        "notes": notes,
+        "tests": tests,
+        "targets": _targets(tests),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m spike.bench``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    settings = _settings(args)
+    mode = "quick" if args.quick else "full"
+    try:
+        results = run(
+            settings,
+            cpu=None if args.no_pin else args.cpu,
+            use_c=not args.no_c,
+            mode=mode,
+            command=_command_line(argv),
+        )
+    except BenchSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nbenchmark interrupted; servers stopped", file=sys.stderr)
+        return 130
+    machine = results["machine"]
+    print(f"spike.bench ({mode}) {results['date']}")
+    print(
+        f"machine: {machine['cpu_count']} CPUs, {machine['cpu_model']}; {machine['os']}; "
+        f"{machine['python']}; {machine['pinning']}"
+    )
+    print(format_table(results))
+    for note in results["notes"]:
+        print(f"note: {note}")
+    if args.json:
+        try:
+            _write_json(args.json, results)
+        except OSError as exc:
+            print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        print(f"results saved to {args.json}")
+    print(
+        f"Rerun with: {_command_line(argv)}   "
+        "(add --quick for a short run; the report page uses: uv run python -m spike.bench --json docs/data/benchmark.json)"
+    )
+    spike_failed = [row for t in results["tests"].values() for row in t["rows"] if row["role"] == "spike" and "failure" in row]
+    if spike_failed:
+        print(f"error: the spike itself could not be measured: {spike_failed[0]['failure']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
