@@ -1,0 +1,75 @@
+"""A small microservice on the spike pipe: it counts the words in a text.
+
+This is the service side of the tutorial ("Use the pipe in your
+microservice"). It keeps the built-in ops (echo, info, stats) and adds one
+of its own, ``word_count``. Start it, then call it from another program:
+
+    uv run python docs/examples/word_count_service.py --port 3001
+
+Stop it with Ctrl+C. Other programs can also import ``ops`` from here and
+serve it themselves, e.g. ``running_server(ops=ops, port=0)`` in a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import re
+import sys
+from collections import Counter
+
+from spike import PipeError, Server, default_ops
+
+# A copy, so this service's op is added without changing spike's defaults.
+ops = default_ops.copy()
+
+_WORD = re.compile(r"[\w']+")
+
+
+@ops.op("word_count")
+def word_count(params: dict, ctx) -> dict:
+    """``{"op": "word_count", "text": "...", "top": 3}`` -> counts and top words.
+
+    A missing ``text`` raises KeyError and a wrong type raises TypeError or
+    ValueError; the pipe turns those into a ``bad_request`` error reply.
+    """
+    text = params["text"]
+    if not isinstance(text, str):
+        raise TypeError('"text" must be a string')
+    top = params.get("top", 3)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise ValueError('"top" must be a whole number, 0 or more')
+    words = [word.lower() for word in _WORD.findall(text)]
+    return {
+        "words": len(words),
+        "characters": len(text),
+        "most_common": [
+            {"word": word, "count": count} for word, count in Counter(words).most_common(top)
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The word-count microservice.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3001, help="0 picks a free port")
+    args = parser.parse_args(argv)
+
+    log = functools.partial(print, flush=True)  # one line per connection and message
+    try:
+        server = Server(args.host, args.port, ops=ops, log=log)
+    except PipeError as exc:  # e.g. the port is already in use
+        print(exc, file=sys.stderr)
+        return 1
+    with server:
+        host, port = server.address
+        log(f"Word-count service on {host}:{port} (press Ctrl+C to stop)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            log("Service stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The tutorial's example files, run for real so the page never drifts.
+
+docs/spike/tutorial.md includes docs/examples/*.py and *.js verbatim and
+shows their output; these tests run the same files against a real service
+on an ephemeral port and check the output the page shows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spike import PipeError, RemoteError, running_server
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "docs" / "examples"
+TUTORIAL = ROOT / "docs" / "spike" / "tutorial.md"
+TIMEOUT = 10
+SENTENCE = "the cat saw the other cat"
+# What the tutorial page shows for SENTENCE.
+SHOWN_OUTPUT = "6 words, 25 characters\n  the: 2\n  cat: 2\n  saw: 1\n"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+service = _load("word_count_service")
+teammate = _load("teammate_client")
+
+
+@pytest.fixture
+def word_count_server():
+    """The example's ops served in-process on a free port."""
+    with running_server(ops=service.ops, port=0, poll_interval=0.05) as server:
+        yield server.address
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONIOENCODING"] = "utf-8"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=TIMEOUT,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_tutorial_includes_the_example_files():
+    page = TUTORIAL.read_text(encoding="utf-8")
+    for name in ("word_count_service.py", "teammate_client.py", "teammate_client.js"):
+        assert f'--8<-- "docs/examples/{name}"' in page
+
+
+def test_word_count_op_counts_and_ranks(word_count_server):
+    host, port = word_count_server
+    result = teammate.count_words(SENTENCE, host, port)
+    assert result == {
+        "words": 6,
+        "characters": 25,
+        "most_common": [
+            {"word": "the", "count": 2},
+            {"word": "cat", "count": 2},
+            {"word": "saw", "count": 1},
+        ],
+    }
+
+
+def test_default_ops_are_still_there(word_count_server):
+    from spike import Client
+
+    with Client(*word_count_server, timeout=TIMEOUT) as client:
+        assert client.request("echo", text="hi") == {"text": "hi"}
+        assert client.send_text("A message from CS361") == "A message from CS361"
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({}, "missing parameter 'text'"),
+        ({"text": 42}, '"text" must be a string'),
+        ({"text": "a b", "top": -1}, '"top" must be a whole number, 0 or more'),
+        ({"text": "a b", "top": True}, '"top" must be a whole number, 0 or more'),
+    ],
+)
+def test_bad_parameters_are_bad_request_replies(word_count_server, params, message):
+    from spike import Client
+
+    with Client(*word_count_server, timeout=TIMEOUT) as client:
+        with pytest.raises(RemoteError) as caught:
+            client.request("word_count", **params)
+        assert caught.value.code == "bad_request"
+        assert caught.value.message == message
+        # The connection and the service survive a bad request.
+        assert client.request("word_count", text="ok")["words"] == 1
+
+
+def test_raw_json_line_gets_the_reply_the_page_shows(word_count_server):
+    # What a non-Python teammate (or `nc`) sends: one JSON line over TCP.
+    request = b'{"op": "word_count", "text": "hello hello world"}\n'
+    with socket.create_connection(word_count_server, timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        reply = sock.makefile("rb").readline()
+    shown = (
+        '{"ok":true,"result":{"words":3,"characters":17,"most_common":'
+        '[{"word":"hello","count":2},{"word":"world","count":1}]}}'
+    )
+    assert reply.decode() == shown + "\n"
+    assert shown in TUTORIAL.read_text(encoding="utf-8")
+
+
+def test_teammate_client_program_prints_what_the_page_shows(word_count_server):
+    _, port = word_count_server
+    done = _run([sys.executable, str(EXAMPLES / "teammate_client.py"), "--port", str(port), SENTENCE])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == SHOWN_OUTPUT
+    page = TUTORIAL.read_text(encoding="utf-8")
+    assert f'"{SENTENCE}"\n{SHOWN_OUTPUT}' in page
+
+
+def test_teammate_client_reports_a_missing_service_in_one_line():
+    with socket.socket() as probe:  # a port with nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = _run([sys.executable, str(EXAMPLES / "teammate_client.py"), "--port", str(port), "x"])
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"Could not use the service at 127.0.0.1:{port}:")
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_node_client_talks_to_the_python_service(word_count_server):
+    _, port = word_count_server
+    done = _run(["node", str(EXAMPLES / "teammate_client.js"), str(port), SENTENCE])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == SHOWN_OUTPUT
+
+
+def _default_sigint() -> None:  # runs in the child, before exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_service_script_serves_until_ctrl_c():
+    """The service as a user starts it: its own process, port 0, then Ctrl+C."""
+    kwargs = {}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    elif signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Started from a background job: the child would inherit "ignore
+        # Ctrl+C"; give it the default so the test can press Ctrl+C.
+        kwargs["preexec_fn"] = _default_sigint
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "word_count_service.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        encoding="utf-8",
+        env=_env(),
+        **kwargs,
+    )
+    try:
+        first = proc.stdout.readline()
+        match = re.fullmatch(r"Word-count service on 127\.0\.0\.1:(\d+) \(press Ctrl\+C to stop\)\n", first)
+        assert match, first + proc.stderr.read()
+        port = int(match[1])
+        assert teammate.count_words(SENTENCE, "127.0.0.1", port)["words"] == 6
+        # Wait for the server to log the closed connection (a real condition).
+        seen = []
+        while not any(line.startswith("Connection closed:") for line in seen):
+            line = proc.stdout.readline()
+            assert line, f"service output ended early: {seen}"
+            seen.append(line)
+        assert any(line.startswith("Received: {") for line in seen)
+        proc.send_signal(signal.CTRL_BREAK_EVENT if sys.platform == "win32" else signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+    if sys.platform != "win32":
+        assert proc.returncode == 0
+        assert out.strip().endswith("Service stopped.")
+        assert "Traceback" not in err
+
+
+def test_service_script_reports_a_busy_port_in_one_line():
+    with running_server(port=0) as busy:
+        port = busy.address[1]
+        done = _run([sys.executable, str(EXAMPLES / "word_count_service.py"), "--port", str(port)])
+    assert done.returncode == 1
+    assert "address already in use" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_request_id_comes_back_as_the_page_describes(word_count_server):
+    request = {"op": "word_count", "id": 1, "text": SENTENCE, "top": 3}
+    with socket.create_connection(word_count_server, timeout=TIMEOUT) as sock:
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        reply = json.loads(sock.makefile("rb").readline())
+    assert reply["id"] == 1 and reply["ok"] is True
+    assert reply["result"]["words"] == 6
+    # The page's "one except PipeError is enough" relies on this.
+    assert issubclass(RemoteError, PipeError)
