@@ -225,3 +225,48 @@ def test_request_id_comes_back_as_the_page_describes(word_count_server):
     assert reply["result"]["words"] == 6
     # The page's "one except PipeError is enough" relies on this.
     assert issubclass(RemoteError, PipeError)
+
+
+# --- The request/reply examples on the protocol page ----------------------
+
+PROTOCOL_PAGE = ROOT / "docs" / "spike" / "protocol.md"
+# Replies whose values change from run to run: compare their shape only.
+_VARYING_OPS = {"info", "stats"}
+
+
+def _protocol_examples() -> list[tuple[str, str]]:
+    lines = PROTOCOL_PAGE.read_text(encoding="utf-8").splitlines()
+    pairs = []
+    for sent, answer in zip(lines, lines[1:]):
+        if sent.startswith("→ ") and answer.startswith("← "):
+            pairs.append((sent[2:], answer[2:]))
+    return pairs
+
+
+def test_protocol_page_has_examples():
+    sent = [request for request, _ in _protocol_examples()]
+    assert "A message from CS361" in sent
+    for op in ("echo", "info", "stats"):
+        assert any(f'"op": "{op}"' in request for request in sent), op
+
+
+@pytest.mark.parametrize("request_line, shown", _protocol_examples())
+def test_protocol_page_example_matches_the_server(request_line, shown):
+    with running_server(port=0, poll_interval=0.05) as server:
+        with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
+            sock.sendall(request_line.encode() + b"\n")
+            reply = sock.makefile("rb").readline().decode()
+    assert reply.endswith("\n")
+    reply = reply[:-1]
+    if not shown.startswith("{"):
+        assert reply == shown
+        return
+    got, expected = json.loads(reply), json.loads(shown)
+    if expected.get("error", {}).get("code") == "bad_json":
+        # The parser's wording differs between json backends; the code does not.
+        assert got["error"]["code"] == "bad_json" and got.keys() == expected.keys()
+    elif json.loads(request_line).get("op") in _VARYING_OPS:
+        assert got.keys() == expected.keys()
+        assert got["result"].keys() == expected["result"].keys()
+    else:
+        assert got == expected
