@@ -1,0 +1,143 @@
+"""Ops: what a JSON request can ask the server to do.
+
+An op is a plain function ``(params: dict, ctx) -> result``. ``params`` holds
+the request's keys other than ``"op"`` and ``"id"``; the result can be any
+JSON value. ``ctx`` is the connection that received the request: ``ctx.peer``
+is the client's ``(host, port)``, ``ctx.messages`` counts this connection's
+messages and ``ctx.server`` is the :class:`~spike.server.Server`.
+
+Adding your own op takes a few lines::
+
+    from spike import default_ops, running_server
+
+    ops = default_ops.copy()
+
+    @ops.op("add")
+    def add(params, ctx):
+        return {"sum": params["a"] + params["b"]}
+
+    with running_server(ops=ops) as server:
+        ...
+
+A function that raises ``ValueError``, ``KeyError`` or ``TypeError`` (a
+missing or wrong parameter) produces an ``ok: false`` reply with code
+``bad_request``; any other exception produces ``op_failed``. Either way the
+server keeps serving. Ops run on the server's single event-loop thread, so
+keep them quick: a slow op makes every client wait.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from typing import Any, Callable, Iterator
+
+from ._version import __version__
+from .protocol import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError
+
+__all__ = ["OpFunction", "OpRegistry", "default_ops"]
+
+OpFunction = Callable[[dict, Any], Any]
+
+
+class OpRegistry:
+    """Maps op names to functions; :meth:`call` runs one with error mapping."""
+
+    def __init__(self, ops: dict[str, OpFunction] | None = None) -> None:
+        self._ops: dict[str, OpFunction] = dict(ops or {})
+
+    def op(self, name: str) -> Callable[[OpFunction], OpFunction]:
+        """Decorator: register the function under ``name`` and return it."""
+
+        def register(func: OpFunction) -> OpFunction:
+            self.add(name, func)
+            return func
+
+        return register
+
+    def add(self, name: str, func: OpFunction) -> None:
+        """Register ``func`` as op ``name`` (replacing any op of that name)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("an op name must be a non-empty string")
+        if not callable(func):
+            raise TypeError(f"op {name!r} must be callable")
+        self._ops[name] = func
+
+    def remove(self, name: str) -> None:
+        """Unregister op ``name``; KeyError if there is none."""
+        del self._ops[name]
+
+    def copy(self) -> OpRegistry:
+        """A new registry with the same ops, to extend without changing this one."""
+        return OpRegistry(self._ops)
+
+    def names(self) -> list[str]:
+        """The registered op names, sorted."""
+        return sorted(self._ops)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ops
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def __repr__(self) -> str:
+        return f"OpRegistry({self.names()!r})"
+
+    def call(self, name: str, params: dict, ctx: Any) -> Any:
+        """Run op ``name``; failures become :class:`ProtocolError`.
+
+        ``unknown_op`` if no such op, ``bad_request`` for ValueError,
+        KeyError or TypeError, ``op_failed`` for anything else (the original
+        exception is the error's ``__cause__``, for logging).
+        """
+        func = self._ops.get(name)
+        if func is None:
+            raise ProtocolError(UNKNOWN_OP, f"no op named {name!r}; try one of {self.names()}")
+        try:
+            return func(params, ctx)
+        except ProtocolError:
+            raise
+        except KeyError as exc:
+            raise ProtocolError(BAD_REQUEST, f"missing parameter {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError(BAD_REQUEST, str(exc) or type(exc).__name__) from exc
+        except Exception as exc:
+            raise ProtocolError(
+                OP_FAILED, f"op {name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+default_ops = OpRegistry()
+
+
+@default_ops.op("echo")
+def echo(params: dict, ctx: Any) -> dict:
+    """``{"op": "echo", "text": "..."}`` -> ``{"text": "..."}``."""
+    text = params["text"]
+    if not isinstance(text, str):
+        raise TypeError('"text" must be a string')
+    return {"text": text}
+
+
+@default_ops.op("info")
+def info(params: dict, ctx: Any) -> dict:
+    """Who is answering: server name and version, Python, UTC time, uptime."""
+    return {
+        "server": "spike",
+        "version": __version__,
+        "python": platform.python_version(),
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "uptime_seconds": round(ctx.server.uptime, 3),
+    }
+
+
+@default_ops.op("stats")
+def stats(params: dict, ctx: Any) -> dict:
+    """Connection statistics, server-wide and for the asking connection."""
+    result = ctx.server.stats()
+    result["this_connection_messages"] = ctx.messages
+    return result

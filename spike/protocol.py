@@ -1,0 +1,383 @@
+"""The pipe's wire protocol, without any sockets (a "sans-IO" core).
+
+Both the server and the client frame bytes with this module, so the two
+sides can never disagree on what a message is.
+
+The rules
+=========
+* The stream is UTF-8 text cut into lines by ``\\n``. One line is one
+  message, and every message gets exactly one reply line, in order.
+  A ``\\r`` just before the ``\\n`` is dropped, so ``telnet`` on Windows
+  and Java's ``println`` work unchanged.
+* A line that does not start with ``{`` is **plain text**. The reply is the
+  same text as one line, so ``nc 127.0.0.1 3000`` or telnet is a usable
+  client (Redis accepts "inline commands" for the same reason).
+* A line that starts with ``{`` is a **JSON request**: an object with a
+  string ``"op"``, an optional ``"id"`` of any JSON type, and the op's
+  parameters as further keys, for example
+  ``{"op": "echo", "id": 7, "text": "hi"}``. The reply is one JSON object
+  line. It repeats ``"id"`` when the request had one and then holds either
+  ``"ok": true`` with a ``"result"``::
+
+      {"id":7,"ok":true,"result":{"text":"hi"}}
+
+  or ``"ok": false`` with an ``"error"`` holding a ``code`` and a
+  human-readable ``message``::
+
+      {"id":7,"ok":false,"error":{"code":"unknown_op","message":"..."}}
+
+* Error codes: ``bad_utf8`` (the line is not valid UTF-8), ``bad_json``
+  (starts with ``{`` but is not valid JSON), ``bad_request`` (valid JSON but
+  not an object with a string ``"op"``, or parameters the op rejects),
+  ``unknown_op``, ``op_failed`` (the op itself crashed; the server keeps
+  running) and ``line_too_long`` (the line exceeds the server's limit,
+  1 MiB by default; the server closes that connection after the reply).
+  An error reply is always a JSON line, even for plain-text input. After
+  any other error the connection stays usable.
+* Bytes left without a final ``\\n`` when the peer closes its side are still
+  one message.
+* A server may also treat an unterminated line as complete once no new
+  bytes have arrived for a short while (``flush_after``, 0.25 s by
+  default), so a client that sends ``"Hello"`` without a newline and waits
+  for an answer still gets one. A lone ``\\n`` (or ``\\r\\n``) arriving
+  right after such a flush only completes the flushed line and is not a
+  second message.
+
+This module only turns bytes into messages and replies into bytes:
+:class:`LineFramer` cuts lines with a size cap, :func:`decode_message`
+classifies one line, and the ``encode_*`` functions build reply and request
+lines. It imports nothing else from the package.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:  # orjson is optional: several times faster, same bytes on the wire.
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+__all__ = [
+    "BAD_JSON",
+    "BAD_REQUEST",
+    "BAD_UTF8",
+    "DEFAULT_MAX_LINE_BYTES",
+    "ERROR_CODES",
+    "JSON_BACKEND",
+    "LINE_TOO_LONG",
+    "NO_ID",
+    "OP_FAILED",
+    "UNKNOWN_OP",
+    "LineFramer",
+    "LineTooLong",
+    "PipeError",
+    "ProtocolError",
+    "RemoteError",
+    "decode_message",
+    "decode_reply",
+    "encode_error",
+    "encode_request",
+    "encode_result",
+    "encode_text",
+]
+
+DEFAULT_MAX_LINE_BYTES = 1_048_576
+
+BAD_UTF8 = "bad_utf8"
+BAD_JSON = "bad_json"
+BAD_REQUEST = "bad_request"
+UNKNOWN_OP = "unknown_op"
+OP_FAILED = "op_failed"
+LINE_TOO_LONG = "line_too_long"
+ERROR_CODES = (BAD_UTF8, BAD_JSON, BAD_REQUEST, UNKNOWN_OP, OP_FAILED, LINE_TOO_LONG)
+
+
+class _NoId:
+    """Type of :data:`NO_ID`: a request that carried no ``"id"`` key."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_ID"
+
+
+#: Marks "the request had no id" (``None`` is a valid id: JSON ``null``).
+NO_ID: Any = _NoId()
+
+
+class PipeError(Exception):
+    """Base class of every error the spike package raises on purpose."""
+
+
+class ProtocolError(PipeError):
+    """A message broke the protocol; ``code`` is one of :data:`ERROR_CODES`.
+
+    The server turns it into an ``ok: false`` reply; the client raises it
+    when a reply line cannot be understood. ``request_id`` is the request's
+    ``"id"`` when it could be read, else :data:`NO_ID`.
+    """
+
+    def __init__(self, code: str, message: str, request_id: Any = NO_ID) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class LineTooLong(ProtocolError):
+    """A line grew past the framer's limit.
+
+    ``lines`` holds the complete lines that came before it in the same
+    chunk (they are valid messages and must still be answered).
+    """
+
+    def __init__(self, limit: int, lines: list[bytes]) -> None:
+        super().__init__(LINE_TOO_LONG, f"line longer than {limit} bytes")
+        self.limit = limit
+        self.lines = lines
+
+
+class RemoteError(PipeError):
+    """The other side answered ``ok: false``: ``code``, ``message``, ``request_id``."""
+
+    def __init__(self, code: str, message: str, request_id: Any = NO_ID) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class LineFramer:
+    """Cuts a byte stream into lines, holding at most ``max_line_bytes``.
+
+    Feed it whatever ``recv()`` returned; it returns the complete lines
+    (without ``\\n`` or a trailing ``\\r``) and keeps the unterminated rest.
+    The limit counts a line's bytes before its ``\\n``.
+    """
+
+    __slots__ = ("max_line_bytes", "_partial", "_after_flush")
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        self.max_line_bytes = max_line_bytes
+        self._partial = bytearray()
+        # True right after flush(): a newline that arrives next only ends
+        # the line that was already flushed.
+        self._after_flush = False
+
+    @property
+    def pending(self) -> int:
+        """Number of bytes held for a line that has no ``\\n`` yet."""
+        return len(self._partial)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the lines they complete, in order.
+
+        Raises :class:`LineTooLong` (whose ``lines`` are the complete lines
+        before the offender) when a line exceeds the limit. After that the
+        framer holds nothing; the caller is expected to close the stream.
+        """
+        if self._after_flush:
+            self._after_flush = False
+            if data[:1] == b"\n":
+                data = data[1:]
+            elif data[:2] == b"\r\n":
+                data = data[2:]
+            elif data == b"\r":
+                # The "\n" may still follow in the next chunk.
+                self._after_flush = True
+                return []
+        partial = self._partial
+        end = data.find(b"\n")
+        # Fast path: one whole line in one chunk (a request/reply client).
+        if end == len(data) - 1 and end >= 0 and not partial:
+            if end > self.max_line_bytes:
+                raise LineTooLong(self.max_line_bytes, [])
+            if end and data[end - 1] == 13:  # "\r"
+                return [data[: end - 1]]
+            return [data[:end]]
+        limit = self.max_line_bytes
+        if end < 0:
+            partial += data
+            if len(partial) > limit:
+                partial.clear()
+                raise LineTooLong(limit, [])
+            return []
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if partial:
+            lines[0] = bytes(partial) + lines[0]
+            partial.clear()
+        for i, line in enumerate(lines):
+            if len(line) > limit:
+                raise LineTooLong(limit, lines[:i])
+            if line[-1:] == b"\r":
+                lines[i] = line[:-1]
+        if rest:
+            if len(rest) > limit:
+                raise LineTooLong(limit, lines)
+            partial += rest
+        return lines
+
+    def flush(self) -> bytes | None:
+        """Return the held unterminated line as a message, or None if empty.
+
+        Call it at end of stream, or when the line has sat idle long enough
+        to count as complete. After a flush, a ``\\n`` arriving first only
+        ends that line.
+        """
+        if not self._partial:
+            return None
+        line = bytes(self._partial)
+        self._partial.clear()
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        self._after_flush = True
+        return line
+
+
+# --- JSON codec: orjson when installed, else the standard library --------
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_std_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+_std_dumps = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+).encode
+_ascii_dumps = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":")
+).encode
+
+if _orjson is not None:
+    JSON_BACKEND = "orjson"
+    _orjson_loads = _orjson.loads
+    _orjson_dumps = _orjson.dumps
+    _ORJSON_OPTS = _orjson.OPT_NON_STR_KEYS
+
+    def _loads(line: bytes) -> Any:
+        try:
+            return _orjson_loads(line)
+        except _orjson.JSONDecodeError:
+            line.decode()  # invalid UTF-8 raises UnicodeDecodeError here
+            raise
+
+    def _dumps(obj: Any) -> bytes:
+        try:
+            return _orjson_dumps(obj, option=_ORJSON_OPTS)
+        except TypeError:
+            # Lone surrogates and other oddities: the stdlib escapes them.
+            return _ascii_dumps(obj).encode()
+
+else:
+    JSON_BACKEND = "json"
+
+    def _loads(line: bytes) -> Any:
+        return _std_loads(line.decode())
+
+    def _dumps(obj: Any) -> bytes:
+        text = _std_dumps(obj)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: \\u-escape everything
+            return _ascii_dumps(obj).encode()
+
+
+def decode_message(line: bytes) -> str | dict:
+    """Classify one line: plain text -> ``str``; JSON request -> ``dict``.
+
+    The request dict is the parsed object itself (``"op"`` is checked to be
+    a string; ``"id"`` and the parameters are left in it). Raises
+    :class:`ProtocolError` with ``bad_utf8``, ``bad_json`` or
+    ``bad_request``.
+    """
+    if line[:1] != b"{":
+        try:
+            return line.decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        request = _loads(line)
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, f"not valid JSON ({_first_line(exc)})") from None
+    if type(request) is not dict:
+        raise ProtocolError(BAD_REQUEST, "a request must be a JSON object")
+    op = request.get("op")
+    if type(op) is not str:
+        raise ProtocolError(
+            BAD_REQUEST, 'a request needs "op" with a string value', request.get("id", NO_ID)
+        )
+    return request
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def encode_text(text: str) -> bytes:
+    """A plain-text reply line. Raises ValueError if ``text`` holds a newline."""
+    if "\n" in text:
+        raise ValueError("a plain-text reply cannot contain a newline")
+    return text.encode() + b"\n"
+
+
+def encode_result(result: Any, request_id: Any = NO_ID) -> bytes:
+    """An ``ok: true`` reply line. Raises TypeError/ValueError if not JSON-able."""
+    if request_id is NO_ID:
+        return _dumps({"ok": True, "result": result}) + b"\n"
+    return _dumps({"id": request_id, "ok": True, "result": result}) + b"\n"
+
+
+def encode_error(code: str, message: str, request_id: Any = NO_ID) -> bytes:
+    """An ``ok: false`` reply line with ``error: {code, message}``."""
+    error = {"code": code, "message": message}
+    if request_id is NO_ID:
+        return _dumps({"ok": False, "error": error}) + b"\n"
+    try:
+        return _dumps({"id": request_id, "ok": False, "error": error}) + b"\n"
+    except (TypeError, ValueError):  # pragma: no cover - ids come from JSON
+        return _dumps({"ok": False, "error": error}) + b"\n"
+
+
+def encode_request(op: str, params: dict | None = None, request_id: Any = NO_ID) -> bytes:
+    """A JSON request line ``{"op": ..., "id": ..., **params}``."""
+    request: dict[str, Any] = {"op": op}
+    if request_id is not NO_ID:
+        request["id"] = request_id
+    if params:
+        if "op" in params or "id" in params:
+            raise ValueError('"op" and "id" cannot be used as parameter names')
+        request.update(params)
+    return _dumps(request) + b"\n"
+
+
+def decode_reply(line: bytes) -> dict:
+    """Parse a JSON reply line into a dict with ``ok`` and ``result``/``error``.
+
+    Raises :class:`ProtocolError` if the line is not a well-formed reply.
+    """
+    try:
+        reply = _loads(line)
+    except UnicodeDecodeError:
+        raise ProtocolError(BAD_UTF8, "reply is not valid UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, f"reply is not valid JSON ({_first_line(exc)})") from None
+    if type(reply) is not dict or type(reply.get("ok")) is not bool:
+        raise ProtocolError(BAD_REQUEST, 'reply is not an object with a boolean "ok"')
+    if reply["ok"]:
+        if "result" not in reply:
+            raise ProtocolError(BAD_REQUEST, 'ok reply has no "result"')
+    else:
+        error = reply.get("error")
+        if (
+            type(error) is not dict
+            or type(error.get("code")) is not str
+            or type(error.get("message")) is not str
+        ):
+            raise ProtocolError(BAD_REQUEST, 'error reply has no "error" {code, message}')
+    return reply

@@ -1,0 +1,628 @@
+"""The pipe's server: one thread, one event loop (epoll or selectors), many clients.
+
+:class:`Server` owns the listening socket and the loop; each accepted socket
+gets a :class:`Connection` that holds that client's state (its line framer,
+unsent reply bytes, message count). Every wait is bounded, so Ctrl+C and
+:meth:`Server.shutdown` take effect promptly on every platform, and no
+client can block another: sockets are non-blocking and a client that stops
+reading its replies only stops its own connection from being read.
+
+Run it from a terminal with ``spike-server`` (or ``python -m spike.server``);
+use it from Python with :func:`running_server`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from ._poller import READ as _READ
+from ._poller import READY_READ as _READY_READ
+from ._poller import READY_WRITE as _READY_WRITE
+from ._poller import WRITE as _WRITE
+from ._poller import Poller
+from .ops import OpRegistry, default_ops
+from .protocol import (
+    BAD_UTF8,
+    DEFAULT_MAX_LINE_BYTES,
+    NO_ID,
+    OP_FAILED,
+    LineFramer,
+    LineTooLong,
+    PipeError,
+    ProtocolError,
+    decode_message,
+    encode_error,
+    encode_result,
+    encode_text,
+)
+
+__all__ = [
+    "AddressInUseError",
+    "BindError",
+    "Connection",
+    "Server",
+    "main",
+    "running_server",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3000
+DEFAULT_FLUSH_AFTER = 0.25
+# The stdlib socketserver's backlog of 5 drops connections when 1,000 clients
+# connect at once; the kernel caps this at its own maximum (somaxconn).
+DEFAULT_BACKLOG = 4096
+_RECV_SIZE = 65536
+# Accept at most this many new clients per loop pass, so a connection storm
+# cannot starve clients that are already talking.
+_ACCEPT_BATCH = 128
+# After accept() fails for lack of resources (too many open files), wait
+# this long before trying again instead of spinning on a readable listener.
+_ACCEPT_RETRY_DELAY = 0.1
+_DISPLAY_CHARS = 200
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+Log = Callable[[str], None]
+
+
+class BindError(PipeError):
+    """The server could not listen on the requested host and port."""
+
+
+class AddressInUseError(BindError):
+    """Another program already listens on that host and port."""
+
+
+def format_address(address: tuple) -> str:
+    """``HOST:PORT``, with IPv6 hosts in brackets (``[::1]:3000``)."""
+    host, port = address[0], address[1]
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def display_text(text: str, limit: int = _DISPLAY_CHARS) -> str:
+    """Text made safe for one log line: shortened, control characters escaped."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    return text.translate(_CONTROL_ESCAPES)
+
+
+class Connection:
+    """One client's connection, driven by :class:`Server`'s event loop.
+
+    Methods for the caller (the server loop):
+        ``on_readable()`` read and answer what arrived; ``on_writable()``
+        send replies the socket could not take at once; ``flush_idle()``
+        answer an unterminated line that has sat idle for ``flush_after``;
+        ``close()`` close the socket and update the server's books.
+
+    Methods to override (in a subclass passed as ``Server(connection_class=...)``):
+        ``handle_text(text) -> str`` the reply to a plain-text message
+        (default: the same text); ``handle_request(op, params) -> result``
+        the result of a JSON request (default: the server's op registry).
+
+    Attributes: ``server``, ``peer`` (client's address), ``messages``
+    (messages received so far), ``sock``.
+    """
+
+    def __init__(self, server: Server, sock: socket.socket, peer: tuple) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.messages = 0
+        self.framer = LineFramer(server.max_line_bytes)
+        self.last_read = 0.0
+        self._out = bytearray()  # reply bytes the socket has not taken yet
+        self._closing = False  # close once the unsent replies are out
+        self._closed = False
+        self._log = server.log
+        self._idle_timeout = server.idle_timeout
+        self._flush_after = server.flush_after
+        self._flush_scheduled = False
+        # Plain echo needs no decode/encode round trip: reply with the bytes.
+        self._plain_echo = type(self).handle_text is Connection.handle_text
+
+    # -- methods to override ---------------------------------------------
+    def handle_text(self, text: str) -> str:
+        """Reply to a plain-text message. The default echoes it."""
+        return text
+
+    def handle_request(self, op: str, params: dict) -> Any:
+        """Result of a JSON request; raise ProtocolError for an error reply."""
+        return self.server.ops.call(op, params, self)
+
+    # -- methods for the caller --------------------------------------------
+    def on_readable(self) -> None:
+        """Read once and answer every complete line that arrived."""
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # reset by the peer, or already closed
+            self.close()
+            return
+        if not data:
+            self._end_of_stream()
+            return
+        if self._idle_timeout is not None:
+            self.server._touch(self)
+        try:
+            lines = self.framer.feed(data)
+        except LineTooLong as exc:
+            out = self._answer_lines(exc.lines) if exc.lines else b""
+            self._reject(out + self._error_reply(exc))
+            return
+        if lines:
+            self._send(self._answer(lines[0]) if len(lines) == 1 else self._answer_lines(lines))
+            if self._closed:
+                return
+        if self._flush_after:
+            # Data not ending in a newline leaves an unterminated line held.
+            if data[-1] != 10:
+                self.server._schedule_flush(self)
+            elif self._flush_scheduled:
+                self.server._unschedule_flush(self)
+
+    def on_writable(self) -> None:
+        """Send more of the replies that were waiting for buffer space."""
+        if self._closed or not self._out:
+            return
+        try:
+            sent = self.sock.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        del self._out[:sent]
+        if not self._out:
+            if self._closing:
+                self.close()
+            else:
+                self.server._set_interest(self, _READ)
+
+    def flush_idle(self) -> None:
+        """Answer the unterminated line held by the framer as one message."""
+        line = self.framer.flush()
+        if line is not None and not self._closed:
+            self._send(self._answer(line))
+
+    def close(self) -> None:
+        """Close the socket (idempotent) and log it."""
+        if self._closed:
+            return
+        self._closed = True
+        self.server._forget(self)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if self._log is not None:
+            self._log(f"Connection closed: {format_address(self.peer)} ({self.messages} messages)")
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has been closed."""
+        return self._closed
+
+    # -- internals ---------------------------------------------------------
+    def _answer_lines(self, lines: list[bytes]) -> bytes:
+        return b"".join([self._answer(line) for line in lines])
+
+    def _answer(self, line: bytes) -> bytes:
+        """The reply bytes for one message line (never raises)."""
+        self.messages += 1
+        self.server.total_messages += 1
+        log = self._log
+        if line[:1] != b"{":
+            try:
+                text = line.decode()
+            except UnicodeDecodeError as exc:
+                if log is not None:
+                    log(f"Received: {display_text(line.decode(errors='replace'))}")
+                return encode_error(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})")
+            if log is not None:
+                log(f"Received: {display_text(text)}")
+            if self._plain_echo:
+                return line + b"\n"
+            try:
+                return encode_text(self.handle_text(text))
+            except Exception as exc:
+                return self._failed("handle_text", exc)
+        if log is not None:
+            log(f"Received: {display_text(line.decode(errors='replace'))}")
+        request_id = NO_ID
+        try:
+            request = decode_message(line)
+            request_id = request.pop("id", NO_ID)
+            result = self.handle_request(request.pop("op"), request)
+        except ProtocolError as exc:
+            if log is not None and exc.__cause__ is not None and exc.code == OP_FAILED:
+                log(f"Error: {exc.message}")
+            return encode_error(exc.code, exc.message, request_id)
+        except Exception as exc:  # a handle_request override crashed
+            return self._failed("handle_request", exc, request_id)
+        try:
+            return encode_result(result, request_id)
+        except (TypeError, ValueError) as exc:
+            return self._failed("the result", exc, request_id, "is not JSON-serializable")
+
+    def _failed(self, what: str, exc: Exception, request_id: Any = NO_ID, how: str = "failed") -> bytes:
+        message = f"{what} {how}: {type(exc).__name__}: {exc}"
+        if self._log is not None:
+            self._log(f"Error: {message}")
+        return encode_error(OP_FAILED, message, request_id)
+
+    def _error_reply(self, exc: ProtocolError) -> bytes:
+        return encode_error(exc.code, exc.message, exc.request_id)
+
+    def _send(self, data: bytes) -> None:
+        """Send now what the socket takes; keep the rest for on_writable()."""
+        if self._out:  # keep order behind replies already waiting
+            self._out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        if sent < len(data):
+            self._out += memoryview(data)[sent:]
+            # Stop reading until the client takes its replies: back-pressure
+            # bounds what a client that never reads can make us hold.
+            self.server._set_interest(self, _WRITE)
+
+    def _reject(self, data: bytes) -> None:
+        """Send a final reply, then close (after a line_too_long)."""
+        self._closing = True
+        self._send(data)
+        if not self._closed and not self._out:
+            self.close()
+
+    def _end_of_stream(self) -> None:
+        """The client closed its side: answer a final unterminated line, close."""
+        line = self.framer.flush()
+        self._closing = True
+        if line is not None:
+            self._send(self._answer(line))
+        if not self._closed and not self._out:
+            self.close()
+
+
+class Server:
+    """A TCP server speaking the pipe protocol (see :mod:`spike.protocol`).
+
+    Binds and listens in the constructor, so a busy port raises
+    :class:`AddressInUseError` (naming host and port) right away. Then call
+    :meth:`serve_forever` (blocking) or use :func:`running_server`.
+
+    ``ops``: the :class:`~spike.ops.OpRegistry` for JSON requests (default
+    :data:`~spike.ops.default_ops`). ``max_line_bytes``: longest accepted
+    line. ``idle_timeout``: close connections silent for this many seconds
+    (None: never). ``flush_after``: answer an unterminated line after this
+    many idle seconds (0: only a newline or end of stream ends a message).
+    ``backlog``: the listen queue length. ``log``: called with one line of
+    text per event (None: silent).
+    """
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        ops: OpRegistry | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        idle_timeout: float | None = None,
+        flush_after: float = DEFAULT_FLUSH_AFTER,
+        backlog: int = DEFAULT_BACKLOG,
+        log: Log | None = None,
+        connection_class: type[Connection] = Connection,
+    ) -> None:
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None for no timeout)")
+        if flush_after < 0:
+            raise ValueError("flush_after must be 0 (off) or positive")
+        self.ops = default_ops if ops is None else ops
+        self.max_line_bytes = max_line_bytes
+        self.idle_timeout = idle_timeout
+        self.flush_after = flush_after
+        self.log = log
+        self.connection_class = connection_class
+        self.total_connections = 0
+        self.total_messages = 0
+        self._connections: set[Connection] = set()
+        # Deadlines are "now + a constant", so insertion order is deadline
+        # order: the first entry is always the next one due.
+        self._flush_due: collections.OrderedDict[Connection, float] = collections.OrderedDict()
+        self._idle_order: collections.OrderedDict[Connection, None] = collections.OrderedDict()
+        self._started = time.monotonic()
+        self._listener = _listen(host, port, backlog)
+        self._listener_fd = self._listener.fileno()
+        self._poller = Poller()
+        self._accept_resume_at: float | None = None
+        # A socket pair lets shutdown() wake the loop from another thread.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._poller.register(self._listener, _READ, None)
+        self._poller.register(self._wake_r, _READ, self._wake_r)
+        self._stop_requested = False
+        self._serving = threading.Event()
+        self._loop_done = threading.Event()
+        self._loop_done.set()
+        self._loop_thread: int | None = None
+        self._closed = False
+
+    # -- public API ----------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        """The ``(host, port)`` actually bound (the real port after port 0)."""
+        sockname = self._listener.getsockname()
+        return sockname[0], sockname[1]
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the server was created."""
+        return time.monotonic() - self._started
+
+    @property
+    def open_connections(self) -> int:
+        """Number of connected clients right now."""
+        return len(self._connections)
+
+    def stats(self) -> dict[str, int]:
+        """Connection statistics (what the ``stats`` op reports)."""
+        return {
+            "open_connections": len(self._connections),
+            "total_connections": self.total_connections,
+            "total_messages": self.total_messages,
+        }
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve clients until :meth:`shutdown` (or Ctrl+C) stops the loop.
+
+        ``poll_interval`` bounds every wait, so a KeyboardInterrupt is
+        noticed within that time even where signals cannot interrupt
+        ``select()`` (Windows).
+        """
+        if self._closed:
+            raise PipeError("the server is closed")
+        # Clear "done" before publishing the thread id: shutdown() only waits
+        # when it sees the id, and must then find "done" cleared.
+        self._loop_done.clear()
+        self._loop_thread = threading.get_ident()
+        self._serving.set()
+        poll = self._poller.poll
+        owners = self._poller.owners
+        listener_fd = self._listener_fd
+        wake_r = self._wake_r
+        flush_due = self._flush_due
+        idle_order = self._idle_order
+        try:
+            while not self._stop_requested:
+                if flush_due or idle_order or self._accept_resume_at is not None:
+                    timeout = self._run_timers(poll_interval)
+                else:
+                    timeout = poll_interval
+                for fd, events in poll(timeout):
+                    conn = owners.get(fd)
+                    if conn is None:
+                        if fd == listener_fd:
+                            self._accept()
+                        # else: closed earlier in this pass; nothing to do
+                    elif conn is wake_r:
+                        with contextlib.suppress(OSError):
+                            wake_r.recv(4096)
+                    else:
+                        if events & _READY_READ:
+                            conn.on_readable()
+                        if events & _READY_WRITE:
+                            conn.on_writable()
+        finally:
+            self._stop_requested = False
+            self._serving.clear()
+            self._loop_thread = None
+            self._loop_done.set()
+
+    def wait_serving(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`serve_forever` is running; False on timeout."""
+        return self._serving.wait(timeout)
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` and return once it has stopped.
+
+        Safe to call from any thread, and from inside an op (then it returns
+        at once and the loop stops after the current pass).
+        """
+        self._stop_requested = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._loop_thread is not None and self._loop_thread != threading.get_ident():
+            self._loop_done.wait()
+
+    def close(self) -> None:
+        """Stop serving if needed, close every connection and the listener."""
+        if self._closed:
+            return
+        self.shutdown()
+        self._closed = True
+        for conn in list(self._connections):
+            conn.close()
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._poller.unregister(self._listener)
+        self._listener.close()
+        self._poller.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else format_address(self.address)
+        return f"<Server {state} open_connections={len(self._connections)}>"
+
+    # -- the loop's helpers ----------------------------------------------------
+    def _accept(self) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # the client gave up while queued
+                continue
+            except OSError as exc:  # e.g. too many open files: back off
+                if self.log is not None:
+                    self.log(f"Error: cannot accept a connection: {exc.strerror or exc}")
+                self._poller.unregister(self._listener)
+                self._accept_resume_at = time.monotonic() + _ACCEPT_RETRY_DELAY
+                return
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = self.connection_class(self, sock, peer)
+            self._connections.add(conn)
+            self.total_connections += 1
+            self._poller.register(sock, _READ, conn)
+            if self.idle_timeout is not None:
+                self._touch(conn)
+            if self.log is not None:
+                self.log(f"Connection opened: {format_address(peer)}")
+
+    def _set_interest(self, conn: Connection, events: int) -> None:
+        self._poller.modify(conn.sock, events)
+
+    def _forget(self, conn: Connection) -> None:
+        """Drop a closing connection from the poller and every table."""
+        self._connections.discard(conn)
+        self._unschedule_flush(conn)
+        self._idle_order.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._poller.unregister(conn.sock)
+
+    def _schedule_flush(self, conn: Connection) -> None:
+        self._flush_due[conn] = time.monotonic() + self.flush_after
+        self._flush_due.move_to_end(conn)
+        conn._flush_scheduled = True
+
+    def _unschedule_flush(self, conn: Connection) -> None:
+        self._flush_due.pop(conn, None)
+        conn._flush_scheduled = False
+
+    def _touch(self, conn: Connection) -> None:
+        conn.last_read = time.monotonic()
+        self._idle_order[conn] = None
+        self._idle_order.move_to_end(conn)
+
+    def _run_timers(self, poll_interval: float) -> float:
+        """Run what is due (flushes, idle closes, accept retry); return the wait until the next."""
+        now = time.monotonic()
+        next_due = now + poll_interval
+        flush_due = self._flush_due
+        while flush_due:
+            conn, due = next(iter(flush_due.items()))
+            if due > now:
+                next_due = min(next_due, due)
+                break
+            self._unschedule_flush(conn)
+            conn.flush_idle()
+        idle_order = self._idle_order
+        while idle_order:
+            conn = next(iter(idle_order))
+            due = conn.last_read + self.idle_timeout
+            if due > now:
+                next_due = min(next_due, due)
+                break
+            conn.close()
+        if self._accept_resume_at is not None:
+            if self._accept_resume_at <= now:
+                self._accept_resume_at = None
+                self._poller.register(self._listener, _READ, None)
+            else:
+                next_due = min(next_due, self._accept_resume_at)
+        return max(0.0, next_due - now)
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    """A non-blocking listening socket, or BindError naming host:port."""
+    where = f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot listen on {where}: unknown host ({exc.strerror})") from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if os.name == "nt":
+            # Windows' SO_REUSEADDR would let a second server share the
+            # port; exclusive use makes "port in use" an error as it should be.
+            if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:
+            # Lets a restarted server bind while old connections linger in
+            # TIME_WAIT; on POSIX it never allows two live listeners.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+            raise AddressInUseError(
+                f"cannot listen on {where}: address already in use "
+                "(is another server running? try another --port)"
+            ) from None
+        raise BindError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return sock
+
+
+@contextlib.contextmanager
+def running_server(**server_kwargs: Any) -> Iterator[Server]:
+    """Run a :class:`Server` on a background thread for the ``with`` block.
+
+    Yields the server once its loop is running (``server.address`` holds
+    the real port; pass ``port=0`` for a free one). On exit the server is
+    shut down and closed.
+    """
+    poll_interval = server_kwargs.pop("poll_interval", 0.5)
+    server = Server(**server_kwargs)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        args=(poll_interval,),
+        name=f"spike-server-{server.address[1]}",
+        daemon=True,
+    )
+    try:
+        thread.start()
+        if not server.wait_serving(timeout=10):
+            raise PipeError("the server thread did not start within 10 s")
+        yield server
+    finally:
+        server.shutdown()
+        thread.join()
+        server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``spike-server`` and ``python -m spike.server``."""
+    from .cli import server_main
+
+    return server_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
