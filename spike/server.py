@@ -244,6 +244,8 @@ class Connection:
         except ProtocolError as exc:
             if log is not None and exc.__cause__ is not None and exc.code == OP_FAILED:
                 log(f"Error: {exc.message}")
+            if request_id is NO_ID:  # decoding failed; the error may know the id
+                request_id = exc.request_id
             return encode_error(exc.code, exc.message, request_id)
         except Exception as exc:  # a handle_request override crashed
             return self._failed("handle_request", exc, request_id)

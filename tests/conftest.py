@@ -1,0 +1,216 @@
+"""Shared helpers for the spike's tests: real servers on free ports, raw sockets,
+log capture and CLI subprocesses. Every wait here is bounded."""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from spike import running_server
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 5.0  # generous bound for anything that should happen "at once"
+
+
+def _raise_open_file_limit(wanted: int = 8192) -> None:
+    """The concurrency tests hold ~2 sockets per client in this process."""
+    try:
+        import resource
+    except ImportError:  # Windows has no RLIMIT_NOFILE
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+_raise_open_file_limit()
+
+
+class LogCapture:
+    """A server ``log`` callable that records lines and can wait for one."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, line: str) -> None:
+        with self._changed:
+            self.lines.append(line)
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = WAIT) -> str:
+        """Return the first line matching ``predicate``; fail after ``timeout``."""
+        with self._changed:
+            found: list[str] = []
+
+            def seen() -> bool:
+                found[:] = [line for line in self.lines if predicate(line)]
+                return bool(found)
+
+            if not self._changed.wait_for(seen, timeout):
+                raise AssertionError(f"no matching log line within {timeout} s; got {self.lines}")
+            return found[0]
+
+
+@pytest.fixture
+def log() -> LogCapture:
+    return LogCapture()
+
+
+@pytest.fixture
+def server(log: LogCapture) -> Iterator:
+    """A default server on a free port, logging into ``log``."""
+    with running_server(port=0, log=log) as srv:
+        yield srv
+
+
+def connect(address: tuple, timeout: float = WAIT) -> socket.socket:
+    """A raw TCP connection with a bounded timeout."""
+    sock = socket.create_connection(address, timeout=timeout)
+    sock.settimeout(timeout)
+    return sock
+
+
+class LineReader:
+    """Reads newline-terminated reply lines from a raw socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def line(self) -> bytes:
+        """The next line without its newline; raises socket.timeout if none."""
+        while b"\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(f"connection closed; unterminated bytes: {self.buffer!r}")
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+    def at_eof(self) -> bool:
+        """True if the peer closes the connection (after any pending lines)."""
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return data == b""
+
+
+def round_trip(sock: socket.socket, data: bytes) -> bytes:
+    sock.sendall(data)
+    return LineReader(sock).line()
+
+
+# --- CLI subprocesses ---------------------------------------------------------
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)  # the CLI must flush by itself
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(module: str, *args: str, input: str | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> args`` to completion, capturing text output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=cli_env(),
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+class ServerProcess:
+    """``python -m spike.server`` as a child process, its stdout read line by line."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "spike.server", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+            cwd=ROOT,
+            env=cli_env(),
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.first_line = self.next_line()
+        self.port = int(self.first_line.split(" (")[0].rsplit(":", 1)[1])
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def next_line(self, timeout: float = WAIT) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output line within {timeout} s") from None
+        if line is None:
+            raise AssertionError(f"server exited: {self.proc.wait()} {self.proc.stderr.read()}")
+        return line
+
+    def wait_for_line(self, prefix: str, timeout: float = WAIT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.next_line(max(0.0, deadline - time.monotonic()))
+            if line.startswith(prefix):
+                return line
+
+    def rest(self, timeout: float = WAIT) -> list[str]:
+        """Every remaining stdout line once the process has exited."""
+        lines = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("server output did not end") from None
+            if line is None:
+                return lines
+            lines.append(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=WAIT)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def server_process() -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        proc = ServerProcess(*args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

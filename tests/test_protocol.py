@@ -1,0 +1,303 @@
+"""The sans-IO protocol core: framing, classification and encoding, no sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spike import protocol
+from spike.protocol import (
+    NO_ID,
+    LineFramer,
+    LineTooLong,
+    ProtocolError,
+    decode_message,
+    decode_reply,
+    encode_error,
+    encode_request,
+    encode_result,
+    encode_text,
+)
+
+STREAM = "A message from CS361!\nhé€𝄞 ünïcode\r\n{\"op\": \"echo\", \"text\": \"ß\"}\n\nlast".encode()
+STREAM_LINES = [
+    b"A message from CS361!",
+    "hé€𝄞 ünïcode".encode(),
+    '{"op": "echo", "text": "ß"}'.encode(),
+    b"",
+]
+
+
+def feed_all(framer: LineFramer, chunks: list[bytes]) -> list[bytes]:
+    lines: list[bytes] = []
+    for chunk in chunks:
+        lines.extend(framer.feed(chunk))
+    return lines
+
+
+# --- framing --------------------------------------------------------------------
+def test_framer_cuts_lines_and_keeps_the_rest() -> None:
+    framer = LineFramer()
+    assert framer.feed(STREAM) == STREAM_LINES
+    assert framer.pending == len(b"last")
+    assert framer.flush() == b"last"
+    assert framer.pending == 0
+    assert framer.flush() is None
+
+
+@pytest.mark.parametrize("cut", range(len(STREAM) + 1))
+def test_framer_same_lines_for_a_split_at_every_byte(cut: int) -> None:
+    """Two chunks cut anywhere, including inside multi-byte UTF-8 characters."""
+    framer = LineFramer()
+    assert feed_all(framer, [STREAM[:cut], STREAM[cut:]]) == STREAM_LINES
+    assert framer.flush() == b"last"
+    for line in STREAM_LINES:
+        line.decode()  # every line is whole UTF-8 again
+
+
+def test_framer_byte_by_byte() -> None:
+    framer = LineFramer()
+    assert feed_all(framer, [STREAM[i : i + 1] for i in range(len(STREAM))]) == STREAM_LINES
+    assert framer.flush() == b"last"
+
+
+def test_framer_fast_path_and_carriage_return() -> None:
+    framer = LineFramer()
+    assert framer.feed(b"one\n") == [b"one"]
+    assert framer.feed(b"two\r\n") == [b"two"]
+    assert framer.feed(b"\n") == [b""]
+    assert framer.feed(b"\r\n") == [b""]
+    assert framer.feed(b"") == []
+    # Only the \r right before \n goes; others are content.
+    assert framer.feed(b"a\rb\r\r\n") == [b"a\rb\r"]
+
+
+def test_line_limit_is_exact() -> None:
+    framer = LineFramer(max_line_bytes=5)
+    assert framer.feed(b"12345\n") == [b"12345"]
+    assert framer.feed(b"123") == []
+    assert framer.feed(b"45\n") == [b"12345"]
+    with pytest.raises(LineTooLong) as caught:
+        framer.feed(b"123456\n")
+    assert caught.value.code == protocol.LINE_TOO_LONG
+    assert caught.value.lines == []
+
+
+def test_line_limit_holds_before_any_newline() -> None:
+    framer = LineFramer(max_line_bytes=8)
+    framer.feed(b"12345678")
+    with pytest.raises(LineTooLong):
+        framer.feed(b"9")
+    assert framer.pending == 0  # nothing kept after the overflow
+
+
+def test_line_too_long_keeps_the_lines_before_it() -> None:
+    framer = LineFramer(max_line_bytes=4)
+    with pytest.raises(LineTooLong) as caught:
+        framer.feed(b"ok\nfine\nway too long\nlost\n")
+    assert caught.value.lines == [b"ok", b"fine"]
+    with pytest.raises(LineTooLong) as caught:
+        framer.feed(b"ab\ncd\nlong tail")
+    assert caught.value.lines == [b"ab", b"cd"]
+
+
+def test_framer_rejects_a_zero_limit() -> None:
+    with pytest.raises(ValueError):
+        LineFramer(0)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([b"\n", b"next\n"], [b"next"]),
+        ([b"\r\n", b"next\n"], [b"next"]),
+        ([b"\r", b"\n", b"next\n"], [b"next"]),
+        ([b"next\n"], [b"next"]),
+        ([b"\n\n"], [b""]),  # only one newline belongs to the flushed line
+    ],
+)
+def test_newline_right_after_a_flush_only_ends_the_flushed_line(
+    chunks: list[bytes], expected: list[bytes]
+) -> None:
+    framer = LineFramer()
+    assert framer.feed(b"Hello") == []
+    assert framer.flush() == b"Hello"
+    assert feed_all(framer, chunks) == expected
+
+
+def test_flush_drops_a_trailing_carriage_return() -> None:
+    framer = LineFramer()
+    framer.feed(b"println\r")
+    assert framer.flush() == b"println"
+
+
+line_bytes = st.binary(max_size=40).filter(lambda b: b"\n" not in b)
+
+
+@given(
+    lines=st.lists(line_bytes, max_size=20),
+    tail=line_bytes,
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_chunking_gives_the_same_lines(lines: list[bytes], tail: bytes, cuts: list[int]) -> None:
+    stream = b"".join(line + b"\n" for line in lines) + tail
+    points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    chunks = [stream[a:b] for a, b in zip(points, points[1:])]
+    framer = LineFramer()
+    expected = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    assert feed_all(framer, chunks) == expected
+    expected_tail = tail[:-1] if tail.endswith(b"\r") else tail
+    assert framer.flush() == (expected_tail if tail else None)
+
+
+@given(lines=st.lists(line_bytes, min_size=1, max_size=10), limit=st.integers(1, 30))
+@settings(max_examples=200, deadline=None)
+def test_limit_property(lines: list[bytes], limit: int) -> None:
+    """Lines within the limit come out; the first longer one raises with its predecessors."""
+    stream = b"".join(line + b"\n" for line in lines)
+    framer = LineFramer(limit)
+    too_long = [i for i, line in enumerate(lines) if len(line) > limit]
+    if not too_long:
+        assert len(framer.feed(stream)) == len(lines)
+        return
+    with pytest.raises(LineTooLong) as caught:
+        framer.feed(stream)
+    clean = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    assert caught.value.lines == clean[: too_long[0]]
+
+
+# --- classifying a line -------------------------------------------------------
+def test_plain_text_is_a_str() -> None:
+    assert decode_message("héllo".encode()) == "héllo"
+    assert decode_message(b"") == ""
+    assert decode_message(b" {not json, leading space}") == " {not json, leading space}"
+
+
+def test_json_request_is_the_parsed_object() -> None:
+    assert decode_message(b'{"op": "echo", "id": 3, "text": "hi"}') == {
+        "op": "echo",
+        "id": 3,
+        "text": "hi",
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b"caf\xc3", protocol.BAD_UTF8),  # a character cut in half
+        (b"\xff\xfe", protocol.BAD_UTF8),
+        (b'{"op": "echo", "text": "\xff"}', protocol.BAD_UTF8),
+        (b"{", protocol.BAD_JSON),
+        (b'{"op": "echo",}', protocol.BAD_JSON),
+        (b'{"op": "echo", "n": NaN}', protocol.BAD_JSON),
+        (b'{"op": "echo"} trailing', protocol.BAD_JSON),
+        (b"{" * 100_000, protocol.BAD_JSON),  # deep nesting must not crash
+        (b'{"id": 1}', protocol.BAD_REQUEST),
+        (b'{"op": 42}', protocol.BAD_REQUEST),
+        (b'{"op": null}', protocol.BAD_REQUEST),
+    ],
+)
+def test_bad_lines_raise_protocol_errors(line: bytes, code: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_message(line)
+    assert caught.value.code == code
+    assert caught.value.message
+
+
+def test_bad_request_keeps_the_id_when_it_can() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_message(b'{"id": "abc"}')
+    assert caught.value.request_id == "abc"
+    with pytest.raises(ProtocolError) as caught:
+        decode_message(b"{]")
+    assert caught.value.request_id is NO_ID
+
+
+def test_error_codes_are_the_documented_six() -> None:
+    assert set(protocol.ERROR_CODES) == {
+        "bad_utf8",
+        "bad_json",
+        "bad_request",
+        "unknown_op",
+        "op_failed",
+        "line_too_long",
+    }
+    for code in protocol.ERROR_CODES:
+        assert f"``{code}``" in protocol.__doc__
+
+
+# --- encoding ---------------------------------------------------------------------
+def test_reply_shapes() -> None:
+    assert encode_result({"text": "hi"}, 7) == b'{"id":7,"ok":true,"result":{"text":"hi"}}\n'
+    assert encode_result([1, 2]) == b'{"ok":true,"result":[1,2]}\n'
+    assert encode_result(None, None) == b'{"id":null,"ok":true,"result":null}\n'
+    assert encode_error("unknown_op", "no such op", "x") == (
+        b'{"id":"x","ok":false,"error":{"code":"unknown_op","message":"no such op"}}\n'
+    )
+    assert encode_error("bad_json", "nope") == b'{"ok":false,"error":{"code":"bad_json","message":"nope"}}\n'
+
+
+def test_text_reply() -> None:
+    assert encode_text("héllo") == "héllo\n".encode()
+    with pytest.raises(ValueError):
+        encode_text("two\nlines")
+
+
+def test_request_encoding() -> None:
+    line = encode_request("echo", {"text": "hi"}, 1)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode_message(line[:-1]) == {"op": "echo", "id": 1, "text": "hi"}
+    assert encode_request("info") == b'{"op":"info"}\n'
+    with pytest.raises(ValueError):
+        encode_request("echo", {"id": 2})
+
+
+def test_not_json_serializable_results_raise() -> None:
+    with pytest.raises((TypeError, ValueError)):
+        encode_result(object())
+    with pytest.raises((TypeError, ValueError)):
+        encode_result(float("nan") if protocol.JSON_BACKEND == "json" else object())
+
+
+def test_lone_surrogates_are_escaped_not_fatal() -> None:
+    request = decode_message(b'{"op": "echo", "text": "\\ud800"}')
+    line = encode_result({"text": request["text"]}, 1)
+    assert line.endswith(b"\n")
+    assert json.loads(line)["result"]["text"] == "\ud800"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(result=json_values, request_id=st.none() | st.integers() | st.text())
+@settings(max_examples=200, deadline=None)
+def test_result_round_trip(result: object, request_id: object) -> None:
+    line = encode_result(result, request_id)
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    reply = decode_reply(line[:-1])
+    assert reply == {"id": request_id, "ok": True, "result": result}
+
+
+@given(text=st.text())
+@settings(max_examples=200, deadline=None)
+def test_echo_request_round_trip(text: str) -> None:
+    line = encode_request("echo", {"text": text}, 1)
+    assert line.count(b"\n") == 1
+    assert decode_message(line[:-1])["text"] == text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"nope", b"[1]", b'{"ok": 1}', b'{"ok": true}', b'{"ok": false}', b'{"ok": false, "error": {"code": 1}}'],
+)
+def test_malformed_replies(line: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode_reply(line)

@@ -1,0 +1,335 @@
+"""The server over real sockets on free ports: echo, errors, limits, concurrency."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+from conftest import WAIT, LineReader, LogCapture, connect, round_trip
+
+from spike import (
+    AddressInUseError,
+    BindError,
+    Client,
+    Connection,
+    OpRegistry,
+    PipeError,
+    Server,
+    default_ops,
+    running_server,
+)
+
+
+def error_of(line: bytes) -> dict:
+    reply = json.loads(line)
+    assert reply["ok"] is False
+    assert set(reply["error"]) == {"code", "message"}
+    return reply
+
+
+# --- basics ---------------------------------------------------------------------
+def test_binds_in_the_constructor_and_reports_the_real_port() -> None:
+    with Server(port=0) as server:
+        host, port = server.address
+        assert host == "127.0.0.1" and port > 0
+        # Already listening: a client can connect before the loop runs.
+        socket.create_connection(server.address, timeout=WAIT).close()
+
+
+def test_port_in_use_names_host_and_port() -> None:
+    with Server(port=0) as first:
+        port = first.address[1]
+        with pytest.raises(AddressInUseError) as caught:
+            Server(port=port)
+    assert f"127.0.0.1:{port}" in str(caught.value)
+    assert isinstance(caught.value, PipeError)
+
+
+def test_unknown_host_is_a_bind_error() -> None:
+    with pytest.raises(BindError) as caught:
+        Server("no-such-host.invalid", 0)
+    assert "no-such-host.invalid:0" in str(caught.value)
+
+
+def test_bad_arguments() -> None:
+    for kwargs in ({"port": 70000}, {"max_line_bytes": 0}, {"idle_timeout": 0}, {"flush_after": -1}):
+        with pytest.raises(ValueError):
+            Server(**{"port": 0, **kwargs})
+
+
+def test_plain_text_echo(server) -> None:
+    with connect(server.address) as sock:
+        reader = LineReader(sock)
+        sock.sendall("A message from CS361!\nhé€𝄞\r\n\n".encode())
+        assert reader.line() == b"A message from CS361!"
+        assert reader.line() == "hé€𝄞".encode()
+        assert reader.line() == b""
+
+
+def test_json_echo_keeps_the_id(server) -> None:
+    with connect(server.address) as sock:
+        line = round_trip(sock, b'{"op": "echo", "id": [1, "a"], "text": "hi"}\n')
+    assert json.loads(line) == {"id": [1, "a"], "ok": True, "result": {"text": "hi"}}
+
+
+def test_pipelined_messages_come_back_in_order(server) -> None:
+    messages = [f"message {i}" for i in range(2000)]
+    with connect(server.address) as sock:
+        sock.sendall("".join(m + "\n" for m in messages).encode())
+        reader = LineReader(sock)
+        assert [reader.line().decode() for _ in messages] == messages
+
+
+def test_logs_open_receive_close(server, log: LogCapture) -> None:
+    with connect(server.address) as sock:
+        round_trip(sock, b"hello\n")
+        local = "%s:%d" % sock.getsockname()[:2]
+        round_trip(sock, b"x" * 1000 + b"\x1b[2J\n")
+    log.wait_for(lambda line: line.startswith("Connection closed"))
+    assert log.lines[0] == f"Connection opened: {local}"
+    assert log.lines[1] == "Received: hello"
+    shortened = log.lines[2]
+    assert shortened.startswith("Received: xxx") and "(1004 characters)" in shortened
+    assert len(shortened) < 300
+    assert log.lines[3] == f"Connection closed: {local} (2 messages)"
+
+
+def test_control_characters_are_escaped_in_the_log(server, log: LogCapture) -> None:
+    with connect(server.address) as sock:
+        assert round_trip(sock, b"ring\x07 \x1b[31mred\n") == b"ring\x07 \x1b[31mred"
+    line = log.wait_for(lambda line: line.startswith("Received:"))
+    assert line == "Received: ring\\x07 \\x1b[31mred"
+
+
+def test_seed_client_send_without_newline_then_close_is_logged_in_full(server, log) -> None:
+    # The seed's client: connect, sendall, close, never reads.
+    with socket.create_connection(server.address, timeout=WAIT) as sock:
+        sock.sendall(b"A message from CS361!")
+    log.wait_for(lambda line: line.startswith("Connection closed"))
+    assert "Received: A message from CS361!" in log.lines
+
+
+def test_half_close_still_gets_the_reply() -> None:
+    with running_server(port=0, flush_after=0) as server, connect(server.address) as sock:
+        sock.sendall("no newline, then EOF ✓".encode())
+        sock.shutdown(socket.SHUT_WR)
+        reader = LineReader(sock)
+        assert reader.line() == "no newline, then EOF ✓".encode()
+        assert reader.at_eof()
+
+
+# --- every error code, and the connection survives ------------------------------
+@pytest.mark.parametrize(
+    ("line", "code", "request_id"),
+    [
+        (b"caf\xc3\n", "bad_utf8", None),
+        (b'{"op": "echo", "id": 9, "text": "\xff"}\n', "bad_utf8", None),
+        (b'{"op": "echo",\n', "bad_json", None),
+        (b"[1, 2]\n", None, None),  # not starting with { : plain text, echoed
+        (b'{"id": 5, "text": "no op"}\n', "bad_request", 5),
+        (b'{"op": "echo", "id": 6}\n', "bad_request", 6),
+        (b'{"op": "nope", "id": 7}\n', "unknown_op", 7),
+    ],
+)
+def test_bad_input_gets_an_error_and_the_connection_stays_usable(server, line, code, request_id) -> None:
+    with connect(server.address) as sock:
+        reader = LineReader(sock)
+        sock.sendall(line)
+        reply = reader.line()
+        if code is None:
+            assert reply == line.rstrip(b"\n")
+        else:
+            error = error_of(reply)
+            assert error["error"]["code"] == code
+            if request_id is None:
+                assert "id" not in error
+            else:
+                assert error["id"] == request_id
+        sock.sendall(b"still here\n")
+        assert reader.line() == b"still here"
+
+
+def test_op_failed_keeps_the_server_running(log: LogCapture) -> None:
+    ops = default_ops.copy()
+    ops.op("crash")(lambda params, ctx: 1 / 0)
+    ops.op("unencodable")(lambda params, ctx: {"x": object()})
+    with running_server(port=0, ops=ops, log=log) as server, connect(server.address) as sock:
+        reader = LineReader(sock)
+        sock.sendall(b'{"op": "crash", "id": 1}\n{"op": "unencodable", "id": 2}\nok\n')
+        crash = error_of(reader.line())
+        assert crash["id"] == 1 and crash["error"]["code"] == "op_failed"
+        assert "ZeroDivisionError" in crash["error"]["message"]
+        unencodable = error_of(reader.line())
+        assert unencodable["id"] == 2 and unencodable["error"]["code"] == "op_failed"
+        assert reader.line() == b"ok"
+    assert any(line.startswith("Error:") and "ZeroDivisionError" in line for line in log.lines)
+
+
+def test_over_long_line_closes_only_that_connection() -> None:
+    with running_server(port=0, max_line_bytes=100) as server:
+        with connect(server.address) as bystander, connect(server.address) as offender:
+            assert round_trip(bystander, b"before\n") == b"before"
+            reader = LineReader(offender)
+            offender.sendall(b"fine\n" + b"x" * 101 + b"\n")
+            assert reader.line() == b"fine"
+            error = error_of(reader.line())
+            assert error["error"]["code"] == "line_too_long"
+            assert reader.at_eof()
+            assert round_trip(bystander, b"after\n") == b"after"
+            assert round_trip(bystander, b"y" * 100 + b"\n") == b"y" * 100
+
+
+def test_over_long_line_is_refused_before_its_newline() -> None:
+    with running_server(port=0, max_line_bytes=1000) as server, connect(server.address) as sock:
+        sock.sendall(b"z" * 5000)  # no newline, far past the limit
+        reader = LineReader(sock)
+        assert error_of(reader.line())["error"]["code"] == "line_too_long"
+        assert reader.at_eof()
+
+
+def test_default_limit_is_one_mebibyte(server) -> None:
+    with connect(server.address) as sock:
+        reader = LineReader(sock)
+        sock.sendall(b"a" * 1_048_576 + b"\n")
+        assert reader.line() == b"a" * 1_048_576
+        sock.sendall(b"b" * 1_048_577 + b"\n")
+        assert error_of(reader.line())["error"]["code"] == "line_too_long"
+
+
+# --- concurrency and fairness ---------------------------------------------------------
+def test_a_thousand_concurrent_connections_each_get_their_own_replies() -> None:
+    count = 1000
+    with running_server(port=0) as server:
+        socks = [connect(server.address) for _ in range(count)]
+        try:
+            readers = [LineReader(sock) for sock in socks]
+            for round_number in range(3):
+                # Half a line on every connection first, so every server-side
+                # framer holds a partial line while the others are served.
+                for i, sock in enumerate(socks):
+                    sock.sendall(f"client {i} ".encode())
+                for i, sock in enumerate(socks):
+                    sock.sendall(f"round {round_number}\n".encode())
+                for i, reader in enumerate(readers):
+                    assert reader.line() == f"client {i} round {round_number}".encode()
+            assert server.open_connections == count
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_hundreds_of_threaded_clients_interleave_without_mixing() -> None:
+    clients, messages = 200, 50
+    failures: list[str] = []
+    start = threading.Barrier(clients)
+
+    def talk(n: int) -> None:
+        try:
+            with Client(*address, timeout=WAIT) as client:
+                start.wait(timeout=WAIT)
+                for i in range(messages):
+                    expected = f"client {n} message {i}"
+                    if i % 2:
+                        got = client.request("echo", text=expected)["text"]
+                    else:
+                        got = client.send_text(expected)
+                    if got != expected:
+                        failures.append(f"{expected!r} -> {got!r}")
+        except Exception as exc:  # reported below, not lost in a thread
+            failures.append(f"client {n}: {exc!r}")
+
+    with running_server(port=0) as server:
+        address = server.address
+        threads = [threading.Thread(target=talk, args=(n,)) for n in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert server.total_messages == clients * messages
+    assert not failures, failures[:5]
+
+
+def test_an_idle_or_stuck_client_does_not_delay_another() -> None:
+    with running_server(port=0) as server:
+        # One client sends half a line and stalls; another floods us and never reads.
+        staller = connect(server.address)
+        staller.sendall(b"half a line, then nothing")
+        flooder = connect(server.address)
+        flooder.setblocking(False)
+        chunk = b"flood line that is never read back\n" * 1000
+        flood_sent = 0
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:  # until the kernel buffers are full
+            try:
+                flood_sent += flooder.send(chunk)
+            except BlockingIOError:
+                break
+        assert flood_sent > 0
+        try:
+            with Client(*server.address, timeout=2.0) as prompt:
+                started = time.monotonic()
+                for i in range(20):
+                    assert prompt.send_text(f"quick {i}") == f"quick {i}"
+                assert time.monotonic() - started < 2.0
+        finally:
+            staller.close()
+            flooder.close()
+
+
+def test_shutdown_is_prompt_and_close_disconnects_clients() -> None:
+    server = Server(port=0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 30})
+    thread.start()
+    assert server.wait_serving(WAIT)
+    sock = connect(server.address)
+    assert round_trip(sock, b"hi\n") == b"hi"
+    started = time.monotonic()
+    server.shutdown()  # wakes the loop even with a 30 s poll interval
+    assert time.monotonic() - started < 1.0
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    server.close()
+    assert LineReader(sock).at_eof()
+    sock.close()
+
+
+def test_idle_timeout_closes_silent_connections_only() -> None:
+    with running_server(port=0, idle_timeout=0.3, log=(log := LogCapture())) as server:
+        silent = connect(server.address)
+        busy = connect(server.address)
+        deadline = time.monotonic() + 0.9
+        while time.monotonic() < deadline:  # busy keeps talking across the timeout
+            assert round_trip(busy, b"ping\n") == b"ping"
+        assert LineReader(silent).at_eof()
+        assert round_trip(busy, b"still open\n") == b"still open"
+        log.wait_for(lambda line: line.startswith("Connection closed") and "(0 messages)" in line)
+        silent.close()
+        busy.close()
+
+
+def test_connection_class_override() -> None:
+    class Shouting(Connection):
+        def handle_text(self, text: str) -> str:
+            return text.upper()
+
+        def handle_request(self, op: str, params: dict):
+            return {"op": op, "params": params}
+
+    with running_server(port=0, connection_class=Shouting) as server, connect(server.address) as sock:
+        reader = LineReader(sock)
+        sock.sendall(b'hello\n{"op": "anything", "id": 1, "x": 2}\n')
+        assert reader.line() == b"HELLO"
+        assert json.loads(reader.line())["result"] == {"op": "anything", "params": {"x": 2}}
+
+
+def test_op_can_use_the_connection_context() -> None:
+    ops = OpRegistry()
+    ops.op("whoami")(lambda params, ctx: {"peer": list(ctx.peer), "messages": ctx.messages})
+    with running_server(port=0, ops=ops) as server, Client(*server.address) as client:
+        client.send_text("one")
+        reply = client.request("whoami")
+        assert reply["messages"] == 2
+        assert reply["peer"][1] == client._sock.getsockname()[1]
