@@ -1,0 +1,188 @@
+"""The benchmark keeps working: a tiny real run, its results file, and the page hook.
+
+The run is real (real server processes, real sockets, real C build where a
+compiler exists) but tiny, so it checks that every measurement completes
+and is recorded, never how fast anything is: timings are not asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "spike" / "benchmark.md"
+SAVED = ROOT / "docs" / "data" / "benchmark.json"
+TINY = [
+    "--quick",
+    "--rounds", "1",
+    "--requests", "50",
+    "--warmup", "5",
+    "--pipeline", "500",
+    "--connections", "20",
+    "--conn-requests", "3",
+    "--big-mib", "0.25",
+]  # fmt: skip
+RUN_TIMEOUT = 90
+HAS_C = sys.platform.startswith("linux") and any(shutil.which(c) for c in ("cc", "gcc", "clang"))
+
+
+def _bench(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "spike.bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _load_hook():
+    spec = importlib.util.spec_from_file_location("benchmark_hook", ROOT / "hooks" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    done = _bench(*TINY, "--json", str(out))
+    return done, out
+
+
+def _rows(results: dict, test: str) -> dict[str, dict]:
+    return {row["id"]: row for row in results["tests"][test]["rows"]}
+
+
+def test_tiny_run_succeeds_and_explains_itself(tiny_run):
+    done, out = tiny_run
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    # Progress on stderr, the table and the rerun hint on stdout.
+    assert "round 1/1" in done.stderr
+    for heading in ("Round trip on one connection", "Many connections at once", "Targets for the spike"):
+        assert heading in done.stdout
+    assert f"results saved to {out}" in done.stdout
+    assert "Rerun with: python -m spike.bench" in done.stdout
+
+
+def test_results_file_has_every_measurement(tiny_run):
+    done, out = tiny_run
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert results["schema"] == 1
+    assert results["mode"] == "quick"
+    machine = results["machine"]
+    assert machine["cpu_count"] >= 1
+    assert machine["os"] and machine["python"] and machine["cpu_model"] and machine["pinning"]
+    assert results["settings"]["connections"] == 20
+
+    expected = {
+        "round_trip": {"py_echo", "spike_text", "spike_json", "py_json", "http"},
+        "pipelined": {"py_echo", "spike"},
+        "connections": {"spike"},
+        "big_message": {"py_echo", "spike_big"},
+    }
+    if HAS_C:
+        expected["round_trip"].add("c_blocking")
+        expected["connections"].add("c_epoll")
+    for test, ids in expected.items():
+        rows = _rows(results, test)
+        assert ids <= set(rows), f"{test}: missing {ids - set(rows)}"
+        for row in rows.values():
+            assert "failure" not in row, f"{test}/{row['id']}: {row['failure']}"
+            numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not k.startswith("vs_")}
+            for key, value in numbers.items():
+                if key != "errors":
+                    assert value > 0 and math.isfinite(value), f"{test}/{row['id']}/{key} = {value}"
+
+    for row in _rows(results, "connections").values():
+        assert row["errors"] == 0
+        assert row["requests"] == 20 * 3
+    spike_text = _rows(results, "round_trip")["spike_text"]
+    assert spike_text["vs_python_floor"] > 0
+    if HAS_C:
+        assert spike_text["vs_c_floor"] > 0
+        assert _rows(results, "connections")["spike"]["vs_c_epoll"] > 0
+
+    targets = {t["name"]: t for t in results["targets"]}
+    assert {"plain-text round trip", "JSON echo round trip", "1,000 connections: errors"} <= set(targets)
+    # Evaluated, whatever the outcome: a verdict, never a missing value.
+    assert targets["plain-text round trip"]["met"] in (True, False)
+    assert targets["1,000 connections: errors"]["met"] is True
+
+
+def test_zeromq_is_measured_or_skipped_with_a_note(tiny_run):
+    _, out = tiny_run
+    results = json.loads(out.read_text(encoding="utf-8"))
+    if "zmq" in _rows(results, "round_trip"):
+        assert _rows(results, "round_trip")["zmq"]["p50_us"] > 0
+    else:
+        assert any("ZeroMQ skipped" in note for note in results["notes"])
+
+
+def test_without_c_the_floors_are_skipped_with_a_note(tmp_path):
+    out = tmp_path / "no-c.json"
+    done = _bench(*TINY, "--no-c", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert "c_blocking" not in _rows(results, "round_trip")
+    assert any("C floors skipped" in note for note in results["notes"])
+    # The spike is still compared with the Python floor.
+    assert _rows(results, "round_trip")["spike_text"]["vs_c_floor"] is None
+    assert _rows(results, "round_trip")["spike_text"]["vs_python_floor"] > 0
+
+
+def test_bad_flag_is_one_line_without_traceback():
+    done = _bench("--rounds", "0", timeout=30)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "--rounds" in done.stderr and "at least 1" in done.stderr
+
+
+def test_hook_renders_the_page_from_a_results_file(tiny_run):
+    _, out = tiny_run
+    hook = _load_hook()
+    results = hook.load_results(out)
+    page = hook.render_page(PAGE.read_text(encoding="utf-8"), results)
+    assert "<!-- benchmark:" not in page
+    assert "{{bench" not in page
+    # A Markdown table with the spike's row and the floors' ratios...
+    assert "| Server | p50 | p99 | Requests/s | ÷ C floor | ÷ Python floor |" in page
+    spike_line = next(line for line in page.splitlines() if line.startswith("| **spike, plain text** |") and "µs" in line)
+    assert spike_line.count("|") == 7
+    # ...an inline SVG chart with a bar per measured round trip...
+    assert page.count('<svg class="bench-chart"') == 2
+    assert page.count("<rect") >= len(results["tests"]["round_trip"]["rows"])
+    # ...and the run's machine and command.
+    assert results["machine"]["python"] in page
+    assert "python -m spike.bench" in page
+
+
+def test_saved_results_render(tmp_path):
+    hook = _load_hook()
+    page = hook.render_page(PAGE.read_text(encoding="utf-8"), hook.load_results(SAVED))
+    assert "| **spike, JSON echo** |" in page
+    assert "n/a" not in page, "the committed results lack a value the page quotes"
+
+
+def test_hook_errors_are_clear(tmp_path):
+    hook = _load_hook()
+    from mkdocs.exceptions import PluginError
+
+    with pytest.raises(PluginError, match="python -m spike.bench --json"):
+        hook.load_results(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}", encoding="utf-8")
+    with pytest.raises(PluginError, match="rerun the benchmark"):
+        hook.load_results(broken)
+    results = hook.load_results(SAVED)
+    with pytest.raises(PluginError, match="unknown marker"):
+        hook.render_page("<!-- benchmark:nonsense -->\n", results)
