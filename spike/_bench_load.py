@@ -132,6 +132,30 @@ def json_round_trips(host: str, port: int, text: str, count: int, warmup: int) -
     return Timed(latencies, elapsed)
 
 
+def client_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
+    """JSON echo requests through the spike's own :class:`spike.Client`, as a user would send them."""
+    from spike.client import Client
+
+    with Client(host, port, timeout=10) as client:
+        request = client.request
+        for _ in range(warmup):
+            if request("echo", text=text).get("text") != text:
+                raise LoadError("spike.Client got a reply that is not the echo of the request")
+        latencies = [0] * count
+        wrong = 0
+        with _quiet_gc():
+            start = _clock()
+            for i in range(count):
+                t0 = _clock()
+                result = request("echo", text=text)
+                latencies[i] = _clock() - t0
+                wrong += result.get("text") != text
+            elapsed = (_clock() - start) / 1e9
+    if wrong:
+        raise LoadError(f"{wrong} spike.Client replies were not the echo of the request")
+    return Timed(latencies, elapsed)
+
+
 def http_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
     """POSTs ``text`` on one kept-alive ``http.client`` connection (Nagle off)."""
     import http.client

@@ -211,6 +211,9 @@ def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
     def json_rt(srv: ServerProcess) -> dict:
         return _round_trip_stats(load.json_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
 
+    def client_rt(srv: ServerProcess) -> dict:
+        return _round_trip_stats(load.client_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+
     def http_rt(srv: ServerProcess) -> dict:
         return _round_trip_stats(load.http_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
 
@@ -238,6 +241,7 @@ def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
     add("round_trip", "py_echo", text_rt)
     add("round_trip", "spike", text_rt, "spike, plain text", "spike_text")
     add("round_trip", "spike", json_rt, "spike, JSON echo", "spike_json")
+    add("round_trip", "spike", client_rt, "spike, JSON via spike.Client", "spike_client")
     add("round_trip", "py_json", json_rt)
     add("round_trip", "zmq", zmq_rt)
     add("round_trip", "http", http_rt)

@@ -85,7 +85,7 @@ def test_results_file_has_every_measurement(tiny_run):
     assert results["settings"]["connections"] == 20
 
     expected = {
-        "round_trip": {"py_echo", "spike_text", "spike_json", "py_json", "http"},
+        "round_trip": {"py_echo", "spike_text", "spike_json", "spike_client", "py_json", "http"},
         "pipelined": {"py_echo", "spike"},
         "connections": {"spike"},
         "big_message": {"py_echo", "spike_big"},
