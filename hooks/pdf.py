@@ -21,6 +21,7 @@ built and one line says how to get the PDF.
 from __future__ import annotations
 
 import datetime
+import html
 import logging
 import os
 import re
@@ -70,6 +71,9 @@ Element.prototype.attachShadow = function (init) {
   return attach.call(this, Object.assign({}, init, { mode: "open" }));
 };
 """
+# After a script error (a diagram Mermaid cannot parse) the other diagrams
+# get this long to finish before the build fails with that error.
+AFTER_ERROR_S = 3
 
 # Counts the Mermaid diagrams that are drawn (an <svg> in the shadow root
 # of Material's div.mermaid); done when that equals the number in the page.
@@ -251,7 +255,8 @@ def print_pdf(
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    diagrams = len(re.findall(r'<pre class="mermaid"', page.read_text(encoding="utf-8")))
+    html_text = page.read_text(encoding="utf-8")
+    diagrams = len(_mermaid_sources(html_text))
     mermaid = mermaid_js.read_bytes()
     flags = list(BROWSER_FLAGS)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -262,8 +267,10 @@ def print_pdf(
         if url.scheme in {"file", "data", "blob"}:
             route.continue_()
         elif url.hostname in CDN_HOSTS and "mermaid" in url.path:
+            log.debug(f"PDF: answered {route.request.url} from {mermaid_js}")
             route.fulfill(body=mermaid, content_type="application/javascript")
         else:
+            log.debug(f"PDF: refused {route.request.url}")
             route.abort()
 
     started = time.perf_counter()
@@ -280,23 +287,11 @@ def print_pdf(
             context.route("**/*", answer)
             tab = context.new_page()
             tab.add_init_script(OPEN_SHADOW_ROOTS)
+            errors: list[str] = []
+            tab.on("pageerror", lambda error: errors.append(str(error).strip()))
             tab.goto(page.resolve().as_uri(), wait_until="load")
             tab.emulate_media(media="print")
-            try:
-                tab.wait_for_function(
-                    f"() => ({DRAWN_DIAGRAMS})() >= {diagrams}",
-                    timeout=RENDER_TIMEOUT_S * 1000,
-                )
-            except PlaywrightTimeout:
-                drawn = tab.evaluate(DRAWN_DIAGRAMS)
-                stuck = tab.evaluate(
-                    "() => [...document.querySelectorAll('pre.mermaid')]"
-                    ".map((p) => p.textContent.trim().split('\\n')[0]).slice(0, 3)"
-                )
-                raise PluginError(
-                    f"PDF: only {drawn} of {diagrams} Mermaid diagrams were drawn within "
-                    f"{RENDER_TIMEOUT_S} s; not drawn: {stuck or 'unknown'}"
-                ) from None
+            _wait_for_diagrams(tab, diagrams, errors, html_text)
             tab.evaluate("() => document.fonts.ready.then(() => true)")
             target.parent.mkdir(parents=True, exist_ok=True)
             data = tab.pdf(
@@ -314,6 +309,50 @@ def print_pdf(
             chromium.close()
     seconds = time.perf_counter() - started
     return _count_pages(data), seconds
+
+
+def _wait_for_diagrams(tab, expected: int, errors: list[str], page_html: str) -> None:
+    """Return once all `expected` diagrams are drawn; else raise PluginError.
+
+    Gives up RENDER_TIMEOUT_S after the start, or AFTER_ERROR_S after the
+    first script error, whichever comes first.
+    """
+    deadline = time.monotonic() + RENDER_TIMEOUT_S
+    while tab.evaluate(DRAWN_DIAGRAMS) < expected:
+        if errors:
+            deadline = min(deadline, time.monotonic() + AFTER_ERROR_S)
+        if time.monotonic() > deadline:
+            raise PluginError(_undrawn(tab, page_html, expected, errors))
+        tab.wait_for_timeout(50)
+
+
+def _mermaid_sources(page_html: str) -> list[str]:
+    """The source text of every Mermaid diagram on the print page."""
+    return [
+        html.unescape(source).strip()
+        for source in re.findall(r'<pre class="mermaid"><code>(.*?)</code></pre>', page_html, re.S)
+    ]
+
+
+def _undrawn(tab, page_html: str, expected: int, errors: list[str]) -> str:
+    """Why the wait for the diagrams timed out, naming the diagrams not drawn."""
+    state = tab.evaluate(
+        """() => ({
+          drawn: (%s)(),
+          loaded: typeof window.mermaid === "object" && !(window.mermaid instanceof Element),
+          blocks: [...document.querySelectorAll("pre")].map((pre) => pre.textContent.trim()),
+        })"""
+        % DRAWN_DIAGRAMS.strip()
+    )
+    stuck = [source.splitlines()[0:2] for source in _mermaid_sources(page_html) if source in state["blocks"]]
+    if errors:
+        reason = "; " + " ".join(errors[0].split())
+    elif not state["loaded"]:
+        reason = f"; Mermaid did not load within {RENDER_TIMEOUT_S} s"
+    else:
+        reason = f"; still drawing after {RENDER_TIMEOUT_S} s"
+    named = "; not drawn: " + " | ".join(" ".join(lines) for lines in stuck[:3]) if stuck else ""
+    return f"PDF: only {state['drawn']} of {expected} Mermaid diagrams were drawn{reason}{named}"
 
 
 def _count_pages(pdf: bytes) -> int:

@@ -1,0 +1,350 @@
+"""The PDF for Canvas: `mkdocs build` writes it, and it holds the whole report.
+
+Every test runs the real `mkdocs build` (hooks/pdf.py, the print-site plugin,
+Chromium through Playwright) into a temporary folder and reads the result
+with pypdf. Only the tests that need a browser are skipped when none is
+installed; CI installs Debian `chromium`, so there they always run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+import yaml
+from pypdf import PdfReader
+
+ROOT = Path(__file__).resolve().parent.parent
+PDF_NAME = "cs361-assignment5-brian-dy.pdf"
+BUILD_TIMEOUT_S = 300
+
+# The Mermaid source that must never reach the PDF as text.
+RAW_MERMAID = [
+    re.compile(r"sequenceDiagram"),
+    re.compile(r"-->>"),
+    re.compile(r"->>"),
+    # "flowchart" alone is an ordinary English word (the credits use it).
+    re.compile(r"\b(?:flowchart|graph)\s+(?:LR|RL|TB|TD|BT)\b"),
+    re.compile(r"Syntax error in text"),
+]
+
+
+def _load_hook():
+    spec = importlib.util.spec_from_file_location("pdf_hook_under_test", ROOT / "hooks" / "pdf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pdf_hook = _load_hook()
+
+
+def _browser_or_none() -> Path | None:
+    try:
+        return pdf_hook.find_browser()
+    except pdf_hook.BrowserUnavailable:
+        return None
+
+
+needs_browser = pytest.mark.skipif(
+    _browser_or_none() is None,
+    reason="no Chromium, Chrome or Edge installed (CI installs Debian chromium)",
+)
+
+
+def build(site_dir: Path, **env_changes: str | None) -> subprocess.CompletedProcess:
+    """Run the real `mkdocs build` into site_dir; env_changes None removes a variable."""
+    env = dict(os.environ)
+    env.pop("SPIKE_PDF", None)
+    env.pop("SPIKE_PDF_BROWSER", None)
+    env["NO_MKDOCS_2_WARNING"] = "1"
+    for key, value in env_changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--clean", "--site-dir", str(site_dir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
+
+
+def flat(text: str) -> str:
+    """PDF text with ligatures unfolded and every run of whitespace as one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+class _IgnorePythonTags(yaml.SafeLoader):
+    """Reads mkdocs.yml without importing the objects its !!python tags name."""
+
+
+_IgnorePythonTags.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_: None)
+
+
+def numbered_nav_titles() -> list[str]:
+    """Every nav title with the number the print page gives it, in nav order."""
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_IgnorePythonTags)
+
+    def walk(items, prefix=""):
+        for number, item in enumerate(items, start=1):
+            if isinstance(item, str):  # a bare page path: the title comes from the page
+                continue
+            (title, value), = item.items()
+            yield f"{prefix}{number} {title}"
+            if isinstance(value, list):
+                yield from walk(value, f"{prefix}{number}.")
+
+    return list(walk(config["nav"]))
+
+
+def mermaid_labels() -> dict[str, list[str]]:
+    """Plain-text labels of each Mermaid diagram in docs/, keyed by 'page #n'."""
+    fence = re.compile(r"^(?P<indent>[ \t]*)```mermaid[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.S | re.M)
+    label = re.compile(
+        r"(?:\bas\s+(?P<alias>[^\n]+)$)"  # participant X as Label
+        r"|(?::\s*(?P<message>[^\n]+)$)"  # A->>B: message / Note over A: text
+        r"|(?:[\[\(\{]+\"?(?P<node>[^\]\)\}\"\n]+)\"?[\]\)\}]+)"  # node["Label"]
+        r"|(?:\|(?P<edge>[^|\n]+)\|)",  # -->|edge label|
+        re.M,
+    )
+    diagrams = {}
+    for md in sorted((ROOT / "docs").rglob("*.md")):
+        for n, match in enumerate(fence.finditer(md.read_text(encoding="utf-8")), start=1):
+            parts = []
+            for found in label.finditer(match.group("body")):
+                text = next(group for group in found.groups() if group)
+                for part in re.split(r"<br\s*/?>", text):
+                    part = " ".join(part.strip().strip('"').split())
+                    # Labels with markup or symbols may be drawn differently.
+                    if re.fullmatch(r"[\w .,:'/-]{3,}", part):
+                        parts.append(part)
+            diagrams[f"{md.relative_to(ROOT).as_posix()} #{n}"] = parts
+    return diagrams
+
+
+@pytest.fixture(scope="module")
+def printed(tmp_path_factory):
+    """One real build with the PDF: (completed process, site dir, reader, flat text)."""
+    site = tmp_path_factory.mktemp("pdf") / "site"
+    before = datetime.datetime.now(datetime.timezone.utc)
+    result = build(site)
+    after = datetime.datetime.now(datetime.timezone.utc)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pdf = site / PDF_NAME
+    assert pdf.is_file(), "no PDF written; build log:\n" + result.stderr[-3000:]
+    reader = PdfReader(pdf)
+    text = flat("\n".join(page.extract_text() or "" for page in reader.pages))
+    return result, site, reader, text, (before, after)
+
+
+@needs_browser
+def test_build_writes_pdf_and_says_so_with_page_count_and_time(printed):
+    result, site, reader, _, _ = printed
+    lines = [line for line in result.stderr.splitlines() if "PDF written:" in line]
+    assert len(lines) == 1, result.stderr[-3000:]
+    match = re.search(r"PDF written: (?P<path>\S+) \((?P<pages>\d+) pages, (?P<seconds>[\d.]+) s\)", lines[0])
+    assert match, lines[0]
+    assert Path(match["path"]).name == PDF_NAME
+    assert int(match["pages"]) == len(reader.pages)
+    assert float(match["seconds"]) > 0
+
+
+@needs_browser
+def test_pdf_is_us_letter_with_a_sane_page_count(printed):
+    _, _, reader, _, _ = printed
+    # Cover + contents + the pages of the site; far fewer than a runaway layout.
+    assert 3 + len(numbered_nav_titles()) < len(reader.pages) < 200
+    for page in reader.pages:
+        width, height = float(page.mediabox.width), float(page.mediabox.height)
+        assert (round(width), round(height)) == (612, 792)  # 8.5 x 11 in at 72 pt/in
+
+
+@needs_browser
+def test_cover_names_the_student_course_and_build_date(printed):
+    _, _, reader, _, (before, after) = printed
+    cover = flat(reader.pages[0].extract_text())
+    assert "Brian Dy" in cover
+    assert "CS361 Assignment 5".upper() in cover.upper()
+    assert "Amazon & Microservices" in cover
+    dates = {f"{d:%B} {d.day}, {d.year}" for d in (before, after)}
+    assert any(date in cover for date in dates), (dates, cover)
+
+
+@needs_browser
+def test_contents_lists_every_nav_title_numbered_in_nav_order(printed):
+    _, _, reader, text, _ = printed
+    contents = flat(reader.pages[1].extract_text())
+    assert contents.startswith("Contents")
+    titles = numbered_nav_titles()
+    assert titles, "mkdocs.yml has no nav"
+    position = 0
+    for title in titles:
+        found = contents.find(title, position)
+        assert found >= 0, f"'{title}' missing or out of order in the contents: {contents}"
+        position = found + len(title)
+        # And the section itself, with its number, in the body of the document.
+        assert text.count(title) >= 2 or title.split(" ", 1)[1] in text
+
+
+@needs_browser
+def test_every_page_of_the_site_is_in_the_pdf_with_page_numbers(printed):
+    _, site, reader, text, _ = printed
+    total = len(reader.pages)
+    for number, page in enumerate(reader.pages, start=1):
+        assert f"Page {number} of {total}" in flat(page.extract_text())
+    assert "Brian Dy" in text
+    # Each page's own first heading (from the built HTML) is in the PDF.
+    for built in sorted(site.rglob("index.html")):
+        relative = built.relative_to(site).as_posix()
+        if relative.startswith(("print_page/", "404")):
+            continue
+        heading = re.search(r"<h1[^>]*>(.*?)</h1>", built.read_text(encoding="utf-8"), re.S)
+        if heading:
+            # The heading without its permalink anchor.
+            title = flat(html.unescape(re.sub(r"<a [^>]*>.*?</a>|<[^>]+>", "", heading.group(1))))
+            assert title in text, f"{relative}: heading '{title}' not in the PDF"
+
+
+@needs_browser
+def test_mermaid_is_drawn_never_printed_as_source(printed):
+    _, _, _, text, _ = printed
+    for pattern in RAW_MERMAID:
+        assert not pattern.search(text), f"raw Mermaid in the PDF: {pattern.pattern}"
+    diagrams = mermaid_labels()
+    assert diagrams, "no Mermaid diagrams in docs/ to check"
+    for name, labels in diagrams.items():
+        if not labels:
+            continue
+        drawn = [label for label in labels if label in text]
+        # Wrapped labels can come out of the PDF in another order, so not all
+        # of them are found verbatim; most must be (they are vector text).
+        assert len(drawn) * 2 >= len(labels), f"{name}: only {drawn} of {labels} found"
+
+
+def _fill_colours(reader: PdfReader) -> set[tuple[float, float, float]]:
+    """Every RGB fill colour used on any page, including inside form XObjects."""
+
+    def streams(obj):
+        resources = obj.get("/Resources")
+        xobjects = resources.get_object().get("/XObject") if resources is not None else None
+        for xobject in (xobjects.get_object().values() if xobjects else []):
+            xobject = xobject.get_object()
+            if xobject.get("/Subtype") == "/Form":
+                yield xobject.get_data()
+                yield from streams(xobject)
+
+    colours = set()
+    for page in reader.pages:
+        contents = page.get_contents()
+        for data in ([contents.get_data()] if contents is not None else []) + list(streams(page)):
+            for rgb in re.findall(rb"([\d.]+) ([\d.]+) ([\d.]+) rg", data):
+                colours.add(tuple(round(float(c), 2) for c in rgb))
+    return colours
+
+
+@needs_browser
+def test_code_is_highlighted_in_the_pdf(printed):
+    _, _, reader, _, _ = printed
+    colours = _fill_colours(reader)
+    # Material's light-scheme Pygments colours for keywords and strings.
+    for name, hex_colour in {"keyword": "3f6ec6", "string": "1c7d4d"}.items():
+        rgb = tuple(round(int(hex_colour[i : i + 2], 16) / 255, 2) for i in (0, 2, 4))
+        assert rgb in colours, f"no {name}-coloured code text in the PDF"
+
+
+@needs_browser
+def test_terminal_and_code_blocks_wrap_on_paper(printed):
+    """On the print page at the printed width, no code block scrolls sideways."""
+    from playwright.sync_api import sync_playwright
+
+    _, site, _, _, _ = printed
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(pdf_hook.find_browser()), args=pdf_hook.BROWSER_FLAGS + ["--no-sandbox"]
+        )
+        try:
+            # US Letter minus the 0.6 in side margins, in CSS pixels.
+            context = browser.new_context(viewport={"width": round(7.3 * 96), "height": 1000})
+            # The site's own files only; nothing from the network.
+            context.route(
+                "**/*",
+                lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort(),
+            )
+            page = context.new_page()
+            page.goto((site / "print_page" / "index.html").as_uri(), wait_until="load")
+            page.emulate_media(media="print")
+            blocks = page.evaluate(
+                """() => [...document.querySelectorAll("pre > code")].map((code) => ({
+                    text: code.textContent.slice(0, 60),
+                    overflow: code.scrollWidth - code.clientWidth,
+                }))"""
+            )
+        finally:
+            browser.close()
+    assert blocks, "no code blocks on the print page"
+    wide = [block["text"] for block in blocks if block["overflow"] > 1]
+    assert not wide, f"code blocks wider than the page: {wide}"
+
+
+@needs_browser
+def test_spike_capture_is_in_the_pdf(printed):
+    _, site, _, text, _ = printed
+    demo = (site / "spike" / "demo" / "index.html").read_text(encoding="utf-8")
+    if "spike-captures" not in demo:
+        pytest.skip(
+            "the spike capture (hooks/captures.py) is not on the demo page yet: "
+            "enable it under `hooks:` in mkdocs.yml"
+        )
+    assert "A message from CS361" in text
+    # The client's terminal line from the real run, not the page's prose.
+    assert "Received: A message from CS361" in text
+
+
+def test_no_browser_the_site_still_builds_and_one_line_says_how(tmp_path):
+    site = tmp_path / "site"
+    result = build(site, SPIKE_PDF_BROWSER=str(tmp_path / "no-such-browser"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (site / "index.html").is_file()
+    assert (site / "print_page" / "index.html").is_file()
+    assert not (site / PDF_NAME).exists()
+    lines = [line for line in result.stderr.splitlines() if "PDF" in line]
+    assert len(lines) == 1, lines
+    assert "not written" in lines[0] and "no-such-browser" in lines[0]
+    assert "Ctrl+P" in lines[0]
+    assert "Traceback" not in result.stderr
+    # The site then offers the printable page instead of a missing file.
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "print_page/" in index and PDF_NAME not in index
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Windows and macOS also look in fixed install folders")
+def test_no_browser_on_path_the_site_still_builds(tmp_path):
+    site = tmp_path / "site"
+    result = build(site, PATH="")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (site / "index.html").is_file()
+    lines = [line for line in result.stderr.splitlines() if "PDF" in line]
+    assert len(lines) == 1, lines
+    assert "no Chromium, Chrome or Edge found" in lines[0] and "SPIKE_PDF_BROWSER" in lines[0]
+
+
+def test_only_build_prints(monkeypatch):
+    monkeypatch.delenv("SPIKE_PDF", raising=False)
+    for command in ("serve", None):
+        pdf_hook._command = command
+        assert pdf_hook._plan(ROOT) == ""  # not printing, nothing to say
+    monkeypatch.setenv("SPIKE_PDF", "0")
+    pdf_hook._command = "build"
+    assert pdf_hook._plan(ROOT) == "PDF skipped (SPIKE_PDF=0)."
