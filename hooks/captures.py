@@ -162,19 +162,11 @@ def _child_env(root: Path) -> dict[str, str]:
     return env
 
 
-def _restore_sigint() -> None:  # pragma: no cover - runs in the child
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _start_server(root: Path, env: dict[str, str]) -> subprocess.Popen:
     kwargs: dict = {}
     if _WINDOWS:
         # Its own process group, so CTRL_BREAK reaches the server and not us.
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-    elif signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        # A shell started us in the background, which ignores Ctrl+C; the
-        # server would inherit that and could not be stopped the normal way.
-        kwargs["preexec_fn"] = _restore_sigint
     return subprocess.Popen(
         [sys.executable, "-m", "spike.server", "--port", "0"],
         cwd=root,
@@ -189,9 +181,10 @@ def _start_server(root: Path, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _run_client(root: Path, env: dict[str, str], port: int, message: str) -> list[str]:
+def _run_client(root: Path, env: dict[str, str], port: int, *words: str) -> list[str]:
     """Run the real client CLI once; return the prompt line and its output."""
-    args = ["-m", "spike.client", "--port", str(port), message]
+    args = ["-m", "spike.client", "--port", str(port), *words]
+    what = " ".join(words)
     try:
         done = subprocess.run(
             [sys.executable, *args],
@@ -205,10 +198,10 @@ def _run_client(root: Path, env: dict[str, str], port: int, message: str) -> lis
             timeout=STEP_TIMEOUT,
         )
     except subprocess.TimeoutExpired:
-        raise SpikeRunError(f"client {message!r} did not finish in {STEP_TIMEOUT:.0f} s") from None
+        raise SpikeRunError(f"client {what!r} did not finish in {STEP_TIMEOUT:.0f} s") from None
     output = (done.stdout + done.stderr).splitlines()
     if done.returncode != 0:
-        raise SpikeRunError(f"client {message!r} exited with {done.returncode}: {output!r}")
+        raise SpikeRunError(f"client {what!r} exited with {done.returncode}: {output!r}")
     return [_prompt(["python", *args])] + output
 
 
@@ -257,7 +250,7 @@ def run_spike(root: Path) -> Capture:
         host, port = match["host"], int(match["port"])
 
         client_lines = _run_client(root, env, port, MESSAGE)
-        client_lines += _run_client(root, env, port, '{"op": "info", "id": 1}')
+        client_lines += _run_client(root, env, port, "--op", "info")
         if f"Received: {MESSAGE}" not in client_lines:
             raise SpikeRunError(f"client did not get its message back: {client_lines!r}")
         raw_lines = _socket_docs_client(host, port)
@@ -294,7 +287,10 @@ def run_spike(root: Path) -> Capture:
 
 
 def _prompt(argv: list[str]) -> str:
-    return "$ " + " ".join(shlex.quote(arg) for arg in argv)
+    """The command as the user would type it in this OS's shell."""
+    if _WINDOWS:
+        return "> " + subprocess.list2cmdline(argv)
+    return "$ " + shlex.join(argv)
 
 
 def describe_os() -> str:

@@ -1,0 +1,213 @@
+"""The report site: strict builds, live spike captures, failing on broken input.
+
+Every build here is a real `mkdocs build --strict` in a subprocess. Builds
+that need a broken input run on a temporary copy of the project, so the real
+tree is never touched.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+BUILD_TIMEOUT = 120
+# What the project's site build reads; copied for the broken-input builds.
+PROJECT_PARTS = ("mkdocs.yml", "docs", "hooks", "overrides", "spike", "pyproject.toml")
+_RUN_LOG = re.compile(r"spike capture: run (?P<run>[0-9a-f]+), server port (?P<port>\d+)")
+
+
+@dataclass
+class Build:
+    """One finished `mkdocs build` and what it said."""
+
+    returncode: int
+    output: str
+    site: Path
+    dates: set[str]  # UTC dates at start and end of the build
+
+    def page_text(self, page: str) -> str:
+        """A built page's visible text (tags removed, entities decoded)."""
+        raw = (self.site / page / "index.html").read_text(encoding="utf-8")
+        return html.unescape(re.sub(r"<[^>]+>", "", raw))
+
+    def page_html(self, page: str) -> str:
+        return (self.site / page / "index.html").read_text(encoding="utf-8")
+
+    def capture_run(self) -> tuple[str, int]:
+        """The run id and server port that the capture hook logged."""
+        match = _RUN_LOG.search(self.output)
+        assert match, f"the capture hook logged no run:\n{self.output}"
+        return match["run"], int(match["port"])
+
+
+def _today() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+
+def build_site(project: Path, site: Path) -> Build:
+    """Run a strict build of `project` into `site`."""
+    before = _today()
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=BUILD_TIMEOUT,
+        # The PDF has its own tests; these builds only need the HTML.
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "SPIKE_PDF": "0"},
+    )
+    return Build(done.returncode, done.stdout + done.stderr, site, {before, _today()})
+
+
+def copy_project(dest: Path) -> Path:
+    """A throwaway copy of what the site build reads."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in PROJECT_PARTS:
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, dest / part)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Build:
+    """The real project, built once for the checks below."""
+    build = build_site(ROOT, tmp_path_factory.mktemp("site"))
+    assert build.returncode == 0, f"strict build failed:\n{build.output}"
+    return build
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("project"))
+
+
+def test_strict_build_succeeds(site):
+    assert (site.site / "index.html").is_file()
+    assert (site.site / "spike" / "demo" / "index.html").is_file()
+
+
+def test_capture_comes_from_this_build(site):
+    run, port = site.capture_run()
+    page = site.page_html("spike/demo")
+    assert page.count(f'data-spike-run="{run}"') >= 3, "every capture is stamped with this run"
+    text = site.page_text("spike/demo")
+    # The port is the ephemeral one this build's server got from the OS.
+    assert f"Serving on 127.0.0.1:{port} (press Ctrl+C to stop)" in text
+    assert "<!-- spike-capture -->" not in page
+
+
+def test_capture_shows_the_message_both_ways(site):
+    text = site.page_text("spike/demo")
+    assert 'spike.client --port' in text and "A message from CS361" in text
+    assert "Sent: A message from CS361" in text
+    assert "Received: A message from CS361" in text
+    server_side = text[text.index("Serving on") :]
+    assert "Connection opened:" in server_side
+    assert "Server stopped." in server_side
+    # The socket-docs style client (no newline) was answered.
+    assert "b'A message from CS361!\\n'" in text
+
+
+def test_capture_states_date_python_and_os(site):
+    text = site.page_text("spike/demo")
+    stamps = re.findall(r"Run on (\d{4}-\d{2}-\d{2}) \(UTC\) · Python (\S+) · (.+)", text)
+    assert len(stamps) == 3, stamps
+    for date, python, os_name in stamps:
+        assert date in site.dates
+        assert python == platform.python_version()
+        assert platform.system() in os_name or platform.system() == "Darwin"
+
+
+def test_a_second_build_captures_a_new_run(site, project_copy, tmp_path):
+    again = build_site(project_copy, tmp_path / "site")
+    assert again.returncode == 0, again.output
+    first_run, _ = site.capture_run()
+    second_run, _ = again.capture_run()
+    assert first_run != second_run
+    assert f'data-spike-run="{second_run}"' in again.page_html("spike/demo")
+    assert f'data-spike-run="{first_run}"' not in again.page_html("spike/demo")
+
+
+def _broken_copy(tmp_path: Path, edit) -> Build:
+    project = copy_project(tmp_path / "project")
+    edit(project)
+    return build_site(project, tmp_path / "site")
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def test_missing_snippet_fails_the_build(tmp_path):
+    build = _broken_copy(
+        tmp_path,
+        lambda p: _append(p / "docs/spike/tutorial.md", '\n--8<-- "docs/examples/no_such_file.py"\n'),
+    )
+    assert build.returncode != 0
+    assert "no_such_file.py" in build.output and "could not be found" in build.output
+
+
+def test_broken_link_and_anchor_fail_the_build(tmp_path):
+    def edit(project: Path) -> None:
+        _append(project / "docs/spike/demo.md", "\n[gone](no-such-page.md)\n")
+        _append(project / "docs/spike/tutorial.md", "\n[gone](protocol.md#no-such-anchor)\n")
+
+    build = _broken_copy(tmp_path, edit)
+    assert build.returncode != 0
+    assert "no-such-page.md" in build.output
+    assert "no-such-anchor" in build.output
+
+
+def test_build_fails_when_the_spike_cannot_run(tmp_path):
+    # The hook puts the project copy first on the server's import path.
+    build = _broken_copy(
+        tmp_path,
+        lambda p: (p / "spike" / "server.py").write_text(
+            'raise SystemExit("server broken on purpose")\n', encoding="utf-8"
+        ),
+    )
+    assert build.returncode != 0
+    assert "spike demo could not run" in build.output
+    assert "server broken on purpose" in build.output
+
+
+def test_build_fails_when_the_capture_marker_is_gone(tmp_path):
+    def edit(project: Path) -> None:
+        page = project / "docs/spike/demo.md"
+        page.write_text(
+            page.read_text(encoding="utf-8").replace("<!-- spike-capture -->", ""), encoding="utf-8"
+        )
+
+    build = _broken_copy(tmp_path, edit)
+    assert build.returncode != 0
+    assert "lost its capture marker" in build.output
+
+
+def _unfinished_pages() -> list[str]:
+    return sorted(
+        str(page.relative_to(DOCS))
+        for page in DOCS.rglob("*.md")
+        if "PLACEHOLDER" in page.read_text(encoding="utf-8")
+    )
+
+
+def test_no_page_is_a_placeholder():
+    assert _unfinished_pages() == []
