@@ -351,6 +351,8 @@ class Server:
         self._started = time.monotonic()
         self._listener = _listen(host, port, backlog)
         self._listener_fd = self._listener.fileno()
+        sockname = self._listener.getsockname()
+        self._address = (sockname[0], sockname[1])
         self._poller = Poller()
         self._accept_resume_at: float | None = None
         # A socket pair lets shutdown() wake the loop from another thread.
@@ -370,8 +372,7 @@ class Server:
     @property
     def address(self) -> tuple[str, int]:
         """The ``(host, port)`` actually bound (the real port after port 0)."""
-        sockname = self._listener.getsockname()
-        return sockname[0], sockname[1]
+        return self._address
 
     @property
     def uptime(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -296,12 +297,24 @@ def test_shutdown_is_prompt_and_close_disconnects_clients() -> None:
     sock.close()
 
 
+def test_running_server_runs_a_named_thread_and_stops_it() -> None:
+    with running_server(port=0) as server:
+        assert server.wait_serving(0)
+        names = [thread.name for thread in threading.enumerate()]
+        assert f"spike-server-{server.address[1]}" in names
+    assert not server.wait_serving(0)
+    assert f"spike-server-{server.address[1]}" not in [t.name for t in threading.enumerate()]
+
+
 def test_idle_timeout_closes_silent_connections_only() -> None:
-    with running_server(port=0, idle_timeout=0.3, log=(log := LogCapture())) as server:
+    log = LogCapture()
+    with running_server(port=0, idle_timeout=0.5, log=log) as server:
         silent = connect(server.address)
         busy = connect(server.address)
-        deadline = time.monotonic() + 0.9
-        while time.monotonic() < deadline:  # busy keeps talking across the timeout
+        deadline = time.monotonic() + WAIT
+        # busy talks every ~50 ms until the server hangs up on silent.
+        while not select.select([silent], [], [], 0.05)[0]:
+            assert time.monotonic() < deadline, "the silent connection was not closed"
             assert round_trip(busy, b"ping\n") == b"ping"
         assert LineReader(silent).at_eof()
         assert round_trip(busy, b"still open\n") == b"still open"

@@ -1,0 +1,179 @@
+"""The command-line tools as real subprocesses: output formats, exit codes, errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import WAIT, free_port, run_cli
+
+from spike import Server
+
+SERVING = re.compile(r"^Serving on 127\.0\.0\.1:(\d+) \(press Ctrl\+C to stop\)$")
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+# --- spike-server ---------------------------------------------------------------
+def test_server_prints_its_real_port_then_one_line_per_event(server_process) -> None:
+    proc = server_process("--port", "0")
+    match = SERVING.match(proc.first_line)
+    assert match, proc.first_line
+    port = int(match.group(1))
+    assert port > 0
+    result = run_cli("spike.client", "--port", str(port), "A message from CS361!")
+    assert result.returncode == 0, result.stderr
+    opened = proc.next_line()
+    assert re.fullmatch(r"Connection opened: 127\.0\.0\.1:\d+", opened)
+    peer = opened.split(": ", 1)[1]
+    assert proc.next_line() == "Received: A message from CS361!"
+    assert proc.next_line() == f"Connection closed: {peer} (1 messages)"
+
+
+def test_quiet_server_logs_no_events(server_process) -> None:
+    proc = server_process("--port", "0", "--quiet")
+    assert SERVING.match(proc.first_line)
+    assert run_cli("spike.client", "--port", str(proc.port), "hi").returncode == 0
+    proc.proc.kill()
+    assert proc.rest() == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigint_stops_the_server_within_a_second(server_process) -> None:
+    proc = server_process("--port", "0")
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=WAIT) as sock:
+        sock.sendall(b"hello\n")
+        assert sock.recv(1024) == b"hello\n"
+        proc.wait_for_line("Received: hello")
+        started = time.monotonic()
+        proc.proc.send_signal(signal.SIGINT)
+        returncode = proc.proc.wait(timeout=WAIT)
+        elapsed = time.monotonic() - started
+    assert returncode == 0
+    assert elapsed < 1.0
+    rest = proc.rest()
+    assert rest[-1] == "Server stopped."
+    assert any(line.startswith("Connection closed:") for line in rest)
+    assert "Traceback" not in proc.proc.stderr.read()
+
+
+def test_port_in_use_is_one_line_and_exit_1() -> None:
+    with Server(port=0) as holder:
+        port = holder.address[1]
+        result = run_cli("spike.server", "--port", str(port))
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, f"127.0.0.1:{port}", "in use")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--bogus"], ["--port", "99999"], ["--port", "abc"], ["--flush-after", "-1"], ["--max-line-bytes", "0"]],
+)
+def test_server_bad_flags(args: list[str]) -> None:
+    result = run_cli("spike.server", *args)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "spike-server: error:")
+
+
+# --- spike-client ---------------------------------------------------------------
+def test_client_prints_sent_and_received(server) -> None:
+    port = str(server.address[1])
+    result = run_cli("spike.client", "--port", port, "one", "two words")
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "Sent: one",
+        "Received: one",
+        "Sent: two words",
+        "Received: two words",
+    ]
+
+
+def test_client_json_modes(server) -> None:
+    port = str(server.address[1])
+    result = run_cli("spike.client", "--port", port, "--json", "hi", '{"op": "echo", "text": "raw"}')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        'Sent: {"op":"echo","id":1,"text":"hi"}',
+        'Received: {"id":1,"ok":true,"result":{"text":"hi"}}',
+        'Sent: {"op": "echo", "text": "raw"}',
+        'Received: {"ok":true,"result":{"text":"raw"}}',
+    ]
+    result = run_cli("spike.client", "--port", port, "--op", "echo", "--param", "text=via op")
+    assert result.stdout.splitlines()[1] == 'Received: {"id":1,"ok":true,"result":{"text":"via op"}}'
+    info = run_cli("spike.client", "--port", port, "--op", "info")
+    assert info.returncode == 0 and '"server":"spike"' in info.stdout
+
+
+def test_client_error_reply_exits_1(server) -> None:
+    result = run_cli("spike.client", "--port", str(server.address[1]), "--op", "no_such_op")
+    assert result.returncode == 1
+    assert '"code":"unknown_op"' in result.stdout.splitlines()[1]
+
+
+def test_client_reads_stdin_lines(server) -> None:
+    result = run_cli("spike.client", "--port", str(server.address[1]), input="first\nsecond\r\n")
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == ["Sent: first", "Received: first", "Sent: second", "Received: second"]
+
+
+def test_client_without_a_server_is_one_line_and_exit_1() -> None:
+    port = free_port()
+    result = run_cli("spike.client", "--port", str(port), "hello")
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, f"127.0.0.1:{port}", "is the server running?")
+
+
+def test_client_timeout_is_one_line_and_exit_1() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog) but never answers
+        port = silent.getsockname()[1]
+        result = run_cli("spike.client", "--port", str(port), "--timeout", "0.3", "hello")
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, f"127.0.0.1:{port}", "0.3")
+
+
+@pytest.mark.parametrize("args", [["--nope"], ["--port", "-1"], ["--timeout", "0"], ["--param", "a=1"]])
+def test_client_bad_flags(args: list[str]) -> None:
+    result = run_cli("spike.client", *args)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "spike-client: error:")
+
+
+# --- python -m spike and the console scripts ---------------------------------------
+def test_demo_runs_both_sides() -> None:
+    result = run_cli("spike")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"\[server\] Serving on 127\.0\.0\.1:\d+", lines[0])
+    assert re.fullmatch(r"\[server\] Connection opened: 127\.0\.0\.1:\d+", lines[1])
+    assert lines[2:5] == [
+        "[client] Sent: A message from CS361!",
+        "[server] Received: A message from CS361!",
+        "[client] Received: A message from CS361!",
+    ]
+    assert re.fullmatch(r"\[server\] Connection closed: 127\.0\.0\.1:\d+ \(1 messages\)", lines[5])
+    assert lines[6:] == ["[server] Server stopped."]
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("script", ["spike-server", "spike-client"])
+def test_console_scripts_are_installed(script: str) -> None:
+    path = shutil.which(script, path=str(Path(sys.executable).parent))
+    if path is None:
+        pytest.skip(f"{script} is not installed next to {sys.executable}")
+    result = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: {script}")

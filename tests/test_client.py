@@ -1,0 +1,164 @@
+"""The Client library against the real server and against raw misbehaving peers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Callable, Iterator
+
+import pytest
+from conftest import WAIT, free_port
+
+from spike import (
+    Client,
+    ConnectError,
+    ConnectionClosed,
+    PipeError,
+    PipeTimeout,
+    ProtocolError,
+    RemoteError,
+    running_server,
+)
+
+
+@pytest.fixture
+def raw_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], tuple]]:
+    """A one-connection TCP peer that runs ``behave(conn)``: a server that breaks the rules."""
+    listeners: list[socket.socket] = []
+    threads: list[threading.Thread] = []
+
+    def start(behave: Callable[[socket.socket], None]) -> tuple:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(WAIT)
+        listeners.append(listener)
+
+        def run() -> None:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(WAIT)
+                behave(conn)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        threads.append(thread)
+        return listener.getsockname()[:2]
+
+    yield start
+    for listener in listeners:
+        listener.close()
+    for thread in threads:
+        thread.join(WAIT)
+
+
+def read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_round_trips(server) -> None:
+    with Client(*server.address) as client:
+        assert client.send_text("A message from CS361!") == "A message from CS361!"
+        assert client.send_text("") == ""
+        assert client.send_text("ünïcødé 𝄞") == "ünïcødé 𝄞"
+        assert client.request("echo", text="json") == {"text": "json"}
+        assert client.send_line('{"op": "echo", "id": "raw", "text": "x"}') == (
+            '{"id":"raw","ok":true,"result":{"text":"x"}}'
+        )
+    assert client.closed
+
+
+def test_error_reply_raises_remote_error(server) -> None:
+    with Client(*server.address) as client:
+        with pytest.raises(RemoteError) as caught:
+            client.request("no_such_op")
+        assert caught.value.code == "unknown_op"
+        assert "no_such_op" in caught.value.message
+        assert caught.value.request_id == 1
+        with pytest.raises(RemoteError) as caught:
+            client.request("echo")
+        assert caught.value.code == "bad_request"
+        assert client.request("echo", text="usable") == {"text": "usable"}
+
+
+def test_plain_text_error_reply_raises() -> None:
+    with running_server(port=0, max_line_bytes=10) as server, Client(*server.address) as client:
+        with pytest.raises(RemoteError) as caught:
+            client.send_text("much longer than ten bytes")
+        assert caught.value.code == "line_too_long"
+
+
+def test_a_newline_in_a_message_is_refused(server) -> None:
+    with Client(*server.address) as client:
+        with pytest.raises(ValueError):
+            client.send_text("two\nmessages")
+        assert client.send_text("fine") == "fine"
+
+
+def test_connection_refused_names_the_address() -> None:
+    port = free_port()
+    with pytest.raises(ConnectError) as caught:
+        Client("127.0.0.1", port, timeout=WAIT)
+    assert f"127.0.0.1:{port}" in str(caught.value)
+    assert "refused" in str(caught.value)
+
+
+def test_unknown_host() -> None:
+    with pytest.raises(ConnectError) as caught:
+        Client("no-such-host.invalid", 3000, timeout=WAIT)
+    assert "no-such-host.invalid:3000" in str(caught.value)
+
+
+def test_no_reply_times_out_and_closes(raw_peer) -> None:
+    done = threading.Event()
+    address = raw_peer(lambda conn: done.wait(WAIT))  # reads nothing, says nothing
+    client = Client(*address, timeout=0.3)
+    with pytest.raises(PipeTimeout) as caught:
+        client.send_text("anyone there?")
+    done.set()
+    assert f"{address[0]}:{address[1]}" in str(caught.value)
+    assert client.closed
+    with pytest.raises(ConnectionClosed):
+        client.send_text("again")
+
+
+def test_peer_hangs_up_before_replying(raw_peer) -> None:
+    address = raw_peer(lambda conn: read_line(conn))
+    with Client(*address) as client, pytest.raises(ConnectionClosed) as caught:
+        client.send_text("hello?")
+    assert f"{address[0]}:{address[1]}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"not json at all\n", b'{"ok": "yes"}\n', b'{"id": 99, "ok": true, "result": 1}\n'],
+)
+def test_malformed_replies_raise_protocol_error(raw_peer, reply: bytes) -> None:
+    def behave(conn: socket.socket) -> None:
+        read_line(conn)
+        conn.sendall(reply)
+
+    with Client(*raw_peer(behave)) as client, pytest.raises(ProtocolError):
+        client.request("echo", text="x")
+
+
+def test_reply_longer_than_the_client_limit(raw_peer) -> None:
+    def behave(conn: socket.socket) -> None:
+        read_line(conn)
+        conn.sendall(b"y" * 2000 + b"\n")
+
+    with Client(*raw_peer(behave), max_reply_bytes=1000) as client, pytest.raises(ProtocolError) as caught:
+        client.send_text("x")
+    assert caught.value.code == "line_too_long"
+
+
+def test_every_error_is_a_pipe_error() -> None:
+    for error in (ConnectError, ConnectionClosed, PipeTimeout, ProtocolError, RemoteError):
+        assert issubclass(error, PipeError)

@@ -1,0 +1,129 @@
+"""Issue 6: clients that never send a newline still get an answer (flush_after)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+from conftest import WAIT, LineReader, LogCapture, connect, round_trip, run_cli
+
+from spike import Client, running_server
+
+# How long a test waits to be sure that *no* reply comes (strict mode).
+QUIET_WAIT = 0.75
+
+
+def test_docs_example_client_gets_a_reply_within_a_second(server) -> None:
+    # The client from Python's socket documentation, as written there.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        s.connect(server.address)
+        started = time.monotonic()
+        s.sendall(b"Hello, world")
+        data = s.recv(1024)
+        elapsed = time.monotonic() - started
+    assert data == b"Hello, world\n"
+    assert elapsed < 1.0
+
+
+def test_json_request_without_newline(server) -> None:
+    with connect(server.address, timeout=1.0) as sock:
+        sock.sendall(b'{"op": "echo", "id": 1, "text": "no newline"}')
+        reply = json.loads(LineReader(sock).line())
+    assert reply == {"id": 1, "ok": True, "result": {"text": "no newline"}}
+
+
+def test_java_println_then_close_is_logged(server, log: LogCapture) -> None:
+    # PrintWriter.println on Windows ends lines with \r\n; then the socket closes.
+    with socket.create_connection(server.address, timeout=WAIT) as sock:
+        sock.sendall(b"A message from CS361!\r\n")
+    log.wait_for(lambda line: line.startswith("Connection closed"))
+    assert log.lines.count("Received: A message from CS361!") == 1
+
+
+def test_the_connection_goes_on_after_a_flush(server) -> None:
+    with connect(server.address, timeout=1.0) as sock:
+        reader = LineReader(sock)
+        sock.sendall(b"first")
+        assert reader.line() == b"first"
+        # The late newline only ends "first"; it is not an extra empty message.
+        sock.sendall(b"\nsecond\n")
+        assert reader.line() == b"second"
+        sock.sendall(b"third")
+        assert reader.line() == b"third"
+
+
+def test_newline_clients_see_no_change(server) -> None:
+    with connect(server.address) as sock:
+        started = time.monotonic()
+        for i in range(50):
+            assert round_trip(sock, f"line {i}\n".encode()) == f"line {i}".encode()
+        # 50 round trips, far less than one flush delay each.
+        assert time.monotonic() - started < 50 * 0.25 / 2
+
+
+def test_strict_mode_waits_for_the_newline() -> None:
+    with running_server(port=0, flush_after=0) as server, connect(server.address) as sock:
+        sock.settimeout(QUIET_WAIT)
+        sock.sendall(b"Hello, world")
+        with pytest.raises(socket.timeout):
+            sock.recv(1024)
+        sock.settimeout(WAIT)
+        sock.sendall(b"\n")
+        assert LineReader(sock).line() == b"Hello, world"
+
+
+def test_the_line_limit_holds_while_waiting() -> None:
+    with running_server(port=0, max_line_bytes=64, flush_after=5.0) as server:
+        with connect(server.address) as sock:
+            reader = LineReader(sock)
+            sock.sendall(b"x" * 65)  # over the limit, no newline, long flush delay
+            reply = json.loads(reader.line())
+            assert reply["error"]["code"] == "line_too_long"
+            assert reader.at_eof()
+
+
+def test_trickling_client_is_bounded_and_delays_nobody() -> None:
+    # A byte every ~20 ms for longer than flush_after: each byte restarts the
+    # flush timer, so only the line limit ends this line, and the other
+    # client is answered at once throughout.
+    with running_server(port=0, max_line_bytes=32, flush_after=0.5) as server:
+        with connect(server.address) as trickler, Client(*server.address, timeout=1.0) as other:
+            trickler.setblocking(False)
+            started = time.monotonic()
+            for i in range(40):
+                try:
+                    trickler.send(b"t")
+                except OSError:  # the server already closed us
+                    break
+                assert other.send_text(f"meanwhile {i}") == f"meanwhile {i}"
+                time.sleep(0.02)  # the client's pace, not synchronisation
+            assert time.monotonic() - started > 0.5
+            trickler.settimeout(WAIT)
+            reader = LineReader(trickler)
+            reply = json.loads(reader.line())
+            assert reply["error"]["code"] == "line_too_long"
+            assert reader.at_eof()
+
+
+def test_cli_help_names_the_flag() -> None:
+    result = run_cli("spike.server", "--help")
+    assert result.returncode == 0
+    assert "--flush-after" in result.stdout
+
+
+def test_cli_default_answers_and_strict_mode_waits(server_process) -> None:
+    default = server_process("--port", "0")
+    with socket.create_connection(("127.0.0.1", default.port), timeout=1.0) as sock:
+        sock.sendall(b"Hello, world")
+        assert sock.recv(1024) == b"Hello, world\n"
+    strict = server_process("--port", "0", "--flush-after", "0")
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=QUIET_WAIT) as sock:
+        sock.sendall(b"Hello, world")
+        with pytest.raises(socket.timeout):
+            sock.recv(1024)
+        sock.settimeout(WAIT)
+        sock.sendall(b"\n")
+        assert sock.recv(1024) == b"Hello, world\n"
