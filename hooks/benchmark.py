@@ -149,6 +149,12 @@ def render_machine(results: dict) -> str:
         f"- **Machine:** {m.get('cpu_count')} CPUs ({html.escape(str(m.get('cpu_model')))}), {html.escape(str(m.get('os')))}",
         f"- **Python:** {m.get('python')}; **pinning:** {m.get('pinning')}",
     ]
+    if m.get("load_average_after"):
+        one, five, fifteen = m["load_average_after"]
+        lines.append(
+            f"- **Load average just after the run** (1, 5, 15 min): {one}, {five}, {fifteen} "
+            "(the benchmark's own work included; other programs running at the same time add noise)"
+        )
     extras = []
     if m.get("c_compiler"):
         extras.append(f"C compiler {html.escape(m['c_compiler'])} (`-O2`)")
@@ -159,7 +165,7 @@ def render_machine(results: dict) -> str:
     lines.append(
         f"- **Work per round:** {s['requests']:,} round trips per row after {s['warmup']} untimed ones; "
         f"{s['pipeline']:,} pipelined messages; {s['connections']:,} connections × {s['conn_requests']} round trips; "
-        f"one {s['big_mib']:g} MiB message. **Rounds:** {s['rounds']} (every figure is the median over rounds)."
+        f"one {s['big_mib']:g} MiB message (median of 5 per round). **Rounds:** {s['rounds']} (every figure is the median over rounds)."
     )
     return "\n".join(lines)
 

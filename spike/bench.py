@@ -49,6 +49,7 @@ from spike._bench_procs import (
 )
 
 SCHEMA = 1
+BIG_REPEATS = 5
 MESSAGE = "A message from CS361!"
 
 # Targets from the spike's issue: evaluated and printed, never asserted.
@@ -235,7 +236,10 @@ def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
         }
 
     def big(srv: ServerProcess) -> dict:
-        return {"mib_per_s": (big_bytes / 2**20) / load.big_message(srv.host, srv.port, big_bytes)}
+        # One echo takes only milliseconds, so one hiccup would decide a round:
+        # each round takes the median of a few.
+        seconds = [load.big_message(srv.host, srv.port, big_bytes) for _ in range(BIG_REPEATS)]
+        return {"mib_per_s": (big_bytes / 2**20) / statistics.median(seconds)}
 
     add("round_trip", "c_blocking", text_rt)
     add("round_trip", "py_echo", text_rt)
@@ -297,10 +301,23 @@ def _run_rounds(cases: list[Case], servers: dict[str, ServerProcess], rounds: in
             _progress(f"  round {number + 1}/{rounds}  {case.label:<36} {_describe(case.test, stats)}")
 
 
-def _ratio(value: float | None, base: float | None) -> float | None:
-    if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
+def _paired_ratio(case: Case, base: Case | None, key: str) -> float | None:
+    """Median over rounds of this case's figure divided by the base's figure in the same round.
+
+    Both were measured within seconds of each other in every round, so a slow
+    spell of the machine (another program waking up) inflates both and mostly
+    cancels out, which a ratio of the two overall medians would not do.
+    """
+    if base is None or base.failure or case.failure or not case.rounds:
         return None
-    return value / base
+    pairs = [
+        (mine[key], theirs[key])
+        for mine, theirs in zip(case.rounds, base.rounds)
+        if theirs.get(key) and not math.isnan(theirs[key]) and not math.isnan(mine[key])
+    ]
+    if len(pairs) != len(case.rounds):
+        return None
+    return statistics.median(mine / theirs for mine, theirs in pairs)
 
 
 def _results(cases: list[Case]) -> dict:
@@ -313,27 +330,26 @@ def _results(cases: list[Case]) -> dict:
             row["rounds"] = len(case.rounds)
         if case.failure:
             row["failure"] = case.failure
-        table["rows"].append(row)
+        table["rows"].append((case, row))
 
-    def find(test: str, key: str) -> dict | None:
-        for row in tests.get(test, {}).get("rows", []):
-            if row["id"] == key and "failure" not in row:
-                return row
-        return None
+    def base(test: str, key: str) -> Case | None:
+        return next((c for c, _ in tests.get(test, {}).get("rows", []) if c.key == key), None)
 
     # Ratios: a time divided by the floor's time (above 1 = slower), a rate
     # divided by the floor's rate (below 1 = slower).
     metric = {"round_trip": "p50_us", "pipelined": "messages_per_s", "big_message": "mib_per_s"}
     for test, key in metric.items():
-        c_floor, py_floor = find(test, "c_blocking"), find(test, "py_echo")
-        for row in tests.get(test, {}).get("rows", []):
+        c_floor, py_floor = base(test, "c_blocking"), base(test, "py_echo")
+        for case, row in tests.get(test, {}).get("rows", []):
             if key in row:
-                row["vs_c_floor"] = _ratio(row[key], c_floor and c_floor[key])
-                row["vs_python_floor"] = _ratio(row[key], py_floor and py_floor[key])
-    epoll = find("connections", "c_epoll")
-    for row in tests.get("connections", {}).get("rows", []):
+                row["vs_c_floor"] = _paired_ratio(case, c_floor, key)
+                row["vs_python_floor"] = _paired_ratio(case, py_floor, key)
+    epoll = base("connections", "c_epoll")
+    for case, row in tests.get("connections", {}).get("rows", []):
         if "requests_per_s" in row:
-            row["vs_c_epoll"] = _ratio(row["requests_per_s"], epoll and epoll["requests_per_s"])
+            row["vs_c_epoll"] = _paired_ratio(case, epoll, "requests_per_s")
+    for table in tests.values():
+        table["rows"] = [row for _, row in table["rows"]]
     return tests
 
 
@@ -443,12 +459,18 @@ def _machine(pinning: str) -> dict:
         libzmq = zmq.zmq_version()
     except ImportError:
         pyzmq = libzmq = None
+    try:
+        # Busy neighbours show up here; a high figure means noisier numbers.
+        load_average = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # Windows has no load average
+        load_average = None
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "os": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "pinning": pinning,
+        "load_average_after": load_average,
         "c_compiler": _compiler_version(),
         "pyzmq": pyzmq,
         "libzmq": libzmq,
@@ -697,8 +719,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"results saved to {args.json}")
     print(
-        f"Rerun with: {_command_line(argv)}   "
-        "(add --quick for a short run; the report page uses: uv run python -m spike.bench --json docs/data/benchmark.json)"
+        f"Rerun this with: {_command_line(argv)}  |  full run for the report page: "
+        "uv run python -m spike.bench --json docs/data/benchmark.json  |  a short check: --quick"
     )
     spike_failed = [row for t in results["tests"].values() for row in t["rows"] if row["role"] == "spike" and "failure" in row]
     if spike_failed:

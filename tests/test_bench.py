@@ -71,7 +71,7 @@ def test_tiny_run_succeeds_and_explains_itself(tiny_run):
     for heading in ("Round trip on one connection", "Many connections at once", "Targets for the spike"):
         assert heading in done.stdout
     assert f"results saved to {out}" in done.stdout
-    assert "Rerun with: python -m spike.bench" in done.stdout
+    assert "Rerun this with: python -m spike.bench --quick" in done.stdout
 
 
 def test_results_file_has_every_measurement(tiny_run):
