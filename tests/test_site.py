@@ -211,3 +211,30 @@ def _unfinished_pages() -> list[str]:
 
 def test_no_page_is_a_placeholder():
     assert _unfinished_pages() == []
+
+
+def test_reader_features_are_on_the_built_pages(site):
+    demo, protocol = site.page_html("spike/demo"), site.page_html("spike/protocol")
+    # Search: the index the search box loads, covering the spike pages.
+    index = (site.site / "search" / "search_index.json").read_text(encoding="utf-8")
+    assert "spike/protocol/" in index
+    # Light/dark toggle: one palette input per scheme.
+    assert demo.count('name="__palette"') == 2
+    # Copy buttons on code blocks are a theme feature switched on in the page config.
+    assert "content.code.copy" in demo
+    # Admonitions, tables, Mermaid (rendered in the browser from this block).
+    assert 'class="admonition info"' in demo
+    assert "<table>" in protocol
+    assert '<pre class="mermaid"><code>sequenceDiagram' in protocol
+    # The footer's Credits link works from a nested page.
+    link = re.search(r'<a href="([^"]+)">Credits</a>', demo)
+    assert link and (site.site / "spike" / "demo" / link[1] / "index.html").resolve().is_file()
+
+
+def test_tutorial_page_shows_the_example_files(site):
+    text = site.page_text("spike/tutorial")
+    for name in ("word_count_service.py", "teammate_client.py", "teammate_client.js"):
+        source = (DOCS / "examples" / name).read_text(encoding="utf-8")
+        # Every line of the file is on the page (the snippet was included, not pasted).
+        for line in source.splitlines():
+            assert line.strip() in text, f"{name}: {line!r} missing from the built page"
