@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -186,3 +187,43 @@ def test_hook_errors_are_clear(tmp_path):
     results = hook.load_results(SAVED)
     with pytest.raises(PluginError, match="unknown marker"):
         hook.render_page("<!-- benchmark:nonsense -->\n", results)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pinning exists only on Linux")
+def test_impossible_cpu_is_one_clear_line():
+    done = _bench("--quick", "--cpu", "4096", timeout=30)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: cannot pin to CPU 4096")
+
+
+def test_load_generator_counts_every_lost_request():
+    """A server that hangs up on everyone must show up as errors, not as a fast run."""
+    import socket
+    import threading
+
+    from spike import _bench_load
+
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def hang_up_on_everyone() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=hang_up_on_everyone, daemon=True)
+    thread.start()
+    try:
+        timed = _bench_load.many_connections("127.0.0.1", port, "hello", connections=10, requests_each=3, timeout_s=10)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+    assert timed.errors == 10 * 3
+    assert timed.latencies_ns == []
