@@ -15,6 +15,7 @@ stale output to show: if the spike cannot run, the build fails.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -235,14 +236,20 @@ def _stop_server(server: subprocess.Popen) -> None:
         raise SpikeRunError(f"server did not stop within {STEP_TIMEOUT:.0f} s of Ctrl+C") from None
 
 
+def _kill(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.kill()
+        server.wait(timeout=STEP_TIMEOUT)
+
+
 def run_spike(root: Path) -> Capture:
     """Run server, clients and shutdown for real; return what each side printed."""
     started = time.monotonic()
     run_date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     env = _child_env(root)
     server = _start_server(root, env)
+    output = _LineReader(server.stdout)
     try:
-        output = _LineReader(server.stdout)
         first = output.next_line(STEP_TIMEOUT)
         match = _SERVING.match(first or "")
         if not match:
@@ -262,11 +269,20 @@ def run_spike(root: Path) -> Capture:
         )
         _stop_server(server)
         output.drain(STEP_TIMEOUT)
+    except (SpikeRunError, OSError) as exc:
+        # Show what the server said (a traceback, say), not just its first
+        # line: give a crashing server a moment to finish writing it.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=1.0)
+        _kill(server)
+        try:
+            output.drain(STEP_TIMEOUT)
+        except SpikeRunError:
+            pass
+        said = "\n    ".join(output.lines[-20:]) or "(nothing)"
+        raise SpikeRunError(f"{exc}\n  server output:\n    {said}") from None
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=STEP_TIMEOUT)
-        server.stdout.close()
+        _kill(server)
 
     server_lines = [_prompt(["python", "-m", "spike.server", "--port", "0"])]
     for line in output.lines:

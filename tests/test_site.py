@@ -181,12 +181,13 @@ def test_build_fails_when_the_spike_cannot_run(tmp_path):
     build = _broken_copy(
         tmp_path,
         lambda p: (p / "spike" / "server.py").write_text(
-            'raise SystemExit("server broken on purpose")\n', encoding="utf-8"
+            'raise RuntimeError("server broken on purpose")\n', encoding="utf-8"
         ),
     )
     assert build.returncode != 0
     assert "spike demo could not run" in build.output
-    assert "server broken on purpose" in build.output
+    # The whole traceback is reported, down to the error itself.
+    assert "RuntimeError: server broken on purpose" in build.output
 
 
 def test_build_fails_when_the_capture_marker_is_gone(tmp_path):
