@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import html
+import importlib.util
 import logging
 import os
 import re
@@ -127,7 +128,11 @@ def on_config(config):
 
 def on_files(files, config):
     """Keep the theme templates in docs/overrides out of the built site."""
-    prefix = Path(TEMPLATES_DIR).relative_to(Path(config.docs_dir).name).as_posix() + "/"
+    templates = Path(config.config_file_path).parent / TEMPLATES_DIR
+    try:
+        prefix = templates.resolve().relative_to(Path(config.docs_dir).resolve()).as_posix() + "/"
+    except ValueError:  # the templates are not inside docs_dir: nothing to hide
+        return files
     for file in files:
         if file.src_uri.startswith(prefix) and not file.generated_by:
             file.inclusion = InclusionLevel.EXCLUDED
@@ -171,9 +176,12 @@ def _plan(root: Path) -> str | None:
     """None if this build prints the PDF, else the line saying why not."""
     if os.environ.get("SPIKE_PDF", "1").strip().lower() in {"0", "no", "false", "off"}:
         return "PDF skipped (SPIKE_PDF=0)."
-    if _command not in {"build", "gh-deploy"}:
-        # `mkdocs serve`, or a build started from Python: no PDF, no message.
+    # `mkdocs serve` (which says "build" to plugins when run with --clean),
+    # or a build started from Python: no PDF, no message.
+    if _command not in {"build", "gh-deploy"} or sys.argv[1:2] == ["serve"]:
         return ""
+    if importlib.util.find_spec("playwright") is None:
+        return f"PDF not written: the Python package playwright is missing (run `uv sync`); {MANUAL}."
     if not (root / MERMAID_JS).is_file():
         return (
             f"PDF not written: Mermaid is missing ({MERMAID_JS}); run `npm ci` once, "

@@ -345,6 +345,11 @@ def test_only_build_prints(monkeypatch):
     for command in ("serve", None):
         pdf_hook._command = command
         assert pdf_hook._plan(ROOT) == ""  # not printing, nothing to say
+    # `mkdocs serve --clean` tells plugins the command is "build".
+    monkeypatch.setattr(sys, "argv", ["mkdocs", "serve", "--clean"])
+    pdf_hook._command = "build"
+    assert pdf_hook._plan(ROOT) == ""
+    monkeypatch.setattr(sys, "argv", ["mkdocs", "build"])
     monkeypatch.setenv("SPIKE_PDF", "0")
     pdf_hook._command = "build"
     assert pdf_hook._plan(ROOT) == "PDF skipped (SPIKE_PDF=0)."
