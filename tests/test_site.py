@@ -12,10 +12,16 @@ import html
 import os
 import platform
 import re
+import queue
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -239,3 +245,69 @@ def test_tutorial_page_shows_the_example_files(site):
         # Every line of the file is on the page (the snippet was included, not pasted).
         for line in source.splitlines():
             assert line.strip() in text, f"{name}: {line!r} missing from the built page"
+
+
+def test_click_release_that_breaks_live_reload_is_not_installed():
+    # click 8.2.2 and 8.3.0-8.3.1 stop `mkdocs serve` from reloading (pyproject excludes them).
+    assert metadata.version("click") not in {"8.2.2", "8.3.0", "8.3.1"}
+
+
+def _free_port() -> int:
+    # mkdocs serve prints the address it was given, so it needs a real number.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode("utf-8")
+
+
+def test_serve_rebuilds_recaptures_and_reloads(tmp_path):
+    project = copy_project(tmp_path / "project")
+    port = _free_port()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{port}"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "SPIKE_PDF": "0"},
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in serve.stdout], daemon=True).start()
+    log: list[str] = []
+
+    def wait_for(text: str, count: int = 1) -> None:
+        deadline = time.monotonic() + BUILD_TIMEOUT
+        while sum(text in line for line in log) < count:
+            try:
+                log.append(lines.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                pytest.fail(f"mkdocs serve never logged {text!r}:\n{''.join(log)}")
+
+    try:
+        wait_for("Serving on")
+        url = f"http://127.0.0.1:{port}/spike/demo/"
+        first = _get(url)
+        assert "livereload" in first  # the script that reloads the browser
+        first_run = re.search(r'data-spike-run="([0-9a-f]+)"', first)[1]
+
+        _append(project / "docs/spike/demo.md", "\nEdited while serving.\n")
+        wait_for("Reloading browsers")
+        wait_for("spike capture: run", count=2)  # once per build, not per page
+        second = _get(url)
+        assert "Edited while serving." in second
+        second_run = re.search(r'data-spike-run="([0-9a-f]+)"', second)[1]
+        assert second_run != first_run
+        while not lines.empty():
+            log.append(lines.get_nowait())
+        builds = sum("Building documentation..." in line for line in log)
+        assert sum("spike capture: run" in line for line in log) == builds >= 2
+    finally:
+        serve.terminate()
+        serve.wait(timeout=BUILD_TIMEOUT)
