@@ -270,3 +270,21 @@ def test_protocol_page_example_matches_the_server(request_line, shown):
         assert got["result"].keys() == expected["result"].keys()
     else:
         assert got == expected
+
+
+# --- The error lines the demonstration page shows -----------------------------
+
+DEMO_PAGE = ROOT / "docs" / "spike" / "demo.md"
+
+
+def test_demo_page_shows_the_real_port_in_use_and_refused_messages():
+    with running_server(port=0) as busy:
+        port = busy.address[1]
+        in_use = _run([sys.executable, "-m", "spike.server", "--port", str(port)])
+    refused = _run([sys.executable, "-m", "spike.client", "--port", str(port), "hi"])
+    page = DEMO_PAGE.read_text(encoding="utf-8")
+    for done in (in_use, refused):
+        assert done.returncode == 1
+        # The page shows the default port; the message is otherwise the same.
+        shown = done.stderr.strip().replace(f":{port}:", ":3000:")
+        assert shown in page, shown
