@@ -271,10 +271,9 @@ def print_pdf(
         flags.append("--no-sandbox")
 
     def answer(route):
+        """Mermaid from node_modules; nothing else from the network."""
         url = urlsplit(route.request.url)
-        if url.scheme in {"file", "data", "blob"}:
-            route.continue_()
-        elif url.hostname in CDN_HOSTS and "mermaid" in url.path:
+        if url.hostname in CDN_HOSTS and "mermaid" in url.path:
             log.debug(f"PDF: answered {route.request.url} from {mermaid_js}")
             route.fulfill(body=mermaid, content_type="application/javascript")
         else:
@@ -292,7 +291,9 @@ def print_pdf(
             raise BrowserUnavailable(f"{browser} did not start ({first})") from None
         try:
             context = chromium.new_context(color_scheme="light", service_workers="block")
-            context.route("**/*", answer)
+            # The site's own files (file://) load directly; every web request
+            # goes through answer().
+            context.route(re.compile(r"^https?://"), answer)
             tab = context.new_page()
             tab.add_init_script(OPEN_SHADOW_ROOTS)
             errors: list[str] = []
