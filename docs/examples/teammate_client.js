@@ -7,14 +7,17 @@ const net = require("node:net");
 
 const port = Number(process.argv[2] ?? 3001);
 const text = process.argv[3] ?? "A message from CS361";
+const where = `127.0.0.1:${port}`;
 
 const socket = net.createConnection({ host: "127.0.0.1", port }, () => {
   // One request = one JSON object on one line, ended by "\n".
-  socket.write(JSON.stringify({ op: "word_count", id: 1, text, top: 3 }) + "\n");
+  const request = { op: "word_count", id: 1, text, top: 3 };
+  socket.write(JSON.stringify(request) + "\n");
 });
-socket.setEncoding("utf8"); // decodes UTF-8 even when a character is split across chunks
+// Decodes UTF-8 even when a character is split across two chunks.
+socket.setEncoding("utf8");
 socket.setTimeout(5000, () => {
-  console.error(`no reply from 127.0.0.1:${port} within 5 s`);
+  console.error(`no reply from ${where} within 5 s`);
   process.exitCode = 1;
   socket.destroy();
 });
@@ -23,19 +26,22 @@ let received = "";
 socket.on("data", (chunk) => {
   received += chunk;
   const end = received.indexOf("\n");
-  if (end < 0) return; // TCP may deliver the reply in pieces: wait for the newline
+  if (end < 0) return; // TCP may deliver the reply in pieces: wait for "\n"
   const reply = JSON.parse(received.slice(0, end));
   socket.end();
   if (reply.ok) {
     const { words, characters, most_common } = reply.result;
     console.log(`${words} words, ${characters} characters`);
-    for (const { word, count } of most_common) console.log(`  ${word}: ${count}`);
+    for (const { word, count } of most_common) {
+      console.log(`  ${word}: ${count}`);
+    }
   } else {
-    console.error(`the service refused the request: ${reply.error.code}: ${reply.error.message}`);
+    const { code, message } = reply.error;
+    console.error(`the service refused the request: ${code}: ${message}`);
     process.exitCode = 1;
   }
 });
 socket.on("error", (err) => {
-  console.error(`cannot reach the service at 127.0.0.1:${port}: ${err.message}`);
+  console.error(`cannot reach the service at ${where}: ${err.message}`);
   process.exitCode = 1;
 });

@@ -1,6 +1,6 @@
 """A teammate's program that calls the word-count service over the pipe.
 
-    uv run python docs/examples/teammate_client.py --port 3001 "the text to count"
+    uv run python docs/examples/teammate_client.py --port 3001 "some text"
 """
 
 from __future__ import annotations
@@ -11,28 +11,32 @@ import sys
 from spike import Client, PipeError, RemoteError
 
 
-def count_words(text: str, host: str = "127.0.0.1", port: int = 3001) -> dict:
-    """Ask the service to count the words in ``text``; returns its result."""
+def count_words(text: str, host: str = "127.0.0.1",
+                port: int = 3001) -> dict:
+    """Ask the service to count the words in ``text``; return its result."""
     with Client(host, port, timeout=5.0) as client:
         return client.request("word_count", text=text, top=3)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Count words with the word-count service.")
+    parser = argparse.ArgumentParser(description="Count words remotely.")
     parser.add_argument("text", help="the text to count")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3001)
     args = parser.parse_args(argv)
+    where = f"{args.host}:{args.port}"
 
     try:
         result = count_words(args.text, args.host, args.port)
     except RemoteError as exc:
         # The service answered, but with "ok": false (e.g. bad_request).
-        print(f"The service refused the request: {exc.code}: {exc.message}", file=sys.stderr)
+        print(f"The service refused the request: {exc.code}: {exc.message}",
+              file=sys.stderr)
         return 1
     except PipeError as exc:
         # No answer at all: not running, wrong port, or too slow.
-        print(f"Could not use the service at {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"Could not use the service at {where}: {exc}",
+              file=sys.stderr)
         return 1
 
     print(f"{result['words']} words, {result['characters']} characters")

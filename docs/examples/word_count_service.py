@@ -1,13 +1,14 @@
 """A small microservice on the spike pipe: it counts the words in a text.
 
 This is the service side of the tutorial ("Use the pipe in your
-microservice"). It keeps the built-in ops (echo, info, stats) and adds one
-of its own, ``word_count``. Start it, then call it from another program:
+microservice"). It keeps the built-in ops (echo, info, stats) and adds
+one of its own, ``word_count``. Start it, then call it from another
+program:
 
     uv run python docs/examples/word_count_service.py --port 3001
 
-Stop it with Ctrl+C. Other programs can also import ``ops`` from here and
-serve it themselves, e.g. ``running_server(ops=ops, port=0)`` in a test.
+Stop it with Ctrl+C. Other programs can also import ``ops`` from here
+and serve it themselves, e.g. ``running_server(ops=ops, port=0)``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ _WORD = re.compile(r"[\w']+")
 
 @ops.op("word_count")
 def word_count(params: dict, ctx) -> dict:
-    """``{"op": "word_count", "text": "...", "top": 3}`` -> counts and top words.
+    """``{"op": "word_count", "text": "...", "top": 3}`` -> counts.
 
-    A missing ``text`` raises KeyError and a wrong type raises TypeError or
-    ValueError; the pipe turns those into a ``bad_request`` error reply.
+    A missing ``text`` raises KeyError and a wrong type raises TypeError
+    or ValueError; the pipe turns those into a ``bad_request`` reply.
     """
     text = params["text"]
     if not isinstance(text, str):
@@ -40,22 +41,23 @@ def word_count(params: dict, ctx) -> dict:
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
         raise ValueError('"top" must be a whole number, 0 or more')
     words = [word.lower() for word in _WORD.findall(text)]
+    ranked = Counter(words).most_common(top)
     return {
         "words": len(words),
         "characters": len(text),
-        "most_common": [
-            {"word": word, "count": count} for word, count in Counter(words).most_common(top)
-        ],
+        "most_common": [{"word": w, "count": n} for w, n in ranked],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The word-count microservice.")
+    parser = argparse.ArgumentParser(description="Word-count service.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3001, help="0 picks a free port")
+    parser.add_argument("--port", type=int, default=3001,
+                        help="0 picks a free port")
     args = parser.parse_args(argv)
 
-    log = functools.partial(print, flush=True)  # one line per connection and message
+    # One log line per connection and per message, printed at once.
+    log = functools.partial(print, flush=True)
     try:
         server = Server(args.host, args.port, ops=ops, log=log)
     except PipeError as exc:  # e.g. the port is already in use
