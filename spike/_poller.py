@@ -27,8 +27,8 @@ READY_WRITE = WRITE
 class SelectorPoller:
     """Portable poller on top of :mod:`selectors` (Windows, macOS, BSD)."""
 
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
+    def __init__(self, selector_class: type[selectors.BaseSelector] = selectors.DefaultSelector) -> None:
+        self._selector = selector_class()
         self.owners: dict[int, Any] = {}
 
     @staticmethod

@@ -65,6 +65,11 @@ _ACCEPT_BATCH = 128
 # After accept() fails for lack of resources (too many open files), wait
 # this long before trying again instead of spinning on a readable listener.
 _ACCEPT_RETRY_DELAY = 0.1
+# After a fatal error reply the server stops sending (FIN) but keeps reading
+# and discarding for a moment: closing with unread input would send a reset,
+# which can destroy the error reply before the client reads it.
+_LINGER_SECONDS = 2.0
+_LINGER_MAX_BYTES = 4 * _RECV_SIZE
 _DISPLAY_CHARS = 200
 _CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
@@ -120,7 +125,9 @@ class Connection:
         self.framer = LineFramer(server.max_line_bytes)
         self.last_read = 0.0
         self._out = bytearray()  # reply bytes the socket has not taken yet
-        self._closing = False  # close once the unsent replies are out
+        self._closing = False  # no more messages: close once replies are out
+        self._eof = False  # the client has finished sending
+        self._discarded = 0  # bytes ignored while closing
         self._closed = False
         self._log = server.log
         self._idle_timeout = server.idle_timeout
@@ -150,6 +157,11 @@ class Connection:
             return
         if not data:
             self._end_of_stream()
+            return
+        if self._closing:  # lingering after a fatal error: ignore input
+            self._discarded += len(data)
+            if self._discarded > _LINGER_MAX_BYTES:
+                self.close()
             return
         if self._idle_timeout is not None:
             self.server._touch(self)
@@ -184,7 +196,7 @@ class Connection:
         del self._out[:sent]
         if not self._out:
             if self._closing:
-                self.close()
+                self._finish_closing()
             else:
                 self.server._set_interest(self, _READ)
 
@@ -282,16 +294,30 @@ class Connection:
             self.server._set_interest(self, _WRITE)
 
     def _reject(self, data: bytes) -> None:
-        """Send a final reply, then close (after a line_too_long)."""
+        """Send a final error reply, then close (after a line_too_long)."""
         self._closing = True
         self._send(data)
         if not self._closed and not self._out:
+            self._finish_closing()
+
+    def _finish_closing(self) -> None:
+        """All replies are out: close, lingering first if the client may still send."""
+        if self._eof:
             self.close()
+            return
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        self.server._set_interest(self, _READ)
+        self.server._linger(self)
 
     def _end_of_stream(self) -> None:
         """The client closed its side: answer a final unterminated line, close."""
-        line = self.framer.flush()
+        if self._closing:
+            self.close()
+            return
+        self._eof = True
         self._closing = True
+        line = self.framer.flush()
         if line is not None:
             self._send(self._answer(line))
         if not self._closed and not self._out:
@@ -339,7 +365,7 @@ class Server:
         self.max_line_bytes = max_line_bytes
         self.idle_timeout = idle_timeout
         self.flush_after = flush_after
-        self.log = log
+        self.log = None if log is None else _never_raising(log)
         self.connection_class = connection_class
         self.total_connections = 0
         self.total_messages = 0
@@ -348,6 +374,7 @@ class Server:
         # order: the first entry is always the next one due.
         self._flush_due: collections.OrderedDict[Connection, float] = collections.OrderedDict()
         self._idle_order: collections.OrderedDict[Connection, None] = collections.OrderedDict()
+        self._linger_due: collections.OrderedDict[Connection, float] = collections.OrderedDict()
         self._started = time.monotonic()
         self._listener = _listen(host, port, backlog)
         self._listener_fd = self._listener.fileno()
@@ -412,9 +439,10 @@ class Server:
         wake_r = self._wake_r
         flush_due = self._flush_due
         idle_order = self._idle_order
+        linger_due = self._linger_due
         try:
             while not self._stop_requested:
-                if flush_due or idle_order or self._accept_resume_at is not None:
+                if flush_due or idle_order or linger_due or self._accept_resume_at is not None:
                     timeout = self._run_timers(poll_interval)
                 else:
                     timeout = poll_interval
@@ -428,10 +456,13 @@ class Server:
                         with contextlib.suppress(OSError):
                             wake_r.recv(4096)
                     else:
-                        if events & _READY_READ:
-                            conn.on_readable()
-                        if events & _READY_WRITE:
-                            conn.on_writable()
+                        try:
+                            if events & _READY_READ:
+                                conn.on_readable()
+                            if events & _READY_WRITE:
+                                conn.on_writable()
+                        except Exception as exc:  # a bug must cost one client, not all
+                            self._drop(conn, exc)
         finally:
             self._stop_requested = False
             self._serving.clear()
@@ -506,6 +537,20 @@ class Server:
             if self.log is not None:
                 self.log(f"Connection opened: {format_address(peer)}")
 
+    def _drop(self, conn: Connection, exc: Exception) -> None:
+        """Close a connection whose handling raised, and say why."""
+        if self.log is not None:
+            self.log(
+                f"Error: closing {format_address(conn.peer)} after "
+                f"{type(exc).__name__}: {exc}"
+            )
+        with contextlib.suppress(Exception):
+            conn.close()
+        # Whatever close() did not get to, the server must still let go of.
+        self._forget(conn)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
     def _set_interest(self, conn: Connection, events: int) -> None:
         self._poller.modify(conn.sock, events)
 
@@ -514,6 +559,7 @@ class Server:
         self._connections.discard(conn)
         self._unschedule_flush(conn)
         self._idle_order.pop(conn, None)
+        self._linger_due.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._poller.unregister(conn.sock)
 
@@ -525,6 +571,9 @@ class Server:
     def _unschedule_flush(self, conn: Connection) -> None:
         self._flush_due.pop(conn, None)
         conn._flush_scheduled = False
+
+    def _linger(self, conn: Connection) -> None:
+        self._linger_due[conn] = time.monotonic() + _LINGER_SECONDS
 
     def _touch(self, conn: Connection) -> None:
         conn.last_read = time.monotonic()
@@ -542,11 +591,21 @@ class Server:
                 next_due = min(next_due, due)
                 break
             self._unschedule_flush(conn)
-            conn.flush_idle()
+            try:
+                conn.flush_idle()
+            except Exception as exc:
+                self._drop(conn, exc)
         idle_order = self._idle_order
         while idle_order:
             conn = next(iter(idle_order))
             due = conn.last_read + self.idle_timeout
+            if due > now:
+                next_due = min(next_due, due)
+                break
+            conn.close()
+        linger_due = self._linger_due
+        while linger_due:
+            conn, due = next(iter(linger_due.items()))
             if due > now:
                 next_due = min(next_due, due)
                 break
@@ -558,6 +617,19 @@ class Server:
             else:
                 next_due = min(next_due, self._accept_resume_at)
         return max(0.0, next_due - now)
+
+
+def _never_raising(log: Log) -> Log:
+    """Wrap a log callable so that a failing one (say, a closed stdout)
+    can never stop the server: its errors are ignored."""
+
+    def safe_log(line: str) -> None:
+        try:
+            log(line)
+        except Exception:
+            pass
+
+    return safe_log
 
 
 def _listen(host: str, port: int, backlog: int) -> socket.socket:

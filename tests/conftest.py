@@ -104,6 +104,13 @@ class LineReader:
         self.buffer += data
         return data == b""
 
+    def closed_by_peer(self) -> bool:
+        """True if the peer closed or reset the connection."""
+        try:
+            return self.at_eof()
+        except ConnectionResetError:
+            return True
+
 
 def round_trip(sock: socket.socket, data: bytes) -> bytes:
     sock.sendall(data)

@@ -191,6 +191,16 @@ def test_over_long_line_is_refused_before_its_newline() -> None:
         assert reader.at_eof()
 
 
+def test_error_reply_survives_a_client_that_keeps_sending() -> None:
+    # Closing a socket with unread input sends a reset, which can destroy the
+    # error reply in flight; the server half-closes and drains instead.
+    with running_server(port=0, max_line_bytes=1000) as server, connect(server.address) as sock:
+        sock.sendall(b"x" * 200_000)
+        reader = LineReader(sock)
+        assert json.loads(reader.line())["error"]["code"] == "line_too_long"
+        assert reader.at_eof()
+
+
 def test_default_limit_is_one_mebibyte(server) -> None:
     with connect(server.address) as sock:
         reader = LineReader(sock)
@@ -203,7 +213,9 @@ def test_default_limit_is_one_mebibyte(server) -> None:
 # --- concurrency and fairness ---------------------------------------------------------
 def test_a_thousand_concurrent_connections_each_get_their_own_replies() -> None:
     count = 1000
-    with running_server(port=0) as server:
+    # Strict framing: on a loaded machine the gap between the two halves of
+    # a line can exceed the flush delay, which would (correctly) flush it.
+    with running_server(port=0, flush_after=0) as server:
         socks = [connect(server.address) for _ in range(count)]
         try:
             readers = [LineReader(sock) for sock in socks]
@@ -346,3 +358,68 @@ def test_op_can_use_the_connection_context() -> None:
         reply = client.request("whoami")
         assert reply["messages"] == 2
         assert reply["peer"][1] == client._sock.getsockname()[1]
+
+
+# --- robustness -------------------------------------------------------------------
+def test_a_crashing_connection_handler_costs_only_its_client(log: LogCapture) -> None:
+    class Buggy(Connection):
+        def on_readable(self) -> None:
+            if self.sock.recv(5, socket.MSG_PEEK) == b"crash":
+                raise RuntimeError("bug in a subclass")
+            super().on_readable()
+
+    with running_server(port=0, connection_class=Buggy, log=log) as server:
+        socks = [connect(server.address) for _ in range(6)]
+        for i, sock in enumerate(socks):
+            sock.sendall(b"crash\n" if i % 2 else b"hi\n")
+        for i, sock in enumerate(socks):
+            reader = LineReader(sock)
+            if i % 2:  # closed with unread input: EOF or a reset
+                assert reader.closed_by_peer()
+            else:
+                assert reader.line() == b"hi"
+            sock.close()
+        with Client(*server.address) as client:
+            assert client.send_text("server still up") == "server still up"
+    assert any("RuntimeError: bug in a subclass" in line for line in log.lines)
+
+
+def test_a_failing_log_callable_does_not_stop_the_server() -> None:
+    def broken_log(line: str) -> None:
+        raise OSError("stdout is gone")
+
+    with running_server(port=0, log=broken_log) as server, Client(*server.address) as client:
+        assert client.send_text("logged nowhere") == "logged nowhere"
+        assert client.request("echo", text="fine") == {"text": "fine"}
+
+
+def test_portable_select_poller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The selectors-based loop used on Windows and macOS, run here with select()."""
+    import selectors
+
+    import spike.server
+    from spike._poller import SelectorPoller
+
+    monkeypatch.setattr(spike.server, "Poller", lambda: SelectorPoller(selectors.SelectSelector))
+    with running_server(port=0, max_line_bytes=1000) as server:
+        assert isinstance(server._poller, SelectorPoller)
+        socks = [connect(server.address) for _ in range(100)]
+        try:
+            for i, sock in enumerate(socks):
+                sock.sendall(f"client {i}\n".encode())
+            for i, sock in enumerate(socks):
+                assert LineReader(sock).line() == f"client {i}".encode()
+            # Flush-after, a big pipelined burst (partial sends) and a closing error.
+            socks[0].sendall(b"no newline")
+            assert LineReader(socks[0]).line() == b"no newline"
+            burst = [f"{n:05d}" * 100 for n in range(2000)]
+            socks[1].sendall("".join(b + "\n" for b in burst).encode())
+            reader = LineReader(socks[1])
+            assert [reader.line().decode() for _ in burst] == burst
+            socks[2].sendall(b"x" * 1001)
+            reader = LineReader(socks[2])
+            assert json.loads(reader.line())["error"]["code"] == "line_too_long"
+            assert reader.at_eof()
+        finally:
+            for sock in socks:
+                sock.close()
