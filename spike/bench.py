@@ -352,7 +352,7 @@ def _results(cases: list[Case]) -> dict:
     return tests
 
 
-def _targets(tests: dict) -> list[dict]:
+def _targets(tests: dict, connections: int) -> list[dict]:
     rows = {r["id"]: r for r in tests.get("round_trip", {}).get("rows", []) if "failure" not in r}
     text = rows.get("spike_text")
     as_json = rows.get("spike_json")
@@ -384,7 +384,7 @@ def _targets(tests: dict) -> list[dict]:
         ratio = conns.get("vs_c_epoll")
         targets.append(
             {
-                "name": "1,000 connections: throughput",
+                "name": f"{connections:,} connections: throughput",
                 "measure": "req/s / C epoll req/s",
                 "value": ratio,
                 "limit": TARGET_CONNS_VS_EPOLL,
@@ -394,7 +394,7 @@ def _targets(tests: dict) -> list[dict]:
         )
         targets.append(
             {
-                "name": "1,000 connections: p99",
+                "name": f"{connections:,} connections: p99",
                 "measure": "p99 ms",
                 "value": conns["p99_ms"],
                 "limit": TARGET_CONNS_P99_MS,
@@ -404,7 +404,7 @@ def _targets(tests: dict) -> list[dict]:
         )
         targets.append(
             {
-                "name": "1,000 connections: errors",
+                "name": f"{connections:,} connections: errors",
                 "measure": "failed requests",
                 "value": conns["errors"],
                 "limit": 0,
@@ -413,7 +413,7 @@ def _targets(tests: dict) -> list[dict]:
             }
         )
     else:
-        targets.append({"name": "1,000 connections", "measure": "req/s, p99, errors", "met": None, "detail": "not measured"})
+        targets.append({"name": f"{connections:,} connections", "measure": "req/s, p99, errors", "met": None, "detail": "not measured"})
     return targets
 
 
@@ -449,6 +449,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -470,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     sizes = parser.add_argument_group("sizes (override the --quick or full defaults)")
     sizes.add_argument("--rounds", type=_positive_int, help="interleaved rounds; figures are medians over them")
     sizes.add_argument("--requests", type=_positive_int, help="round trips per case per round")
-    sizes.add_argument("--warmup", type=int, help="untimed round trips before each timed batch")
+    sizes.add_argument("--warmup", type=_non_negative_int, help="untimed round trips before each timed batch")
     sizes.add_argument("--pipeline", type=_positive_int, help="messages per pipelined batch")
     sizes.add_argument("--connections", type=_positive_int, help="concurrent connections")
     sizes.add_argument("--conn-requests", type=_positive_int, help="round trips per concurrent connection")
@@ -530,7 +537,7 @@ def run(settings: Settings, *, cpu: int | None, use_c: bool, mode: str, command:
         "settings": dataclasses.asdict(settings),
         "notes": notes,
         "tests": tests,
-        "targets": _targets(tests),
+        "targets": _targets(tests, settings.connections),
     }
 
 
