@@ -5,7 +5,9 @@ path (one message, one reply) that wrapping was a measurable share of a
 round trip, so on Linux the loop talks to ``select.epoll`` directly. Both
 pollers share one small interface: ``register``/``modify``/``unregister`` a
 socket with an owner object, and ``poll(timeout)`` returning
-``(fd, events)`` pairs; ``owners[fd]`` is the object registered for ``fd``.
+``(fd, events)`` pairs; ``owners[fd]`` is the object registered for ``fd``;
+``max_sockets`` is how many connections the poller can watch (None: no
+limit of its own).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import select
 import selectors
 import socket
+import sys
 from typing import Any
 
 # Interest bits for register()/modify(); with epoll they are the kernel's.
@@ -30,6 +33,12 @@ class SelectorPoller:
     def __init__(self, selector_class: type[selectors.BaseSelector] = selectors.DefaultSelector) -> None:
         self._selector = selector_class()
         self.owners: dict[int, Any] = {}
+        # Windows' select() takes at most 512 sockets (its FD_SETSIZE); keep
+        # room for the listener and the wake-up socket.
+        if sys.platform == "win32" and isinstance(self._selector, selectors.SelectSelector):
+            self.max_sockets: int | None = 500
+        else:
+            self.max_sockets = None
 
     @staticmethod
     def _mask(events: int) -> int:
@@ -72,6 +81,7 @@ if hasattr(select, "epoll"):
         def __init__(self) -> None:
             self._epoll = select.epoll()
             self.owners: dict[int, Any] = {}
+            self.max_sockets: int | None = None  # no limit of its own
             # The bound C method itself: no Python frame per loop pass.
             self.poll = self._epoll.poll
 

@@ -382,6 +382,7 @@ class Server:
         self._address = (sockname[0], sockname[1])
         self._poller = Poller()
         self._accept_resume_at: float | None = None
+        self._pause_reason = ""
         # A socket pair lets shutdown() wake the loop from another thread.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -512,7 +513,13 @@ class Server:
 
     # -- the loop's helpers ----------------------------------------------------
     def _accept(self) -> None:
+        limit = self._poller.max_sockets
         for _ in range(_ACCEPT_BATCH):
+            if limit is not None and len(self._connections) >= limit:
+                # select() on Windows watches at most 512 sockets: leave new
+                # clients in the listen queue until someone leaves.
+                self._pause_accepting(f"connection limit reached ({limit} on this platform)")
+                return
             try:
                 sock, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -520,10 +527,7 @@ class Server:
             except ConnectionAbortedError:  # the client gave up while queued
                 continue
             except OSError as exc:  # e.g. too many open files: back off
-                if self.log is not None:
-                    self.log(f"Error: cannot accept a connection: {exc.strerror or exc}")
-                self._poller.unregister(self._listener)
-                self._accept_resume_at = time.monotonic() + _ACCEPT_RETRY_DELAY
+                self._pause_accepting(f"cannot accept a connection: {exc.strerror or exc}")
                 return
             sock.setblocking(False)
             with contextlib.suppress(OSError):
@@ -536,6 +540,14 @@ class Server:
                 self._touch(conn)
             if self.log is not None:
                 self.log(f"Connection opened: {format_address(peer)}")
+
+    def _pause_accepting(self, reason: str) -> None:
+        """Stop watching the listener for a moment; queued clients wait in the backlog."""
+        if self.log is not None and reason != self._pause_reason:
+            self.log(f"Error: {reason}; new connections wait")
+        self._pause_reason = reason
+        self._poller.unregister(self._listener)
+        self._accept_resume_at = time.monotonic() + _ACCEPT_RETRY_DELAY
 
     def _drop(self, conn: Connection, exc: Exception) -> None:
         """Close a connection whose handling raised, and say why."""

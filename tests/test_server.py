@@ -423,3 +423,29 @@ def test_portable_select_poller(monkeypatch: pytest.MonkeyPatch) -> None:
         finally:
             for sock in socks:
                 sock.close()
+
+
+def test_connection_limit_makes_new_clients_wait_not_fail(monkeypatch: pytest.MonkeyPatch, log: LogCapture) -> None:
+    """Where the poller can watch only so many sockets (select() on Windows)."""
+    import spike.server
+    from spike._poller import SelectorPoller
+
+    def small_poller() -> SelectorPoller:
+        poller = SelectorPoller()
+        poller.max_sockets = 3
+        return poller
+
+    monkeypatch.setattr(spike.server, "Poller", small_poller)
+    with running_server(port=0, log=log) as server:
+        first = [connect(server.address) for _ in range(3)]
+        for sock in first:
+            assert round_trip(sock, b"in\n") == b"in"
+        waiting = connect(server.address)  # queued in the backlog
+        waiting.sendall(b"queued\n")
+        log.wait_for(lambda line: "connection limit reached (3" in line)
+        assert select.select([waiting], [], [], 0.3)[0] == []
+        first[0].close()
+        waiting.settimeout(WAIT)
+        assert LineReader(waiting).line() == b"queued"
+        for sock in (*first[1:], waiting):
+            sock.close()
