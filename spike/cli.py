@@ -156,6 +156,25 @@ def _stop_on_signals() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def _raise_open_file_limit(wanted: int = 65536) -> None:
+    """Let the server hold thousands of connections: lift the soft limit on
+    open files (often 1024 on Linux, 256 on macOS) toward the hard limit."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to lift
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    for value in (target, min(target, 10240)):  # macOS caps at OPEN_MAX
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
+            return
+        except (ValueError, OSError):
+            continue
+
+
 def server_main(argv: Sequence[str] | None = None) -> int:
     """``spike-server``: run a server in the foreground until Ctrl+C."""
     _prepare_stdout()
@@ -170,6 +189,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    _raise_open_file_limit()
     try:
         server = Server(
             args.host,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import WAIT, free_port, run_cli
+from conftest import ROOT, WAIT, free_port, run_cli
 
 from spike import Server
 
@@ -68,6 +68,23 @@ def test_sigint_stops_the_server_within_a_second(server_process) -> None:
     assert rest[-1] == "Server stopped."
     assert any(line.startswith("Connection closed:") for line in rest)
     assert "Traceback" not in proc.proc.stderr.read()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE on Windows")
+def test_server_lifts_its_open_file_limit_for_many_clients() -> None:
+    code = (
+        "import resource, sys\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "from spike.cli import _raise_open_file_limit\n"
+        "_raise_open_file_limit()\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, cwd=ROOT)
+    import resource
+
+    soft, hard = (int(x) for x in result.stdout.split())
+    assert soft == (65536 if hard == resource.RLIM_INFINITY else min(65536, hard))
 
 
 def test_port_in_use_is_one_line_and_exit_1() -> None:
