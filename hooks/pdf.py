@@ -47,10 +47,6 @@ MERMAID_JS = "node_modules/mermaid/dist/mermaid.min.js"
 CDN_HOSTS = {"unpkg.com", "cdn.jsdelivr.net", "fastly.jsdelivr.net"}
 # A healthy run draws all diagrams in about a second.
 RENDER_TIMEOUT_S = 30
-MANUAL = (
-    "or open site/print_page/index.html in a browser, press Ctrl+P "
-    "(Cmd+P on macOS) and choose 'Save as PDF'"
-)
 
 # Without the networking flags Chromium keeps retrying refused connections
 # to Google services and the page never settles; the sandbox cannot start
@@ -116,7 +112,7 @@ def on_config(config):
         position = 1 if config.theme.custom_dir else 0
         config.theme.dirs.insert(position, templates)
 
-    plan = _plan(root)
+    plan = _plan(root, Path(config.site_dir))
     config.extra["pdf_export"] = {
         "name": PDF_NAME,
         "printing": plan is None,
@@ -163,7 +159,7 @@ def on_post_build(config):
             title=f"CS361 Assignment 5 \u00b7 {config.site_author or 'Brian Dy'}",
         )
     except BrowserUnavailable as error:
-        log.info(f"PDF not written: {error}; {MANUAL}.")
+        log.info(f"PDF not written: {error}; {_by_hand(site)}.")
         return
     log.info(f"PDF written: {_shown(target)} ({pages} pages, {seconds:.1f} s)")
 
@@ -172,7 +168,7 @@ class BrowserUnavailable(Exception):
     """No usable Chromium-family browser: the PDF is skipped, not the build."""
 
 
-def _plan(root: Path) -> str | None:
+def _plan(root: Path, site: Path) -> str | None:
     """None if this build prints the PDF, else the line saying why not."""
     if os.environ.get("SPIKE_PDF", "1").strip().lower() in {"0", "no", "false", "off"}:
         return "PDF skipped (SPIKE_PDF=0)."
@@ -181,17 +177,25 @@ def _plan(root: Path) -> str | None:
     if _command not in {"build", "gh-deploy"} or sys.argv[1:2] == ["serve"]:
         return ""
     if importlib.util.find_spec("playwright") is None:
-        return f"PDF not written: the Python package playwright is missing (run `uv sync`); {MANUAL}."
-    if not (root / MERMAID_JS).is_file():
         return (
-            f"PDF not written: Mermaid is missing ({MERMAID_JS}); run `npm ci` once, "
-            f"{MANUAL}."
+            "PDF not written: the Python package playwright is missing (run `uv sync`); "
+            f"{_by_hand(site)}."
         )
+    if not (root / MERMAID_JS).is_file():
+        return f"PDF not written: Mermaid is missing ({MERMAID_JS}): run `npm ci` once; {_by_hand(site)}."
     try:
         find_browser()
     except BrowserUnavailable as error:
-        return f"PDF not written: {error}; {MANUAL}."
+        return f"PDF not written: {error}; {_by_hand(site)}."
     return None
+
+
+def _by_hand(site: Path) -> str:
+    """The manual way to the same PDF, for the line that says none was written."""
+    return (
+        f"to make it by hand, open {_shown(site / PRINT_PAGE)} in a browser, press Ctrl+P "
+        "(Cmd+P on macOS) and choose 'Save as PDF'"
+    )
 
 
 def find_browser() -> Path:
@@ -260,7 +264,6 @@ def print_pdf(
     PluginError if the page cannot be drawn completely.
     """
     from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     html_text = page.read_text(encoding="utf-8")
@@ -309,7 +312,7 @@ def print_pdf(
                 print_background=True,
                 display_header_footer=True,
                 header_template="<span></span>",
-                footer_template=FOOTER.format(title=_html(title)),
+                footer_template=FOOTER.format(title=html.escape(title)),
                 margin={"top": "0.6in", "bottom": "0.7in", "left": "0.6in", "right": "0.6in"},
                 outline=True,
                 tagged=True,
@@ -372,10 +375,6 @@ def _count_pages(pdf: bytes) -> int:
 def _long_date(moment: datetime.datetime) -> str:
     """27 November 2026 -> 'November 27, 2026' (no zero padding on any OS)."""
     return f"{moment:%B} {moment.day}, {moment.year}"
-
-
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _shown(path: Path) -> str:

@@ -358,12 +358,12 @@ def test_only_build_prints(monkeypatch):
     monkeypatch.delenv("SPIKE_PDF", raising=False)
     for command in ("serve", None):
         pdf_hook._command = command
-        assert pdf_hook._plan(ROOT) == ""  # not printing, nothing to say
+        assert pdf_hook._plan(ROOT, ROOT / "site") == ""  # not printing, nothing to say
     # `mkdocs serve --clean` tells plugins the command is "build".
     monkeypatch.setattr(sys, "argv", ["mkdocs", "serve", "--clean"])
     pdf_hook._command = "build"
-    assert pdf_hook._plan(ROOT) == ""
+    assert pdf_hook._plan(ROOT, ROOT / "site") == ""
     monkeypatch.setattr(sys, "argv", ["mkdocs", "build"])
     monkeypatch.setenv("SPIKE_PDF", "0")
     pdf_hook._command = "build"
-    assert pdf_hook._plan(ROOT) == "PDF skipped (SPIKE_PDF=0)."
+    assert pdf_hook._plan(ROOT, ROOT / "site") == "PDF skipped (SPIKE_PDF=0)."
