@@ -181,12 +181,12 @@ def _plan(root: Path, site: Path) -> str | None:
             "PDF not written: the Python package playwright is missing (run `uv sync`); "
             f"{_by_hand(site)}."
         )
-    if not (root / MERMAID_JS).is_file():
-        return f"PDF not written: Mermaid is missing ({MERMAID_JS}): run `npm ci` once; {_by_hand(site)}."
     try:
         find_browser()
     except BrowserUnavailable as error:
         return f"PDF not written: {error}; {_by_hand(site)}."
+    if not (root / MERMAID_JS).is_file():
+        return f"PDF not written: Mermaid is missing ({MERMAID_JS}): run `npm ci` once; {_by_hand(site)}."
     return None
 
 

@@ -54,10 +54,17 @@ def _browser_or_none() -> Path | None:
         return None
 
 
-needs_browser = pytest.mark.skipif(
-    _browser_or_none() is None,
-    reason="no Chromium, Chrome or Edge installed (CI installs Debian chromium)",
-)
+def _why_no_pdf() -> str | None:
+    """Why this machine cannot print the PDF at all, or None if it can."""
+    if _browser_or_none() is None:
+        return "no Chromium, Chrome or Edge installed (CI installs Debian chromium)"
+    if not (ROOT / pdf_hook.MERMAID_JS).is_file():
+        # A fresh clone with Edge or Chrome but before `npm ci` (CI runs it).
+        return f"Mermaid is not installed ({pdf_hook.MERMAID_JS}): run `npm ci` to test the PDF"
+    return None
+
+
+can_print = pytest.mark.skipif(_why_no_pdf() is not None, reason=str(_why_no_pdf()))
 
 
 def build(site_dir: Path, **env_changes: str | None) -> subprocess.CompletedProcess:
@@ -162,7 +169,7 @@ def printed(tmp_path_factory):
     return result, site, reader, text, (before, after)
 
 
-@needs_browser
+@can_print
 def test_build_writes_pdf_and_says_so_with_page_count_and_time(printed):
     result, site, reader, _, _ = printed
     lines = [line for line in result.stderr.splitlines() if "PDF written:" in line]
@@ -174,7 +181,7 @@ def test_build_writes_pdf_and_says_so_with_page_count_and_time(printed):
     assert float(match["seconds"]) > 0
 
 
-@needs_browser
+@can_print
 def test_pdf_is_us_letter_with_a_sane_page_count(printed):
     _, _, reader, _, _ = printed
     # Cover + contents + the pages of the site; far fewer than a runaway layout.
@@ -184,7 +191,7 @@ def test_pdf_is_us_letter_with_a_sane_page_count(printed):
         assert (round(width), round(height)) == (612, 792)  # 8.5 x 11 in at 72 pt/in
 
 
-@needs_browser
+@can_print
 def test_cover_names_the_student_course_and_build_date(printed):
     _, _, reader, _, (before, after) = printed
     cover = flat(reader.pages[0].extract_text())
@@ -195,7 +202,7 @@ def test_cover_names_the_student_course_and_build_date(printed):
     assert any(date in cover for date in dates), (dates, cover)
 
 
-@needs_browser
+@can_print
 def test_contents_lists_every_nav_title_numbered_in_nav_order(printed):
     _, _, reader, _, _ = printed
     contents = flat(reader.pages[1].extract_text())
@@ -209,7 +216,7 @@ def test_contents_lists_every_nav_title_numbered_in_nav_order(printed):
         position = found
 
 
-@needs_browser
+@can_print
 def test_every_page_of_the_site_follows_numbered_in_nav_order(printed):
     _, site, reader, _, _ = printed
     body = flat(" ".join(page.extract_text() for page in reader.pages[2:]))
@@ -222,7 +229,7 @@ def test_every_page_of_the_site_follows_numbered_in_nav_order(printed):
         position = found
 
 
-@needs_browser
+@can_print
 def test_every_pdf_page_has_a_page_number(printed):
     _, _, reader, text, _ = printed
     total = len(reader.pages)
@@ -231,7 +238,7 @@ def test_every_pdf_page_has_a_page_number(printed):
     assert "Brian Dy" in text
 
 
-@needs_browser
+@can_print
 def test_mermaid_is_drawn_never_printed_as_source(printed):
     _, _, _, text, _ = printed
     for pattern in RAW_MERMAID:
@@ -268,7 +275,7 @@ def _fill_colours(reader: PdfReader) -> set[tuple[float, float, float]]:
     return colours
 
 
-@needs_browser
+@can_print
 def test_code_is_highlighted_in_the_pdf(printed):
     _, _, reader, _, _ = printed
     colours = _fill_colours(reader)
@@ -278,7 +285,7 @@ def test_code_is_highlighted_in_the_pdf(printed):
         assert rgb in colours, f"no {name}-coloured code text in the PDF"
 
 
-@needs_browser
+@can_print
 def test_terminal_and_code_blocks_wrap_on_paper(printed):
     """On the print page at the printed width, no code block scrolls sideways."""
     from playwright.sync_api import sync_playwright
@@ -312,7 +319,7 @@ def test_terminal_and_code_blocks_wrap_on_paper(printed):
     assert not wide, f"code blocks wider than the page: {wide}"
 
 
-@needs_browser
+@can_print
 def test_spike_capture_is_in_the_pdf(printed):
     _, site, _, text, _ = printed
     demo = (site / "spike" / "demo" / "index.html").read_text(encoding="utf-8")
