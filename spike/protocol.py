@@ -169,6 +169,12 @@ class LineFramer:
         self._after_flush = False
 
     @property
+    def holding(self) -> bool:
+        """True if the next bytes continue something: a held partial line,
+        or a flushed line whose late newline may still come."""
+        return bool(self._partial) or self._after_flush
+
+    @property
     def pending(self) -> int:
         """Number of bytes held for a line that has no ``\\n`` yet."""
         return len(self._partial)

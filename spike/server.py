@@ -135,6 +135,8 @@ class Connection:
         self._flush_scheduled = False
         # Plain echo needs no decode/encode round trip: reply with the bytes.
         self._plain_echo = type(self).handle_text is Connection.handle_text
+        self._fast_echo = self._plain_echo and self._log is None
+        self._max_reply = server.max_line_bytes + 1  # longest line plus "\n"
 
     # -- methods to override ---------------------------------------------
     def handle_text(self, text: str) -> str:
@@ -165,8 +167,35 @@ class Connection:
             return
         if self._idle_timeout is not None:
             self.server._touch(self)
+        framer = self.framer
+        # Fast path for the commonest case, one whole ASCII plain-text line
+        # echoed without logging: the reply is exactly the bytes received.
+        # Anything else (a "\r\n", "{", a held partial line, non-ASCII, an
+        # over-long line) takes the general path through the framer below.
+        if (
+            self._fast_echo
+            and data[-1] == 10
+            and data[0] != 123  # "{"
+            and data.find(b"\n") == len(data) - 1
+            and data[-2:-1] != b"\r"
+            and len(data) <= self._max_reply
+            and data.isascii()
+            and not framer.holding
+            and not self._out
+        ):
+            self.messages += 1
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            if sent < len(data):
+                self._keep(memoryview(data)[sent:])
+            return
         try:
-            lines = self.framer.feed(data)
+            lines = framer.feed(data)
         except LineTooLong as exc:
             out = self._answer_lines(exc.lines) if exc.lines else b""
             self._reject(out + self._error_reply(exc))
@@ -229,9 +258,11 @@ class Connection:
     def _answer(self, line: bytes) -> bytes:
         """The reply bytes for one message line (never raises)."""
         self.messages += 1
-        self.server.total_messages += 1
         log = self._log
         if line[:1] != b"{":
+            # Echo without logging needs no text, only valid UTF-8 (ASCII is).
+            if self._plain_echo and log is None and line.isascii():
+                return line + b"\n"
             try:
                 text = line.decode()
             except UnicodeDecodeError as exc:
@@ -288,10 +319,14 @@ class Connection:
             self.close()
             return
         if sent < len(data):
-            self._out += memoryview(data)[sent:]
-            # Stop reading until the client takes its replies: back-pressure
-            # bounds what a client that never reads can make us hold.
-            self.server._set_interest(self, _WRITE)
+            self._keep(memoryview(data)[sent:])
+
+    def _keep(self, unsent: memoryview) -> None:
+        """Hold reply bytes the socket did not take, and wait until it can."""
+        self._out += unsent
+        # Stop reading until the client takes its replies: back-pressure
+        # bounds what a client that never reads can make us hold.
+        self.server._set_interest(self, _WRITE)
 
     def _reject(self, data: bytes) -> None:
         """Send a final error reply, then close (after a line_too_long)."""
@@ -368,7 +403,7 @@ class Server:
         self.log = None if log is None else _never_raising(log)
         self.connection_class = connection_class
         self.total_connections = 0
-        self.total_messages = 0
+        self._closed_messages = 0  # messages of connections already closed
         self._connections: set[Connection] = set()
         # Deadlines are "now + a constant", so insertion order is deadline
         # order: the first entry is always the next one due.
@@ -408,6 +443,13 @@ class Server:
         return time.monotonic() - self._started
 
     @property
+    def total_messages(self) -> int:
+        """Messages received since the server started, on all connections."""
+        # A copy: other threads (tests, the benchmark) may read this while
+        # the loop adds and removes connections.
+        return self._closed_messages + sum(conn.messages for conn in list(self._connections))
+
+    @property
     def open_connections(self) -> int:
         """Number of connected clients right now."""
         return len(self._connections)
@@ -441,6 +483,7 @@ class Server:
         flush_due = self._flush_due
         idle_order = self._idle_order
         linger_due = self._linger_due
+        ready_read, ready_write = _READY_READ, _READY_WRITE
         try:
             while not self._stop_requested:
                 if flush_due or idle_order or linger_due or self._accept_resume_at is not None:
@@ -458,9 +501,9 @@ class Server:
                             wake_r.recv(4096)
                     else:
                         try:
-                            if events & _READY_READ:
+                            if events & ready_read:
                                 conn.on_readable()
-                            if events & _READY_WRITE:
+                            if events & ready_write:
                                 conn.on_writable()
                         except Exception as exc:  # a bug must cost one client, not all
                             self._drop(conn, exc)
@@ -568,7 +611,9 @@ class Server:
 
     def _forget(self, conn: Connection) -> None:
         """Drop a closing connection from the poller and every table."""
-        self._connections.discard(conn)
+        if conn in self._connections:
+            self._connections.remove(conn)
+            self._closed_messages += conn.messages
         self._unschedule_flush(conn)
         self._idle_order.pop(conn, None)
         self._linger_due.pop(conn, None)

@@ -183,6 +183,16 @@ def test_over_long_line_closes_only_that_connection() -> None:
             assert round_trip(bystander, b"y" * 100 + b"\n") == b"y" * 100
 
 
+def test_limit_is_exact_for_a_line_on_its_own() -> None:
+    with running_server(port=0, max_line_bytes=100) as server, connect(server.address) as sock:
+        assert round_trip(sock, b"a" * 100 + b"\n") == b"a" * 100
+        assert round_trip(sock, b"b" * 99 + b"\r\n") == b"b" * 99
+        reader = LineReader(sock)
+        sock.sendall(b"c" * 101 + b"\n")
+        assert error_of(reader.line())["error"]["code"] == "line_too_long"
+        assert reader.at_eof()
+
+
 def test_over_long_line_is_refused_before_its_newline() -> None:
     with running_server(port=0, max_line_bytes=1000) as server, connect(server.address) as sock:
         sock.sendall(b"z" * 5000)  # no newline, far past the limit
@@ -290,6 +300,31 @@ def test_an_idle_or_stuck_client_does_not_delay_another() -> None:
         finally:
             staller.close()
             flooder.close()
+
+
+def test_a_client_that_stops_reading_gets_every_reply_later() -> None:
+    """One line at a time (the server's fast path) until back-pressure stops it."""
+    line = b"r" * 7999 + b"\n"
+    with running_server(port=0) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(server.address)
+        with sock:
+            sent = 0
+            while sent < 20_000:
+                sock.sendall(line)
+                sent += 1
+                deadline = time.monotonic() + 0.5
+                while server.total_messages < sent and time.monotonic() < deadline:
+                    time.sleep(0.0005)  # polling a real condition, bounded
+                if server.total_messages < sent:
+                    break  # the server stopped reading us: back-pressure
+            assert sent < 20_000, "the server never applied back-pressure"
+            sock.settimeout(WAIT)
+            reader = LineReader(sock)
+            for _ in range(sent):
+                assert reader.line() + b"\n" == line
+            assert round_trip(sock, b"after\n") == b"after"
 
 
 def test_shutdown_is_prompt_and_close_disconnects_clients() -> None:
