@@ -43,6 +43,11 @@ The rules
   right after such a flush only completes the flushed line and is not a
   second message.
 
+JSON is read and written with ``orjson`` when it is installed, else with the
+standard library; the bytes on the wire are the same (compact, UTF-8). One
+difference remains: integers beyond 64 bits stay exact with the standard
+library but are read as floats by orjson.
+
 This module only turns bytes into messages and replies into bytes:
 :class:`LineFramer` cuts lines with a size cap, :func:`decode_message`
 classifies one line, and the ``encode_*`` functions build reply and request
@@ -268,8 +273,10 @@ if _orjson is not None:
         try:
             return _orjson_loads(line)
         except _orjson.JSONDecodeError:
-            line.decode()  # invalid UTF-8 raises UnicodeDecodeError here
-            raise
+            # orjson is stricter than the standard library (for example on
+            # lone surrogate escapes); accept what json accepts so the
+            # protocol does not depend on which codec is installed.
+            return _std_loads(line.decode())
 
     def _dumps(obj: Any) -> bytes:
         try:

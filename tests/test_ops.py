@@ -102,6 +102,7 @@ def test_info_and_stats_over_the_wire() -> None:
         assert info["server"] == "spike"
         assert info["version"] == spike.__version__
         assert info["python"] == platform.python_version()
+        assert info["json_codec"] in ("json", "orjson")
         stamp = datetime.datetime.fromisoformat(info["time"])
         assert stamp.utcoffset() == datetime.timedelta(0)
         assert abs((stamp - before).total_seconds()) < 5

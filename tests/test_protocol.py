@@ -263,6 +263,14 @@ def test_not_json_serializable_results_raise() -> None:
         encode_result(float("nan") if protocol.JSON_BACKEND == "json" else object())
 
 
+def test_big_integers_with_either_codec() -> None:
+    big = 123456789012345678901234567890
+    request = decode_message(b'{"op": "echo", "n": %d}' % big)
+    # Exact with the standard library; orjson reads it as a float (documented).
+    assert request["n"] == (big if protocol.JSON_BACKEND == "json" else float(big))
+    assert decode_reply(encode_result(big)[:-1])["result"] == request["n"]
+
+
 def test_lone_surrogates_are_escaped_not_fatal() -> None:
     request = decode_message(b'{"op": "echo", "text": "\\ud800"}')
     line = encode_result({"text": request["text"]}, 1)
