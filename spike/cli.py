@@ -240,7 +240,8 @@ def _client_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help='send each MESSAGE as a JSON echo request {"op": "echo", "text": MESSAGE}',
+        help='send each MESSAGE as a JSON echo request {"op": "echo", "text": MESSAGE} '
+        "(one that already starts with { is sent as it is)",
     )
     parser.add_argument(
         "--op",
@@ -274,8 +275,14 @@ def _parse_params(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str
 
 
 def _message_lines(args: argparse.Namespace) -> list[str]:
-    # A newline would end the message early, so each line is a message.
-    return [line for message in args.messages for line in (message.splitlines() or [message])]
+    """Each line of each MESSAGE argument: on the wire a newline ends a message."""
+    lines = []
+    for message in args.messages:
+        parts = message.split("\n")
+        if len(parts) > 1 and parts[-1] == "":
+            parts.pop()  # "text\n" is one message, not two
+        lines.extend(part[:-1] if part.endswith("\r") else part for part in parts)
+    return lines
 
 
 def _stdin_lines(interactive: bool):

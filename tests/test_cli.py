@@ -119,6 +119,18 @@ def test_client_prints_sent_and_received(server) -> None:
     ]
 
 
+def test_client_sends_each_line_of_a_message(server) -> None:
+    port = str(server.address[1])
+    result = run_cli("spike.client", "--port", port, "one\r\ntwo\n", "three\u2028same message", "")
+    assert result.returncode == 0
+    assert result.stdout.split("\n")[:-1:2] == [
+        "Sent: one",
+        "Sent: two",
+        "Sent: three\u2028same message",
+        "Sent: ",
+    ]
+
+
 def test_client_json_modes(server) -> None:
     port = str(server.address[1])
     result = run_cli("spike.client", "--port", port, "--json", "hi", '{"op": "echo", "text": "raw"}')
