@@ -115,9 +115,13 @@ class Client:
         is too long) raises :class:`~spike.protocol.RemoteError`.
         """
         reply = self.send_line(text)
-        if not text.startswith("{") and reply.startswith("{"):
-            # Plain text is echoed as plain text, so an object is an error.
-            _raise_if_error(decode_reply(reply.encode()))
+        if not text.startswith("{") and reply.startswith('{"'):
+            # Plain text comes back as plain text; an error reply is JSON.
+            try:
+                parsed = decode_reply(reply.encode())
+            except ProtocolError:
+                return reply  # some other server's text that starts with {
+            _raise_if_error(parsed)
         return reply
 
     def request(self, op: str, **params: Any) -> Any:

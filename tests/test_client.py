@@ -95,6 +95,15 @@ def test_plain_text_error_reply_raises() -> None:
         assert caught.value.code == "line_too_long"
 
 
+def test_text_that_only_looks_like_json_is_returned(raw_peer) -> None:
+    def behave(conn: socket.socket) -> None:
+        read_line(conn)
+        conn.sendall(b'{"not": "a reply"}\n')
+
+    with Client(*raw_peer(behave)) as client:
+        assert client.send_text("hi") == '{"not": "a reply"}'
+
+
 def test_a_newline_in_a_message_is_refused(server) -> None:
     with Client(*server.address) as client:
         with pytest.raises(ValueError):
