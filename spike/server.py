@@ -372,7 +372,8 @@ class Server:
     (None: never). ``flush_after``: answer an unterminated line after this
     many idle seconds (0: only a newline or end of stream ends a message).
     ``backlog``: the listen queue length. ``log``: called with one line of
-    text per event (None: silent).
+    text per event (None: silent). ``connection_class``: the
+    :class:`Connection` subclass made for each client.
     """
 
     def __init__(

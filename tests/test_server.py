@@ -49,6 +49,25 @@ def test_port_in_use_names_host_and_port() -> None:
     assert isinstance(caught.value, PipeError)
 
 
+def test_ipv6_loopback(log: LogCapture) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 support")
+    try:
+        server = Server("::1", 0, log=log)
+    except BindError:
+        pytest.skip("no IPv6 loopback here")
+    with server:
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
+        thread.start()
+        try:
+            with Client("::1", server.address[1]) as client:
+                assert client.send_text("over IPv6") == "over IPv6"
+            log.wait_for(lambda line: line.startswith("Connection opened: [::1]:"))
+        finally:
+            server.shutdown()
+            thread.join(WAIT)
+
+
 def test_unknown_host_is_a_bind_error() -> None:
     with pytest.raises(BindError) as caught:
         Server("no-such-host.invalid", 0)
