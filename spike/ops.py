@@ -33,7 +33,7 @@ import platform
 from typing import Any, Callable, Iterator
 
 from ._version import __version__
-from .protocol import BAD_REQUEST, JSON_BACKEND, OP_FAILED, UNKNOWN_OP, ProtocolError
+from .protocol import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError
 
 __all__ = ["OpFunction", "OpRegistry", "default_ops"]
 
@@ -130,7 +130,6 @@ def info(params: dict, ctx: Any) -> dict:
         "server": "spike",
         "version": __version__,
         "python": platform.python_version(),
-        "json_codec": JSON_BACKEND,
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
         "uptime_seconds": round(ctx.server.uptime, 3),
     }
