@@ -16,6 +16,7 @@ import threading
 from typing import Any, NoReturn, Sequence
 
 from .client import DEFAULT_TIMEOUT, Client
+from .ops import default_ops
 from .protocol import DEFAULT_MAX_LINE_BYTES, PipeError, encode_request
 from .server import (
     DEFAULT_FLUSH_AFTER,
@@ -102,7 +103,7 @@ def _server_parser() -> argparse.ArgumentParser:
         description=(
             "Serve the CS361 pipe: each line a client sends gets one reply line. "
             "Plain text is echoed; a line starting with { is a JSON request such as "
-            '{"op": "info"} (ops: echo, info, stats).'
+            f'{{"op": "info"}} (ops: {", ".join(default_ops.names())}).'
         ),
         epilog="Stop it with Ctrl+C.",
     )
