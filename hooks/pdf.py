@@ -301,8 +301,12 @@ def print_pdf(
             tab.add_init_script(OPEN_SHADOW_ROOTS)
             errors: list[str] = []
             tab.on("pageerror", lambda error: errors.append(str(error).strip()))
-            tab.goto(page.resolve().as_uri(), wait_until="load")
+            # Print media before the page loads: Mermaid then draws every
+            # diagram with the print layout, where all tabs of a tab set are
+            # shown. Drawn inside a hidden tab, a diagram gets the wrong size
+            # and overlaps its neighbours on paper.
             tab.emulate_media(media="print")
+            tab.goto(page.resolve().as_uri(), wait_until="load")
             _wait_for_diagrams(tab, diagrams, errors, html_text)
             tab.evaluate("() => document.fonts.ready.then(() => true)")
             target.parent.mkdir(parents=True, exist_ok=True)
