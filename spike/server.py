@@ -244,7 +244,8 @@ class Connection:
         with contextlib.suppress(OSError):
             self.sock.close()
         if self._log is not None:
-            self._log(f"Connection closed: {format_address(self.peer)} ({self.messages} messages)")
+            count = f"{self.messages} message" + ("" if self.messages == 1 else "s")
+            self._log(f"Connection closed: {format_address(self.peer)} ({count})")
 
     @property
     def closed(self) -> bool:

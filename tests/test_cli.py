@@ -40,7 +40,7 @@ def test_server_prints_its_real_port_then_one_line_per_event(server_process) -> 
     assert re.fullmatch(r"Connection opened: 127\.0\.0\.1:\d+", opened)
     peer = opened.split(": ", 1)[1]
     assert proc.next_line() == "Received: A message from CS361!"
-    assert proc.next_line() == f"Connection closed: {peer} (1 messages)"
+    assert proc.next_line() == f"Connection closed: {peer} (1 message)"
 
 
 def test_quiet_server_logs_no_events(server_process) -> None:
@@ -193,7 +193,7 @@ def test_demo_runs_both_sides() -> None:
         "[server] Received: A message from CS361!",
         "[client] Received: A message from CS361!",
     ]
-    assert re.fullmatch(r"\[server\] Connection closed: 127\.0\.0\.1:\d+ \(1 messages\)", lines[5])
+    assert re.fullmatch(r"\[server\] Connection closed: 127\.0\.0\.1:\d+ \(1 message\)", lines[5])
     assert lines[6:] == ["[server] Server stopped."]
     assert result.stderr == ""
 
