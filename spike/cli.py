@@ -147,13 +147,18 @@ def _server_parser() -> argparse.ArgumentParser:
 
 
 def _stop_on_signals() -> None:
-    """Ctrl+C (and a polite SIGTERM) stop the server the same clean way.
+    """Ctrl+C (and a polite SIGTERM, or Ctrl+Break on Windows) stop the
+    server the same clean way.
 
     A shell starts background jobs with SIGINT ignored; this is a
-    foreground tool, so Ctrl+C must work however it was started.
+    foreground tool, so Ctrl+C must work however it was started. On Windows
+    a parent process can only signal a child through its own process group,
+    and only with CTRL_BREAK_EVENT, which arrives as SIGBREAK.
     """
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if hasattr(signal, "SIGTERM") and sys.platform != "win32":
+    if sys.platform == "win32":
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
+    elif hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
