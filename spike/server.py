@@ -184,15 +184,7 @@ class Connection:
             and not self._out
         ):
             self.messages += 1
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self.close()
-                return
-            if sent < len(data):
-                self._keep(memoryview(data)[sent:])
+            self._send(data)
             return
         try:
             lines = framer.feed(data)
