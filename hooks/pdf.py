@@ -80,6 +80,16 @@ DRAWN_DIAGRAMS = """
 ).length
 """
 
+# Numbers (1-based, in page order) of the drawn diagrams that stick out of
+# the bottom of their parent block: on paper they overlap the next content.
+# (A tab set laid out as a wrapping flex box did this.)
+OVERFLOWING_DIAGRAMS = """
+() => [...document.querySelectorAll("div.mermaid")].flatMap((d, i) =>
+  d.getBoundingClientRect().bottom > d.parentElement.getBoundingClientRect().bottom + 1
+    ? [i + 1] : []
+)
+"""
+
 FOOTER = """
 <div style="width:100%; font-size:8px; color:#666; padding:0 0.6in;
             display:flex; justify-content:space-between;
@@ -301,13 +311,17 @@ def print_pdf(
             tab.add_init_script(OPEN_SHADOW_ROOTS)
             errors: list[str] = []
             tab.on("pageerror", lambda error: errors.append(str(error).strip()))
-            # Print media before the page loads: Mermaid then draws every
-            # diagram with the print layout, where all tabs of a tab set are
-            # shown. Drawn inside a hidden tab, a diagram gets the wrong size
-            # and overlaps its neighbours on paper.
+            # Print media before the page loads, so Mermaid sizes every
+            # diagram in the layout that is printed (where all tabs show).
             tab.emulate_media(media="print")
             tab.goto(page.resolve().as_uri(), wait_until="load")
             _wait_for_diagrams(tab, diagrams, errors, html_text)
+            overflowing = tab.evaluate(OVERFLOWING_DIAGRAMS)
+            if overflowing:
+                log.warning(
+                    f"PDF: diagram(s) {', '.join(map(str, overflowing))} (in page order) "
+                    "are taller than the block they sit in and overlap what follows on paper"
+                )
             tab.evaluate("() => document.fonts.ready.then(() => true)")
             target.parent.mkdir(parents=True, exist_ok=True)
             data = tab.pdf(

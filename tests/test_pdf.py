@@ -374,3 +374,30 @@ def test_only_build_prints(monkeypatch):
     monkeypatch.setenv("SPIKE_PDF", "0")
     pdf_hook._command = "build"
     assert pdf_hook._plan(ROOT, ROOT / "site") == "PDF skipped (SPIKE_PDF=0)."
+
+
+def test_build_log_has_no_overlapping_diagram_warning(printed):
+    result = printed[0]
+    assert "overlap what follows on paper" not in result.stderr
+
+
+@pytest.mark.skipif(_browser_or_none() is None, reason="no Chromium, Chrome or Edge installed")
+def test_overflow_check_finds_a_diagram_taller_than_its_block(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    page = tmp_path / "page.html"
+    page.write_text(
+        '<div style="height:50px"><div class="mermaid" style="height:200px"></div></div>'
+        '<div><div class="mermaid" style="height:20px"></div></div>',
+        encoding="utf-8",
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(_browser_or_none()), args=[*pdf_hook.BROWSER_FLAGS, "--no-sandbox"]
+        )
+        try:
+            tab = browser.new_page()
+            tab.goto(page.as_uri())
+            assert tab.evaluate(pdf_hook.OVERFLOWING_DIAGRAMS) == [1]
+        finally:
+            browser.close()
