@@ -255,7 +255,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_std_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+def _finite_float(text: str) -> float:
+    # 1e999 is valid JSON syntax but infinite as a float, and infinity
+    # cannot be written back (an "id" of 1e999 could never be echoed).
+    # orjson refuses such numbers too, so both codecs agree.
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is nan
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+_std_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
 _std_dumps = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":")
 ).encode

@@ -196,6 +196,8 @@ def test_json_request_is_the_parsed_object() -> None:
         (b'{"op": "echo", "n": NaN}', protocol.BAD_JSON),
         (b'{"op": "echo"} trailing', protocol.BAD_JSON),
         (b"{" * 100_000, protocol.BAD_JSON),  # deep nesting must not crash
+        (b'{"op": "echo", "id": 1e999}', protocol.BAD_JSON),  # infinite as a float
+        (b'{"op": "echo", "text": "x", "n": [-1.5e400]}', protocol.BAD_JSON),
         (b'{"id": 1}', protocol.BAD_REQUEST),
         (b'{"op": 42}', protocol.BAD_REQUEST),
         (b'{"op": null}', protocol.BAD_REQUEST),

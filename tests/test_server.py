@@ -148,6 +148,8 @@ def test_half_close_still_gets_the_reply() -> None:
         (b"caf\xc3\n", "bad_utf8", None),
         (b'{"op": "echo", "id": 9, "text": "\xff"}\n', "bad_utf8", None),
         (b'{"op": "echo",\n', "bad_json", None),
+        # Not "the result is not JSON-serializable": the id could never be echoed.
+        (b'{"op": "echo", "id": 1e999, "text": "x"}\n', "bad_json", None),
         (b"[1, 2]\n", None, None),  # not starting with { : plain text, echoed
         (b'{"id": 5, "text": "no op"}\n', "bad_request", 5),
         (b'{"op": "echo", "id": 6}\n', "bad_request", 6),
