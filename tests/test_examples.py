@@ -288,3 +288,33 @@ def test_demo_page_shows_the_real_port_in_use_and_refused_messages():
         # The page shows the default port; the message is otherwise the same.
         shown = done.stderr.strip().replace(f":{port}:", ":3000:")
         assert shown in page, shown
+
+
+DEMO = ROOT / "docs" / "spike" / "demo.md"
+
+
+def test_tutorial_cli_command_calls_the_new_op(word_count_server):
+    """The `spike-client --op word_count ...` command on the page, run as shown."""
+    import shlex
+
+    page = TUTORIAL.read_text(encoding="utf-8")
+    command = re.search(r"^uv run spike-client (.*--op word_count.*)$", page, re.M)
+    assert command, "the tutorial no longer shows a spike-client --op word_count command"
+    _, port = word_count_server
+    args = shlex.split(re.sub(r"--port \d+", f"--port {port}", command.group(1)))
+    done = _run([sys.executable, "-m", "spike.client", *args])
+    assert done.returncode == 0, done.stderr
+    sent, received = done.stdout.splitlines()
+    assert sent.startswith("Sent: ") and '"op":"word_count"' in sent
+    reply = json.loads(received.removeprefix("Received: "))
+    assert reply["ok"] is True and reply["result"]["words"] == 6
+
+
+def test_demo_json_flag_sends_the_line_the_page_shows(word_count_server):
+    page = DEMO.read_text(encoding="utf-8")
+    shown = re.search(r'`uv run spike-client --json "(?P<text>[^"]+)"` sends\s+`(?P<line>\{[^`]+\})`', page)
+    assert shown, "the demo page no longer shows what --json sends"
+    _, port = word_count_server
+    done = _run([sys.executable, "-m", "spike.client", "--port", str(port), "--json", shown["text"]])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"Sent: {shown['line']}"
