@@ -1,13 +1,15 @@
-"""Readiness polling for the server loop: raw epoll on Linux, selectors elsewhere.
+"""Readiness polling for the server loop: epoll on Linux, select() in groups on
+Windows, selectors elsewhere.
 
 ``selectors`` wraps every ready socket in Python objects; on the pipe's hot
 path (one message, one reply) that wrapping was a measurable share of a
-round trip, so on Linux the loop talks to ``select.epoll`` directly. Both
-pollers share one small interface: ``register``/``modify``/``unregister`` a
-socket with an owner object, and ``poll(timeout)`` returning
-``(fd, events)`` pairs; ``owners[fd]`` is the object registered for ``fd``;
-``max_sockets`` is how many connections the poller can watch (None: no
-limit of its own).
+round trip, so on Linux the loop talks to ``select.epoll`` directly. On
+Windows the standard library offers only ``select()``, which takes at most
+512 sockets per call there, so :class:`GroupedSelectPoller` watches larger
+numbers in groups. Every poller has one small interface:
+``register``/``modify``/``unregister`` a socket with an owner object, and
+``poll(timeout)`` returning ``(fd, events)`` pairs; ``owners[fd]`` is the
+object registered for ``fd``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import select
 import selectors
 import socket
 import sys
+import time
 from typing import Any
 
 # Interest bits for register()/modify(); with epoll they are the kernel's.
@@ -28,17 +31,11 @@ READY_WRITE = WRITE
 
 
 class SelectorPoller:
-    """Portable poller on top of :mod:`selectors` (Windows, macOS, BSD)."""
+    """Portable poller on top of :mod:`selectors` (kqueue on macOS and BSD)."""
 
     def __init__(self, selector_class: type[selectors.BaseSelector] = selectors.DefaultSelector) -> None:
         self._selector = selector_class()
         self.owners: dict[int, Any] = {}
-        # Windows' select() takes at most 512 sockets (its FD_SETSIZE); keep
-        # room for the listener and the wake-up socket.
-        if sys.platform == "win32" and isinstance(self._selector, selectors.SelectSelector):
-            self.max_sockets: int | None = 500
-        else:
-            self.max_sockets = None
 
     @staticmethod
     def _mask(events: int) -> int:
@@ -71,6 +68,91 @@ class SelectorPoller:
         self.owners.clear()
 
 
+# Windows' select() refuses more than 512 sockets per list (CPython builds
+# it with FD_SETSIZE 512); a group stays below that.
+_GROUP_SIZE = 500
+# With several groups no single select() call can wait for all of them, so
+# the poller looks at every group, then waits this long on one, and repeats.
+_GROUP_WAIT = 0.005
+
+
+class GroupedSelectPoller:
+    """Windows poller: ``select()`` on groups of at most 500 sockets.
+
+    Up to one group (the usual case) it is a plain ``select()`` that waits
+    the whole timeout. Beyond that an idle server wakes every few
+    milliseconds to look at each group, which costs a little CPU but lets
+    one server hold thousands of clients.
+    """
+
+    def __init__(self, group_size: int = _GROUP_SIZE) -> None:
+        self.owners: dict[int, Any] = {}
+        self._group_size = group_size
+        self._interest: dict[int, tuple[socket.socket, int]] = {}
+        self._groups: list[list[tuple[socket.socket, int]]] | None = None
+
+    def register(self, sock: socket.socket, events: int, owner: Any) -> None:
+        fd = sock.fileno()
+        if fd in self._interest:
+            raise KeyError(f"{sock!r} is already registered")
+        self._interest[fd] = (sock, events)
+        self.owners[fd] = owner
+        self._groups = None
+
+    def modify(self, sock: socket.socket, events: int) -> None:
+        fd = sock.fileno()
+        self._interest[fd] = (self._interest[fd][0], events)
+        self._groups = None
+
+    def unregister(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        del self._interest[fd]
+        self.owners.pop(fd, None)
+        self._groups = None
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        if self._groups is None:  # rebuilt only after a change
+            entries = list(self._interest.values())
+            size = self._group_size
+            self._groups = [entries[i : i + size] for i in range(0, len(entries), size)]
+        groups = self._groups
+        if len(groups) <= 1:
+            return self._select(groups[0] if groups else [], timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = [pair for group in groups for pair in self._select(group, 0)]
+            remaining = deadline - time.monotonic()
+            if ready or remaining <= 0:
+                return ready
+            ready = self._select(groups[0], min(_GROUP_WAIT, remaining))
+            if ready:
+                return ready
+
+    @staticmethod
+    def _select(group: list[tuple[socket.socket, int]], timeout: float) -> list[tuple[int, int]]:
+        readers = [sock for sock, events in group if events & READ]
+        writers = [sock for sock, events in group if events & WRITE]
+        if not readers and not writers:
+            # Windows' select() rejects three empty lists.
+            time.sleep(timeout)
+            return []
+        can_read, can_write, _ = select.select(readers, writers, [], timeout)
+        if not can_write:
+            return [(sock.fileno(), READ) for sock in can_read]
+        events: dict[int, int] = {}
+        for sock in can_read:
+            events[sock.fileno()] = READ
+        for sock in can_write:
+            fd = sock.fileno()
+            events[fd] = events.get(fd, 0) | WRITE
+        return list(events.items())
+
+    def close(self) -> None:
+        self._interest.clear()
+        self.owners.clear()
+        self._groups = None
+
+
 if hasattr(select, "epoll"):
     _ERRORS = select.EPOLLERR | select.EPOLLHUP
     assert select.EPOLLIN == READ and select.EPOLLOUT == WRITE
@@ -81,7 +163,6 @@ if hasattr(select, "epoll"):
         def __init__(self) -> None:
             self._epoll = select.epoll()
             self.owners: dict[int, Any] = {}
-            self.max_sockets: int | None = None  # no limit of its own
             # The bound C method itself: no Python frame per loop pass.
             self.poll = self._epoll.poll
 
@@ -105,5 +186,7 @@ if hasattr(select, "epoll"):
     Poller: Any = EpollPoller
     READY_READ = READ | _ERRORS
     READY_WRITE = WRITE | _ERRORS
-else:  # pragma: no cover - exercised on Windows/macOS
+elif sys.platform == "win32":  # pragma: no cover - exercised on Windows
+    Poller = GroupedSelectPoller
+else:  # pragma: no cover - exercised on macOS and BSD
     Poller = SelectorPoller

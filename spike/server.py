@@ -1,4 +1,4 @@
-"""The pipe's server: one thread, one event loop (epoll or selectors), many clients.
+"""The pipe's server: one thread, one event loop (see :mod:`spike._poller`), many clients.
 
 :class:`Server` owns the listening socket and the loop; each accepted socket
 gets a :class:`Connection` that holds that client's state (its line framer,
@@ -550,13 +550,7 @@ class Server:
 
     # -- the loop's helpers ----------------------------------------------------
     def _accept(self) -> None:
-        limit = self._poller.max_sockets
         for _ in range(_ACCEPT_BATCH):
-            if limit is not None and len(self._connections) >= limit:
-                # select() on Windows watches at most 512 sockets: leave new
-                # clients in the listen queue until someone leaves.
-                self._pause_accepting(f"connection limit reached ({limit} on this platform)")
-                return
             try:
                 sock, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import pytest
 
@@ -142,9 +142,9 @@ def run_cli(module: str, *args: str, input: str | None = None, timeout: float = 
 class ServerProcess:
     """``python -m spike.server`` as a child process, its stdout read line by line."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, python_args: Sequence[str] = ("-m", "spike.server")) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "spike.server", *args],
+            [sys.executable, *python_args, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -206,8 +206,8 @@ class ServerProcess:
 def server_process() -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def start(*args: str) -> ServerProcess:
-        proc = ServerProcess(*args)
+    def start(*args: str, python_args: Sequence[str] = ("-m", "spike.server")) -> ServerProcess:
+        proc = ServerProcess(*args, python_args=python_args)
         started.append(proc)
         return proc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import sys
 import threading
 import time
 
@@ -481,27 +482,86 @@ def test_portable_select_poller(monkeypatch: pytest.MonkeyPatch) -> None:
                 sock.close()
 
 
-def test_connection_limit_makes_new_clients_wait_not_fail(monkeypatch: pytest.MonkeyPatch, log: LogCapture) -> None:
-    """Where the poller can watch only so many sockets (select() on Windows)."""
+def test_grouped_select_poller_serves_more_clients_than_one_select_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Windows loop: select() takes at most 512 sockets there, so the
+    poller watches them in groups (here groups of 40, with 150 clients)."""
+    import spike._poller
     import spike.server
-    from spike._poller import SelectorPoller
+    from spike._poller import GroupedSelectPoller
 
-    def small_poller() -> SelectorPoller:
-        poller = SelectorPoller()
-        poller.max_sockets = 3
-        return poller
+    real_select = select.select
+    largest: list[int] = [0]
 
-    monkeypatch.setattr(spike.server, "Poller", small_poller)
-    with running_server(port=0, log=log) as server:
-        first = [connect(server.address) for _ in range(3)]
-        for sock in first:
-            assert round_trip(sock, b"in\n") == b"in"
-        waiting = connect(server.address)  # queued in the backlog
-        waiting.sendall(b"queued\n")
-        log.wait_for(lambda line: "connection limit reached (3" in line)
-        assert select.select([waiting], [], [], 0.3)[0] == []
-        first[0].close()
-        waiting.settimeout(WAIT)
-        assert LineReader(waiting).line() == b"queued"
-        for sock in (*first[1:], waiting):
+    def counting_select(readers, writers, errors, timeout):
+        largest[0] = max(largest[0], len(readers), len(writers))
+        return real_select(readers, writers, errors, timeout)
+
+    monkeypatch.setattr(spike._poller.select, "select", counting_select)
+    monkeypatch.setattr(spike.server, "Poller", lambda: GroupedSelectPoller(group_size=40))
+    with running_server(port=0, max_line_bytes=1000) as server:
+        assert isinstance(server._poller, GroupedSelectPoller)
+        socks = [connect(server.address) for _ in range(150)]
+        try:
+            readers = [LineReader(sock) for sock in socks]
+            for i, sock in enumerate(socks):
+                sock.sendall(f"client {i} ".encode())
+            for i, sock in enumerate(socks):
+                sock.sendall(b"says hi\n")
+            for i, reader in enumerate(readers):
+                assert reader.line() == f"client {i} says hi".encode()
+            # In the last group: flush-after, a pipelined burst that needs
+            # write interest, and an error that closes the connection.
+            socks[-1].sendall(b"no newline")
+            assert readers[-1].line() == b"no newline"
+            burst = [f"{n:05d}" * 100 for n in range(2000)]
+            socks[-2].sendall("".join(b + "\n" for b in burst).encode())
+            assert [readers[-2].line().decode() for _ in burst] == burst
+            socks[-3].sendall(b"x" * 1001)
+            assert json.loads(readers[-3].line())["error"]["code"] == "line_too_long"
+            assert readers[-3].at_eof()
+        finally:
+            for sock in socks:
+                sock.close()
+        started = time.monotonic()
+    # Leaving the with block shut the server down: prompt with several groups too.
+    assert time.monotonic() - started < 1.0
+    assert 0 < largest[0] <= 40
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE on Windows")
+def test_out_of_file_descriptors_new_clients_wait_not_fail(server_process) -> None:
+    """Past the open-file limit the server stops accepting for a moment; the
+    clients wait in the listen queue and are served once others leave."""
+    limit = 40
+    # A hard limit the server cannot lift, set before it starts.
+    prelude = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))\n"
+        "from spike.server import main\n"
+        "raise SystemExit(main(sys.argv[1:]))\n"
+    )
+    proc = server_process("--port", "0", python_args=["-c", prelude])
+    address = ("127.0.0.1", proc.port)
+    socks = [connect(address) for _ in range(limit)]
+    try:
+        opened = set()
+        while True:
+            line = proc.next_line()
+            if line.startswith("Connection opened: "):
+                opened.add(int(line.rsplit(":", 1)[1]))
+            elif line.startswith("Error: cannot accept a connection"):
+                break
+        accepted = [sock for sock in socks if sock.getsockname()[1] in opened]
+        waiting = [sock for sock in socks if sock.getsockname()[1] not in opened]
+        assert accepted and waiting
+        for sock in socks:
+            sock.sendall(b"hi\n")
+        for sock in accepted:
+            assert LineReader(sock).line() == b"hi"
+        for sock in accepted:
+            sock.close()
+        for sock in waiting:  # accepted now that descriptors are free
+            assert LineReader(sock).line() == b"hi"
+    finally:
+        for sock in socks:
             sock.close()
