@@ -133,12 +133,16 @@ class Client:
         request_id = self._next_id
         self._next_id += 1
         self._send(encode_request(op, params, request_id))
-        reply = decode_reply(self._receive_line())
+        try:
+            reply = decode_reply(self._receive_line())
+        except ProtocolError as exc:
+            raise ProtocolError(exc.code, f"reply from {self._where}: {exc.message}") from None
         _raise_if_error(reply)
         if reply.get("id") != request_id:
             self.close()
             raise ProtocolError(
-                "bad_request", f"reply id {reply.get('id')!r} does not match request id {request_id}"
+                "bad_request",
+                f"reply from {self._where} has id {reply.get('id')!r}, not the request's {request_id}",
             )
         return reply["result"]
 

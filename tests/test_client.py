@@ -154,8 +154,10 @@ def test_malformed_replies_raise_protocol_error(raw_peer, reply: bytes) -> None:
         read_line(conn)
         conn.sendall(reply)
 
-    with Client(*raw_peer(behave)) as client, pytest.raises(ProtocolError):
+    address = raw_peer(behave)
+    with Client(*address) as client, pytest.raises(ProtocolError) as caught:
         client.request("echo", text="x")
+    assert f"reply from {address[0]}:{address[1]}" in str(caught.value)
 
 
 def test_reply_longer_than_the_client_limit(raw_peer) -> None:
