@@ -190,6 +190,11 @@ class Connection:
             lines = framer.feed(data)
         except LineTooLong as exc:
             out = self._answer_lines(exc.lines) if exc.lines else b""
+            if self._log is not None:  # else the operator never learns why it closed
+                self._log(
+                    f"Error: {format_address(self.peer)} sent a line longer than "
+                    f"{exc.limit} bytes; closing the connection"
+                )
             self._reject(out + self._error_reply(exc))
             return
         if lines:

@@ -205,6 +205,22 @@ def test_over_long_line_closes_only_that_connection() -> None:
             assert round_trip(bystander, b"y" * 100 + b"\n") == b"y" * 100
 
 
+def test_over_long_line_is_logged_with_the_reason(log: LogCapture) -> None:
+    with running_server(port=0, max_line_bytes=100, log=log) as server:
+        with connect(server.address) as sock:
+            peer = "%s:%d" % sock.getsockname()[:2]
+            sock.sendall(b"fine\n" + b"x" * 101 + b"\n")
+            reader = LineReader(sock)
+            assert reader.line() == b"fine"
+            assert error_of(reader.line())["error"]["code"] == "line_too_long"
+        log.wait_for(lambda line: line.startswith("Connection closed"))
+    assert log.lines[1:] == [
+        "Received: fine",
+        f"Error: {peer} sent a line longer than 100 bytes; closing the connection",
+        f"Connection closed: {peer} (1 message)",
+    ]
+
+
 def test_limit_is_exact_for_a_line_on_its_own() -> None:
     with running_server(port=0, max_line_bytes=100) as server, connect(server.address) as sock:
         assert round_trip(sock, b"a" * 100 + b"\n") == b"a" * 100
