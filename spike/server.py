@@ -682,6 +682,20 @@ def _never_raising(log: Log) -> Log:
     return safe_log
 
 
+def _preferred_address(infos: list) -> tuple[int, tuple]:
+    """The ``(family, sockaddr)`` to listen on from getaddrinfo() results.
+
+    ``localhost`` resolves to ``::1`` first on Windows and macOS, but the
+    clients students write (Java's ``new Socket("localhost", port)``, Python
+    sockets made with ``AF_INET``) try only 127.0.0.1; a server on ``::1``
+    alone would refuse them. So IPv4 wins when a name has both.
+    """
+    for family, _, _, _, sockaddr in infos:
+        if family == socket.AF_INET:
+            return family, sockaddr
+    return infos[0][0], infos[0][4]
+
+
 def _listen(host: str, port: int, backlog: int) -> socket.socket:
     """A non-blocking listening socket, or BindError naming host:port."""
     where = f"{host}:{port}"
@@ -689,7 +703,7 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise BindError(f"cannot listen on {where}: unknown host ({exc.strerror})") from None
-    family, _, _, _, sockaddr = infos[0]
+    family, sockaddr = _preferred_address(infos)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if os.name == "nt":

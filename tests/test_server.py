@@ -69,6 +69,20 @@ def test_ipv6_loopback(log: LogCapture) -> None:
             thread.join(WAIT)
 
 
+def test_a_name_with_both_families_listens_on_ipv4() -> None:
+    # What getaddrinfo("localhost", ...) returns on Windows and macOS: ::1
+    # first. Clients that try only 127.0.0.1 (Java, AF_INET sockets) must
+    # still reach the server.
+    from spike.server import _preferred_address
+
+    v6 = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 3000, 0, 0))
+    v4 = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 3000))
+    assert _preferred_address([v6, v4]) == (socket.AF_INET, ("127.0.0.1", 3000))
+    assert _preferred_address([v6]) == (socket.AF_INET6, ("::1", 3000, 0, 0))
+    with Server("localhost", 0) as server:
+        assert server.address[0] == "127.0.0.1"
+
+
 def test_unknown_host_is_a_bind_error() -> None:
     with pytest.raises(BindError) as caught:
         Server("no-such-host.invalid", 0)
