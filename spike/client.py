@@ -64,6 +64,16 @@ class Client:
     Connects in the constructor. ``timeout`` (seconds) bounds connecting and
     each wait for a reply; after a timeout the connection is closed, since a
     late reply would otherwise be taken for the next one.
+
+    Methods for the caller:
+        ``send_text(text) -> str`` a plain-text message and its reply;
+        ``request(op, **params) -> result`` a JSON request and its result;
+        ``send_line(line) -> str`` one raw protocol line and the raw reply
+        line; ``close()`` hang up (also on leaving a ``with`` block).
+        Every failure raises a :class:`~spike.protocol.PipeError` subclass
+        whose message names ``host:port``, except
+        :class:`~spike.protocol.RemoteError`, which carries the server's own
+        ``code`` and ``message``.
     """
 
     def __init__(

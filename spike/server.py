@@ -372,6 +372,19 @@ class Server:
     ``backlog``: the listen queue length. ``log``: called with one line of
     text per event (None: silent). ``connection_class``: the
     :class:`Connection` subclass made for each client.
+
+    Methods for the caller:
+        ``serve_forever(poll_interval)`` run the loop until stopped;
+        ``shutdown()`` stop the loop (from any thread, or from an op);
+        ``close()`` stop, then close every connection and the listener (also
+        on leaving a ``with`` block); ``wait_serving(timeout)`` wait until
+        the loop runs; ``stats()`` the numbers the ``stats`` op reports.
+        Attributes: ``address`` (the bound host and port), ``uptime``,
+        ``open_connections``, ``total_connections``, ``total_messages``.
+
+    To change what the server does, do not subclass it: pass ``ops`` (new
+    JSON ops) or a ``connection_class`` that overrides
+    :meth:`Connection.handle_text` / :meth:`Connection.handle_request`.
     """
 
     def __init__(

@@ -144,3 +144,15 @@ def test_version_matches_pyproject() -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert spike.__version__ == project["version"]
+
+
+def test_public_api_is_documented() -> None:
+    """Everything in ``spike.__all__`` imports and has a docstring; the
+    classes a student builds on say which methods are theirs to call."""
+    for name in spike.__all__:
+        value = getattr(spike, name)
+        if callable(value):
+            assert (value.__doc__ or "").strip(), f"{name} has no docstring"
+    for cls in (spike.Server, spike.Client, spike.Connection):
+        assert "Methods for the caller" in cls.__doc__, cls.__name__
+    assert "Methods to override" in spike.Connection.__doc__
