@@ -379,6 +379,45 @@ def test_a_client_that_stops_reading_gets_every_reply_later() -> None:
             assert round_trip(sock, b"after\n") == b"after"
 
 
+def test_ctrl_c_is_noticed_even_when_no_signal_interrupts_the_wait() -> None:
+    """On Windows Ctrl+C cannot interrupt select(): the loop must come back
+    to Python within its poll interval. interrupt_main() raises
+    KeyboardInterrupt the same way, without a real signal to cut the wait
+    short, so this checks that bound on any platform."""
+    import _thread
+    import linecache
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("KeyboardInterrupt is only raised in the main thread")
+    main_id = threading.main_thread().ident
+    pressed_at: list[float] = []
+
+    def waiting_in_poll() -> bool:
+        frame = sys._current_frames().get(main_id)
+        while frame is not None and frame.f_code.co_name != "serve_forever":
+            frame = frame.f_back
+        if frame is None:
+            return False
+        return "poll(timeout)" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+
+    def press_ctrl_c() -> None:
+        deadline = time.monotonic() + WAIT
+        while not waiting_in_poll():  # a real condition, bounded
+            assert time.monotonic() < deadline, "the loop never started waiting"
+            time.sleep(0.001)
+        pressed_at.append(time.monotonic())
+        _thread.interrupt_main()
+
+    with Server(port=0) as server:
+        presser = threading.Thread(target=press_ctrl_c)
+        presser.start()
+        with pytest.raises(KeyboardInterrupt):
+            server.serve_forever(poll_interval=0.2)
+        stopped = time.monotonic()
+        presser.join(WAIT)
+    assert pressed_at and stopped - pressed_at[0] < 0.6
+
+
 def test_shutdown_is_prompt_and_close_disconnects_clients() -> None:
     server = Server(port=0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 30})
