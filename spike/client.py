@@ -91,6 +91,7 @@ class Client:
         self._framer = LineFramer(max_reply_bytes)
         self._lines: collections.deque[bytes] = collections.deque()
         self._next_id = 1
+        self._send_failure: str | None = None  # why the last send broke off
         try:
             self._sock: socket.socket | None = socket.create_connection(
                 (host, port), timeout=timeout
@@ -186,10 +187,11 @@ class Client:
             self.close()
             raise PipeTimeout(f"sending to {self._where} timed out after {self.timeout} s") from None
         except OSError as exc:
-            self.close()
-            raise ConnectionClosed(
-                f"connection to {self._where} lost while sending: {exc.strerror or exc}"
-            ) from None
+            # A server that refuses a message (line_too_long) answers, then
+            # hangs up while we are still sending. Its answer may already be
+            # waiting to be read: the reply read that comes next reports it,
+            # or this failure if there is none.
+            self._send_failure = f"connection to {self._where} lost while sending: {exc.strerror or exc}"
 
     def _receive_line(self) -> bytes:
         lines = self._lines
@@ -203,16 +205,20 @@ class Client:
             except OSError as exc:
                 self.close()
                 raise ConnectionClosed(
-                    f"connection to {self._where} lost: {exc.strerror or exc}"
+                    self._send_failure or f"connection to {self._where} lost: {exc.strerror or exc}"
                 ) from None
             if not data:
                 self.close()
-                raise ConnectionClosed(f"{self._where} closed the connection without a reply")
+                raise ConnectionClosed(
+                    self._send_failure or f"{self._where} closed the connection without a reply"
+                )
             try:
                 lines.extend(self._framer.feed(data))
             except LineTooLong as exc:
                 self.close()
                 raise ProtocolError(exc.code, f"reply from {self._where}: {exc.message}") from None
+        if self._send_failure is not None:
+            self.close()  # the connection is broken; that reply was its last
         return lines.popleft()
 
     def _require_socket(self) -> socket.socket:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from typing import Callable, Iterator
 
@@ -93,6 +94,20 @@ def test_plain_text_error_reply_raises() -> None:
         with pytest.raises(RemoteError) as caught:
             client.send_text("much longer than ten bytes")
         assert caught.value.code == "line_too_long"
+
+
+def test_a_refused_huge_message_reports_the_servers_error_not_a_broken_pipe() -> None:
+    # The server answers line_too_long and hangs up long before the client
+    # has sent 32 MB, so sendall() fails; the answer is still there to read.
+    with running_server(port=0, max_line_bytes=1000) as server, Client(*server.address) as client:
+        with pytest.raises(PipeError) as caught:
+            client.send_text("y" * 32_000_000)
+        if sys.platform.startswith("linux"):  # elsewhere a reset may discard the answer
+            assert isinstance(caught.value, RemoteError), caught.value
+            assert caught.value.code == "line_too_long"
+        with pytest.raises(ConnectionClosed) as caught:
+            client.send_text("again")
+        assert f"{server.address[0]}:{server.address[1]}" in str(caught.value)
 
 
 def test_text_that_only_looks_like_json_is_returned(raw_peer) -> None:
