@@ -225,9 +225,17 @@ class Connection:
                 self._finish_closing()
             else:
                 self.server._set_interest(self, _READ)
+                if self._flush_after and self.framer.pending:
+                    # Reading again: the held line's idle time starts now.
+                    self.server._schedule_flush(self)
 
     def flush_idle(self) -> None:
         """Answer the unterminated line held by the framer as one message."""
+        if self._out:
+            # Not reading while replies wait (back-pressure): the rest of the
+            # line may be sitting unread in the socket. on_writable() starts
+            # the wait again once reading resumes.
+            return
         line = self.framer.flush()
         if line is not None and not self._closed:
             self._send(self._answer(line))

@@ -108,6 +108,36 @@ def test_trickling_client_is_bounded_and_delays_nobody() -> None:
             assert reader.at_eof()
 
 
+def test_no_flush_while_the_server_is_not_reading() -> None:
+    """A client that sends a long pipeline and reads the replies only later:
+    the server stops reading (back-pressure), possibly in the middle of a
+    line, and the rest of that line waits unread in the socket. Not having
+    read new bytes is not "no new bytes arrived", so the line is not cut."""
+    line = b"r" * 999 + b"\n"
+    with running_server(port=0, flush_after=0.1) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(server.address)
+        with sock:
+            sock.setblocking(False)
+            stream = line * 20_000
+            sent = 0
+            while sent < len(stream):  # until every buffer on the way is full
+                try:
+                    sent += sock.send(stream[sent : sent + 65536])
+                except BlockingIOError:
+                    break
+            assert sent < len(stream), "the server never applied back-pressure"
+            time.sleep(0.3)  # the client's pace: busy for longer than flush_after
+            sock.settimeout(WAIT)
+            missing = (-sent) % len(line)  # the rest of the last line sent
+            sock.sendall(stream[sent : sent + missing])
+            sent += missing
+            reader = LineReader(sock)
+            for _ in range(sent // len(line)):
+                assert reader.line() + b"\n" == line
+
+
 def test_cli_help_names_the_flag() -> None:
     result = run_cli("spike.server", "--help")
     assert result.returncode == 0
