@@ -17,13 +17,12 @@ from typing import Any, NoReturn, Sequence
 
 from .client import DEFAULT_TIMEOUT, Client
 from .ops import default_ops
-from .protocol import DEFAULT_MAX_LINE_BYTES, PipeError, encode_request
+from .protocol import DEFAULT_MAX_LINE_BYTES, PipeError, encode_request, format_address
 from .server import (
     DEFAULT_FLUSH_AFTER,
     DEFAULT_HOST,
     DEFAULT_PORT,
     Server,
-    format_address,
     running_server,
 )
 
@@ -337,7 +336,7 @@ def _run_client(args: argparse.Namespace, params: dict[str, Any]) -> int:
             interactive = sys.stdin.isatty()
             if interactive:
                 print(
-                    f"Connected to {args.host}:{args.port}. Type a message and press Enter; "
+                    f"Connected to {format_address((args.host, args.port))}. Type a message and press Enter; "
                     "Ctrl+D (Ctrl+Z then Enter on Windows) quits.",
                     file=sys.stderr,
                 )

@@ -34,6 +34,7 @@ from .protocol import (
     RemoteError,
     decode_reply,
     encode_request,
+    format_address,
 )
 
 __all__ = ["Client", "ConnectError", "ConnectionClosed", "PipeTimeout", "main"]
@@ -87,7 +88,7 @@ class Client:
         self.host = host
         self.port = port
         self.timeout = timeout
-        self._where = f"{host}:{port}"
+        self._where = format_address((host, port))
         self._framer = LineFramer(max_reply_bytes)
         self._lines: collections.deque[bytes] = collections.deque()
         self._next_id = 1

@@ -51,7 +51,8 @@ library but are read as floats by orjson.
 This module only turns bytes into messages and replies into bytes:
 :class:`LineFramer` cuts lines with a size cap, :func:`decode_message`
 classifies one line, and the ``encode_*`` functions build reply and request
-lines. It imports nothing else from the package.
+lines (:func:`format_address` writes ``HOST:PORT`` the way both sides print
+it). It imports nothing else from the package.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ __all__ = [
     "encode_request",
     "encode_result",
     "encode_text",
+    "format_address",
 ]
 
 DEFAULT_MAX_LINE_BYTES = 1_048_576
@@ -404,3 +406,11 @@ def decode_reply(line: bytes) -> dict:
         ):
             raise ProtocolError(BAD_REQUEST, 'error reply has no "error" {code, message}')
     return reply
+
+
+def format_address(address: tuple) -> str:
+    """``HOST:PORT`` as both sides print it, IPv6 hosts in brackets (``[::1]:3000``)."""
+    host, port = address[0], address[1]
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"

@@ -41,6 +41,7 @@ from .protocol import (
     encode_error,
     encode_result,
     encode_text,
+    format_address,
 )
 
 __all__ = [
@@ -82,14 +83,6 @@ class BindError(PipeError):
 
 class AddressInUseError(BindError):
     """Another program already listens on that host and port."""
-
-
-def format_address(address: tuple) -> str:
-    """``HOST:PORT``, with IPv6 hosts in brackets (``[::1]:3000``)."""
-    host, port = address[0], address[1]
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
 
 
 def display_text(text: str, limit: int = _DISPLAY_CHARS) -> str:

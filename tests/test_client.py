@@ -134,6 +134,13 @@ def test_connection_refused_names_the_address() -> None:
     assert "refused" in str(caught.value)
 
 
+def test_ipv6_address_is_written_in_brackets() -> None:
+    port = free_port()
+    with pytest.raises(PipeError) as caught:
+        Client("::1", port, timeout=WAIT)
+    assert f"[::1]:{port}" in str(caught.value)
+
+
 def test_unknown_host() -> None:
     with pytest.raises(ConnectError) as caught:
         Client("no-such-host.invalid", 3000, timeout=WAIT)
