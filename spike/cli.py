@@ -9,6 +9,7 @@ problem (port in use, no server, timeout, an error reply), 2 a usage mistake
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import signal
 import sys
@@ -341,7 +342,7 @@ def _run_client(args: argparse.Namespace, params: dict[str, Any]) -> int:
                     file=sys.stderr,
                 )
             messages = _stdin_lines(interactive)
-        for line in _chain(wire_lines, messages):
+        for line in itertools.chain(wire_lines, messages):
             if args.json and not line.startswith("{"):
                 line = encode_request("echo", {"text": line}, next_id).decode().rstrip("\n")
                 next_id += 1
@@ -351,11 +352,6 @@ def _run_client(args: argparse.Namespace, params: dict[str, Any]) -> int:
             if _is_error_reply(reply):
                 status = 1
     return status
-
-
-def _chain(first: list[str], rest):
-    yield from first
-    yield from rest
 
 
 def _is_error_reply(reply: str) -> bool:
