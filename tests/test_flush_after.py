@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -130,12 +131,15 @@ def test_no_flush_while_the_server_is_not_reading() -> None:
             assert sent < len(stream), "the server never applied back-pressure"
             time.sleep(0.3)  # the client's pace: busy for longer than flush_after
             sock.settimeout(WAIT)
-            missing = (-sent) % len(line)  # the rest of the last line sent
-            sock.sendall(stream[sent : sent + missing])
-            sent += missing
+            # The rest of the last line goes out while this thread reads:
+            # sending it first could block, as every buffer is full.
+            missing = (-sent) % len(line)
+            finisher = threading.Thread(target=sock.sendall, args=(stream[sent : sent + missing],))
+            finisher.start()
             reader = LineReader(sock)
-            for _ in range(sent // len(line)):
+            for _ in range((sent + missing) // len(line)):
                 assert reader.line() + b"\n" == line
+            finisher.join(WAIT)
 
 
 def test_cli_help_names_the_flag() -> None:
