@@ -216,14 +216,19 @@ class LineFramer:
         if end < 0:
             partial += data
             if len(partial) > limit:
-                partial.clear()
+                self._partial = bytearray()
                 raise LineTooLong(limit, [])
             return []
         lines = data.split(b"\n")
         rest = lines.pop()
         if partial:
-            lines[0] = bytes(partial) + lines[0]
-            partial.clear()
+            partial += lines[0]
+            lines[0] = bytes(partial)
+            # Let go of the held buffer instead of clear()ing it: shrinking a
+            # large buffer in place makes the allocator return its memory to
+            # the system, and every later long line then pays page faults on
+            # fresh memory (many times the cost of the copy itself).
+            self._partial = partial = bytearray()
         for i, line in enumerate(lines):
             if len(line) > limit:
                 raise LineTooLong(limit, lines[:i])
@@ -245,7 +250,7 @@ class LineFramer:
         if not self._partial:
             return None
         line = bytes(self._partial)
-        self._partial.clear()
+        self._partial = bytearray()  # dropped, not shrunk (see feed())
         if line[-1:] == b"\r":
             line = line[:-1]
         self._after_flush = True

@@ -92,6 +92,14 @@ def display_text(text: str, limit: int = _DISPLAY_CHARS) -> str:
     return text.translate(_CONTROL_ESCAPES)
 
 
+def _display_line(line: bytes, limit: int = _DISPLAY_CHARS) -> str:
+    """:func:`display_text` of a raw line (bad UTF-8 shown as U+FFFD),
+    decoding only the part shown when the line is ASCII."""
+    if len(line) > limit and line.isascii():
+        return f"{line[:limit].decode()}... ({len(line)} characters)".translate(_CONTROL_ESCAPES)
+    return display_text(line.decode(errors="replace"), limit)
+
+
 class Connection:
     """One client's connection, driven by :class:`Server`'s event loop.
 
@@ -117,7 +125,10 @@ class Connection:
         self.messages = 0
         self.framer = LineFramer(server.max_line_bytes)
         self.last_read = 0.0
-        self._out = bytearray()  # reply bytes the socket has not taken yet
+        # Reply bytes the socket has not taken yet, as a queue of chunks: a
+        # big reply is sent from a moving view, never shifted down after
+        # each partial send.
+        self._out: collections.deque[bytes | memoryview] = collections.deque()
         self._closing = False  # no more messages: close once replies are out
         self._eof = False  # the client has finished sending
         self._discarded = 0  # bytes ignored while closing
@@ -203,24 +214,29 @@ class Connection:
 
     def on_writable(self) -> None:
         """Send more of the replies that were waiting for buffer space."""
-        if self._closed or not self._out:
+        out = self._out
+        if self._closed or not out:
             return
-        try:
-            sent = self.sock.send(self._out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.close()
-            return
-        del self._out[:sent]
-        if not self._out:
-            if self._closing:
-                self._finish_closing()
-            else:
-                self.server._set_interest(self, _READ)
-                if self._flush_after and self.framer.pending:
-                    # Reading again: the held line's idle time starts now.
-                    self.server._schedule_flush(self)
+        while out:
+            chunk = out[0]
+            try:
+                sent = self.sock.send(chunk)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.close()
+                return
+            if sent < len(chunk):
+                out[0] = memoryview(chunk)[sent:]
+                return
+            out.popleft()
+        if self._closing:
+            self._finish_closing()
+        else:
+            self.server._set_interest(self, _READ)
+            if self._flush_after and self.framer.pending:
+                # Reading again: the held line's idle time starts now.
+                self.server._schedule_flush(self)
 
     def flush_idle(self) -> None:
         """Answer the unterminated line held by the framer as one message."""
@@ -259,14 +275,17 @@ class Connection:
         self.messages += 1
         log = self._log
         if line[:1] != b"{":
-            # Echo without logging needs no text, only valid UTF-8 (ASCII is).
-            if self._plain_echo and log is None and line.isascii():
+            # The echo needs no text, only valid UTF-8 (ASCII is), and the log
+            # shows only the start of a long line: skip decoding it whole.
+            if self._plain_echo and line.isascii():
+                if log is not None:
+                    log(f"Received: {_display_line(line)}")
                 return line + b"\n"
             try:
                 text = line.decode()
             except UnicodeDecodeError as exc:
                 if log is not None:
-                    log(f"Received: {display_text(line.decode(errors='replace'))}")
+                    log(f"Received: {_display_line(line)}")
                 return encode_error(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})")
             if log is not None:
                 log(f"Received: {display_text(text)}")
@@ -277,7 +296,7 @@ class Connection:
             except Exception as exc:
                 return self._failed("handle_text", exc)
         if log is not None:
-            log(f"Received: {display_text(line.decode(errors='replace'))}")
+            log(f"Received: {_display_line(line)}")
         request_id = NO_ID
         try:
             request = decode_message(line)
@@ -308,7 +327,7 @@ class Connection:
     def _send(self, data: bytes) -> None:
         """Send now what the socket takes; keep the rest for on_writable()."""
         if self._out:  # keep order behind replies already waiting
-            self._out += data
+            self._out.append(data)
             return
         try:
             sent = self.sock.send(data)
@@ -322,7 +341,7 @@ class Connection:
 
     def _keep(self, unsent: memoryview) -> None:
         """Hold reply bytes the socket did not take, and wait until it can."""
-        self._out += unsent
+        self._out.append(unsent)
         # Stop reading until the client takes its replies: back-pressure
         # bounds what a client that never reads can make us hold.
         self.server._set_interest(self, _WRITE)

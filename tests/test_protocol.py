@@ -104,6 +104,20 @@ def test_line_too_long_keeps_the_lines_before_it() -> None:
     assert caught.value.lines == [b"ab", b"cd"]
 
 
+def test_a_long_line_over_many_chunks_comes_back_whole_as_bytes() -> None:
+    chunk = bytes(range(11, 256)) * 256  # 62,720 bytes, no newline
+    framer = LineFramer(max_line_bytes=2_000_000)
+    for _ in range(2):  # the framer is as good as new after each long line
+        for _ in range(30):
+            assert framer.feed(chunk) == []
+        lines = framer.feed(b"end\r\nnext\nhal")
+        assert [type(line) for line in lines] == [bytes, bytes]
+        assert lines == [chunk * 30 + b"end", b"next"]
+        assert framer.pending == 3
+        assert framer.feed(b"f\n") == [b"half"]
+        assert framer.pending == 0
+
+
 def test_framer_rejects_a_zero_limit() -> None:
     with pytest.raises(ValueError):
         LineFramer(0)

@@ -272,6 +272,32 @@ def test_default_limit_is_one_mebibyte(server) -> None:
         assert error_of(reader.line())["error"]["code"] == "line_too_long"
 
 
+def test_a_big_line_reaches_a_slow_reader_whole_and_in_order(log: LogCapture) -> None:
+    """A reply far bigger than the socket buffers goes out in many partial
+    sends, and the message after it still comes back after it."""
+    big = bytes(range(32, 127)) * 50_000  # 4.75 MB of ASCII, no newline
+    with running_server(port=0, max_line_bytes=len(big), log=log) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.connect(server.address)
+        sock.settimeout(WAIT)
+        with sock:
+            writer = threading.Thread(target=sock.sendall, args=(big + b"\nafter\n",), daemon=True)
+            writer.start()
+            reader = LineReader(sock)
+            received = b""
+            while b"\n" not in received:  # small reads: the server waits on us
+                data = sock.recv(4096)
+                assert data, "the server closed the connection"
+                received += data
+            line, _, reader.buffer = received.partition(b"\n")
+            assert line == big
+            assert reader.line() == b"after"
+            writer.join(WAIT)
+    shown = log.wait_for(lambda entry: entry.endswith(" characters)"))
+    assert shown == f"Received: {big[:200].decode()}... ({len(big)} characters)"
+
+
 # --- concurrency and fairness ---------------------------------------------------------
 def test_a_thousand_concurrent_connections_each_get_their_own_replies() -> None:
     count = 1000
