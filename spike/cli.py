@@ -91,6 +91,14 @@ def _say(line: str) -> None:
         pass
 
 
+def _say_error(line: str) -> None:
+    """Print one line on stderr; a closed stderr must not stop the server."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def _fail(prog: str, message: str) -> int:
     print(f"{prog}: {message}", file=sys.stderr, flush=True)
     return 1
@@ -141,7 +149,10 @@ def _server_parser() -> argparse.ArgumentParser:
         "(default %(default)s; 0 waits for the newline)",
     )
     parser.add_argument(
-        "--quiet", action="store_true", help="print only the start and stop lines, no per-message log"
+        "--quiet",
+        action="store_true",
+        help="no per-connection or per-message log: print only the start and stop "
+        "lines, and errors (on standard error)",
     )
     return parser
 
@@ -204,6 +215,7 @@ def _serve(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             flush_after=args.flush_after,
             log=None if args.quiet else _say,
+            error_log=_say_error if args.quiet else None,  # None: errors go to log
         )
     except PipeError as exc:
         return _fail("spike-server", str(exc))

@@ -134,6 +134,7 @@ class Connection:
         self._discarded = 0  # bytes ignored while closing
         self._closed = False
         self._log = server.log
+        self._error_log = server.error_log
         self._idle_timeout = server.idle_timeout
         self._flush_after = server.flush_after
         self._flush_scheduled = False
@@ -194,8 +195,8 @@ class Connection:
             lines = framer.feed(data)
         except LineTooLong as exc:
             out = self._answer_lines(exc.lines) if exc.lines else b""
-            if self._log is not None:  # else the operator never learns why it closed
-                self._log(
+            if self._error_log is not None:  # else the operator never learns why it closed
+                self._error_log(
                     f"Error: {format_address(self.peer)} sent a line longer than "
                     f"{exc.limit} bytes; closing the connection"
                 )
@@ -303,8 +304,8 @@ class Connection:
             request_id = request.pop("id", NO_ID)
             result = self.handle_request(request.pop("op"), request)
         except ProtocolError as exc:
-            if log is not None and exc.__cause__ is not None and exc.code == OP_FAILED:
-                log(f"Error: {exc.message}")
+            if exc.__cause__ is not None and exc.code == OP_FAILED and self._error_log is not None:
+                self._error_log(f"Error: {exc.message}")
             if request_id is NO_ID:  # decoding failed; the error may know the id
                 request_id = exc.request_id
             return encode_error(exc.code, exc.message, request_id)
@@ -317,8 +318,8 @@ class Connection:
 
     def _failed(self, what: str, exc: Exception, request_id: Any = NO_ID, how: str = "failed") -> bytes:
         message = f"{what} {how}: {type(exc).__name__}: {exc}"
-        if self._log is not None:
-            self._log(f"Error: {message}")
+        if self._error_log is not None:
+            self._error_log(f"Error: {message}")
         return encode_error(OP_FAILED, message, request_id)
 
     def _error_reply(self, exc: ProtocolError) -> bytes:
@@ -390,7 +391,10 @@ class Server:
     (None: never). ``flush_after``: answer an unterminated line after this
     many idle seconds (0: only a newline or end of stream ends a message).
     ``backlog``: the listen queue length. ``log``: called with one line of
-    text per event (None: silent). ``connection_class``: the
+    text per event (None: silent). ``error_log``: called instead of ``log``
+    for the lines that report errors (``"Error: ..."``: a refused accept, a
+    crashed handler, an over-long line), so errors can still be shown when
+    ``log`` is None (default: ``log``). ``connection_class``: the
     :class:`Connection` subclass made for each client.
 
     Methods for the caller:
@@ -418,6 +422,7 @@ class Server:
         flush_after: float = DEFAULT_FLUSH_AFTER,
         backlog: int = DEFAULT_BACKLOG,
         log: Log | None = None,
+        error_log: Log | None = None,
         connection_class: type[Connection] = Connection,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -433,6 +438,7 @@ class Server:
         self.idle_timeout = idle_timeout
         self.flush_after = flush_after
         self.log = None if log is None else _never_raising(log)
+        self.error_log = self.log if error_log is None else _never_raising(error_log)
         self.connection_class = connection_class
         self.total_connections = 0
         self._closed_messages = 0  # messages of connections already closed
@@ -612,16 +618,16 @@ class Server:
 
     def _pause_accepting(self, reason: str) -> None:
         """Stop watching the listener for a moment; queued clients wait in the backlog."""
-        if self.log is not None and reason != self._pause_reason:
-            self.log(f"Error: {reason}; new connections wait")
+        if self.error_log is not None and reason != self._pause_reason:
+            self.error_log(f"Error: {reason}; new connections wait")
         self._pause_reason = reason
         self._poller.unregister(self._listener)
         self._accept_resume_at = time.monotonic() + _ACCEPT_RETRY_DELAY
 
     def _drop(self, conn: Connection, exc: Exception) -> None:
         """Close a connection whose handling raised, and say why."""
-        if self.log is not None:
-            self.log(
+        if self.error_log is not None:
+            self.error_log(
                 f"Error: closing {format_address(conn.peer)} after "
                 f"{type(exc).__name__}: {exc}"
             )

@@ -139,8 +139,37 @@ def run_cli(module: str, *args: str, input: str | None = None, timeout: float = 
     )
 
 
+class _LinePump:
+    """The lines of one output stream of a child process, read on a thread so
+    that every wait for a line is bounded."""
+
+    def __init__(self, stream) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def next(self, timeout: float) -> str | None:
+        """The next line, None at the end of the stream; fails after ``timeout``."""
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output line within {timeout} s") from None
+
+    def rest(self, timeout: float) -> list[str]:
+        """Every remaining line, once the stream has ended."""
+        lines = []
+        deadline = time.monotonic() + timeout
+        while (line := self.next(max(0.0, deadline - time.monotonic()))) is not None:
+            lines.append(line)
+        return lines
+
+
 class ServerProcess:
-    """``python -m spike.server`` as a child process, its stdout read line by line."""
+    """``python -m spike.server`` as a child process, its stdout and stderr read line by line."""
 
     def __init__(self, *args: str, python_args: Sequence[str] = ("-m", "spike.server")) -> None:
         self.proc = subprocess.Popen(
@@ -153,24 +182,23 @@ class ServerProcess:
             cwd=ROOT,
             env=cli_env(),
         )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._out = _LinePump(self.proc.stdout)
+        self._err = _LinePump(self.proc.stderr)
         self.first_line = self.next_line()
         self.port = int(self.first_line.split(" (")[0].rsplit(":", 1)[1])
 
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
     def next_line(self, timeout: float = WAIT) -> str:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no output line within {timeout} s") from None
+        """The next stdout line; fails if none comes within ``timeout``."""
+        line = self._out.next(timeout)
         if line is None:
-            raise AssertionError(f"server exited: {self.proc.wait()} {self.proc.stderr.read()}")
+            raise AssertionError(f"server exited: {self.proc.wait()} {self.error_rest()}")
+        return line
+
+    def next_error_line(self, timeout: float = WAIT) -> str:
+        """The next stderr line; fails if none comes within ``timeout``."""
+        line = self._err.next(timeout)
+        if line is None:
+            raise AssertionError(f"stderr ended; server exit status {self.proc.wait()}")
         return line
 
     def wait_for_line(self, prefix: str, timeout: float = WAIT) -> str:
@@ -182,16 +210,14 @@ class ServerProcess:
 
     def rest(self, timeout: float = WAIT) -> list[str]:
         """Every remaining stdout line once the process has exited."""
-        lines = []
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError("server output did not end") from None
-            if line is None:
-                return lines
-            lines.append(line)
+        try:
+            return self._out.rest(timeout)
+        except AssertionError:
+            raise AssertionError("server output did not end") from None
+
+    def error_rest(self, timeout: float = WAIT) -> list[str]:
+        """Every remaining stderr line once the process has exited."""
+        return self._err.rest(timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

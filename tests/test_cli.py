@@ -51,6 +51,20 @@ def test_quiet_server_logs_no_events(server_process) -> None:
     assert proc.rest() == []
 
 
+def test_quiet_server_still_prints_errors_on_stderr(server_process) -> None:
+    proc = server_process("--port", "0", "--quiet", "--max-line-bytes", "10")
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=WAIT) as sock:
+        local = "%s:%d" % sock.getsockname()[:2]
+        sock.sendall(b"more than ten bytes\n")
+        reply = sock.makefile("rb").readline()
+    assert b'"line_too_long"' in reply
+    assert proc.next_error_line() == (
+        f"Error: {local} sent a line longer than 10 bytes; closing the connection"
+    )
+    proc.proc.kill()
+    assert proc.rest() == []
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigint_stops_the_server_within_a_second(server_process) -> None:
     proc = server_process("--port", "0")
@@ -67,7 +81,7 @@ def test_sigint_stops_the_server_within_a_second(server_process) -> None:
     rest = proc.rest()
     assert rest[-1] == "Server stopped."
     assert any(line.startswith("Connection closed:") for line in rest)
-    assert "Traceback" not in proc.proc.stderr.read()
+    assert not any("Traceback" in line for line in proc.error_rest())
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE on Windows")

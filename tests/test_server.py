@@ -536,6 +536,34 @@ def test_a_crashing_connection_handler_costs_only_its_client(log: LogCapture) ->
     assert any("RuntimeError: bug in a subclass" in line for line in log.lines)
 
 
+def test_errors_reach_the_error_log_when_the_event_log_is_off() -> None:
+    class Fragile(Connection):
+        def handle_text(self, text: str) -> str:
+            if text == "boom":
+                raise ValueError("cannot echo that")
+            return text
+
+        def on_readable(self) -> None:
+            if self.sock.recv(5, socket.MSG_PEEK) == b"crash":
+                raise RuntimeError("bug in a subclass")
+            super().on_readable()
+
+    errors = LogCapture()
+    with running_server(port=0, max_line_bytes=10, connection_class=Fragile, error_log=errors) as server:
+        assert server.log is None
+        with connect(server.address) as sock:
+            assert error_of(round_trip(sock, b"boom\n"))["error"]["code"] == "op_failed"
+            assert error_of(round_trip(sock, b"far too long\n"))["error"]["code"] == "line_too_long"
+        with connect(server.address) as sock:
+            sock.sendall(b"crash\n")
+            assert LineReader(sock).closed_by_peer()
+        errors.wait_for(lambda line: "RuntimeError: bug in a subclass" in line)
+    assert len(errors.lines) == 3
+    assert all(line.startswith("Error: ") for line in errors.lines)
+    assert "handle_text failed: ValueError: cannot echo that" in errors.lines[0]
+    assert "sent a line longer than 10 bytes" in errors.lines[1]
+
+
 def test_a_failing_log_callable_does_not_stop_the_server() -> None:
     def broken_log(line: str) -> None:
         raise OSError("stdout is gone")
@@ -660,3 +688,24 @@ def test_out_of_file_descriptors_new_clients_wait_not_fail(server_process) -> No
     finally:
         for sock in socks:
             sock.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE on Windows")
+def test_quiet_server_still_reports_running_out_of_file_descriptors(server_process) -> None:
+    limit = 30
+    prelude = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))\n"
+        "from spike.server import main\n"
+        "raise SystemExit(main(sys.argv[1:]))\n"
+    )
+    proc = server_process("--port", "0", "--quiet", python_args=["-c", prelude])
+    socks = [connect(("127.0.0.1", proc.port)) for _ in range(limit)]
+    try:
+        error = proc.next_error_line()
+        assert error.startswith("Error: cannot accept a connection"), error
+    finally:
+        for sock in socks:
+            sock.close()
+    proc.proc.kill()
+    assert proc.rest() == []  # no per-connection lines on stdout
