@@ -137,7 +137,8 @@ def _server_parser() -> argparse.ArgumentParser:
         type=_seconds(allow_zero=False),
         default=None,
         metavar="S",
-        help="close connections that send nothing for S seconds (default: never)",
+        help="close connections with no traffic either way for S seconds; the log "
+        "says if an unfinished message was dropped (default: never)",
     )
     parser.add_argument(
         "--flush-after",

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -92,6 +93,10 @@ def display_text(text: str, limit: int = _DISPLAY_CHARS) -> str:
     return text.translate(_CONTROL_ESCAPES)
 
 
+def _bytes(count: int) -> str:
+    return f"{count} byte" + ("" if count == 1 else "s")
+
+
 def _display_line(line: bytes, limit: int = _DISPLAY_CHARS) -> str:
     """:func:`display_text` of a raw line (bad UTF-8 shown as U+FFFD),
     decoding only the part shown when the line is ASCII."""
@@ -107,7 +112,8 @@ class Connection:
         ``on_readable()`` read and answer what arrived; ``on_writable()``
         send replies the socket could not take at once; ``flush_idle()``
         answer an unterminated line that has sat idle for ``flush_after``;
-        ``close()`` close the socket and update the server's books.
+        ``close()`` close the socket and update the server's books;
+        ``close_idle()`` the same after ``idle_timeout`` without traffic.
 
     Methods to override (in a subclass passed as ``Server(connection_class=...)``):
         ``handle_text(text) -> str`` the reply to a plain-text message
@@ -124,7 +130,8 @@ class Connection:
         self.peer = peer
         self.messages = 0
         self.framer = LineFramer(server.max_line_bytes)
-        self.last_read = 0.0
+        self.last_active = 0.0  # when bytes last moved either way (with idle_timeout)
+        self._queued_at_check = 0  # the kernel's unsent bytes at the last idle check
         # Reply bytes the socket has not taken yet, as a queue of chunks: a
         # big reply is sent from a moving view, never shifted down after
         # each partial send.
@@ -218,6 +225,10 @@ class Connection:
         out = self._out
         if self._closed or not out:
             return
+        if self._idle_timeout is not None:
+            # A client taking its replies is busy, not idle, even while the
+            # server has stopped reading from it.
+            self.server._touch(self)
         while out:
             chunk = out[0]
             try:
@@ -252,6 +263,26 @@ class Connection:
 
     def close(self) -> None:
         """Close the socket (idempotent) and log it."""
+        self._close()
+
+    def close_idle(self) -> None:
+        """Close a connection that had no traffic for the server's
+        ``idle_timeout``; the log line says so, and what was lost."""
+        note = f"; idle for {self._idle_timeout:g} s"
+        if self.framer.pending:
+            note += f"; {_bytes(self.framer.pending)} of an unfinished line dropped"
+        unsent = sum(len(chunk) for chunk in self._out) + _queued_for_peer(self.sock)
+        if unsent:
+            note += f"; {_bytes(unsent)} of replies not delivered"
+        self._close(note)
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has been closed."""
+        return self._closed
+
+    # -- internals ---------------------------------------------------------
+    def _close(self, note: str = "") -> None:
         if self._closed:
             return
         self._closed = True
@@ -260,14 +291,8 @@ class Connection:
             self.sock.close()
         if self._log is not None:
             count = f"{self.messages} message" + ("" if self.messages == 1 else "s")
-            self._log(f"Connection closed: {format_address(self.peer)} ({count})")
+            self._log(f"Connection closed: {format_address(self.peer)} ({count}{note})")
 
-    @property
-    def closed(self) -> bool:
-        """True once the connection has been closed."""
-        return self._closed
-
-    # -- internals ---------------------------------------------------------
     def _answer_lines(self, lines: list[bytes]) -> bytes:
         return b"".join([self._answer(line) for line in lines])
 
@@ -387,9 +412,10 @@ class Server:
 
     ``ops``: the :class:`~spike.ops.OpRegistry` for JSON requests (default
     :data:`~spike.ops.default_ops`). ``max_line_bytes``: longest accepted
-    line. ``idle_timeout``: close connections silent for this many seconds
-    (None: never). ``flush_after``: answer an unterminated line after this
-    many idle seconds (0: only a newline or end of stream ends a message).
+    line. ``idle_timeout``: close connections with no traffic in either
+    direction for this many seconds (None: never). ``flush_after``: answer
+    an unterminated line after this many idle seconds (0: only a newline or
+    end of stream ends a message).
     ``backlog``: the listen queue length. ``log``: called with one line of
     text per event (None: silent). ``error_log``: called instead of ``log``
     for the lines that report errors (``"Error: ..."``: a refused accept, a
@@ -665,7 +691,7 @@ class Server:
         self._linger_due[conn] = time.monotonic() + _LINGER_SECONDS
 
     def _touch(self, conn: Connection) -> None:
-        conn.last_read = time.monotonic()
+        conn.last_active = time.monotonic()
         self._idle_order[conn] = None
         self._idle_order.move_to_end(conn)
 
@@ -687,11 +713,18 @@ class Server:
         idle_order = self._idle_order
         while idle_order:
             conn = next(iter(idle_order))
-            due = conn.last_read + self.idle_timeout
+            due = conn.last_active + self.idle_timeout
             if due > now:
                 next_due = min(next_due, due)
                 break
-            conn.close()
+            queued = _queued_for_peer(conn.sock)
+            if queued != conn._queued_at_check:
+                # Replies the server handed over have left the kernel since
+                # the last look: the client is reading, just slowly.
+                conn._queued_at_check = queued
+                self._touch(conn)
+                continue
+            conn.close_idle()
         linger_due = self._linger_due
         while linger_due:
             conn, due = next(iter(linger_due.items()))
@@ -706,6 +739,35 @@ class Server:
             else:
                 next_due = min(next_due, self._accept_resume_at)
         return max(0.0, next_due - now)
+
+
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    def _queued_for_peer(sock: socket.socket) -> int:
+        """Bytes the kernel holds for the peer: not yet sent, or not yet
+        acknowledged (SIOCOUTQ, which equals TIOCOUTQ). 0 if unknown."""
+        try:
+            return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)), sys.byteorder)
+        except (OSError, ValueError):
+            return 0
+
+elif sys.platform == "darwin":
+    _SO_NWRITE = 0x1024  # from <sys/socket.h>; the socket module does not name it
+
+    def _queued_for_peer(sock: socket.socket) -> int:
+        """Bytes in the socket's send buffer not yet acknowledged by the peer. 0 if unknown."""
+        try:
+            return sock.getsockopt(socket.SOL_SOCKET, _SO_NWRITE)
+        except (OSError, ValueError):
+            return 0
+
+else:
+
+    def _queued_for_peer(sock: socket.socket) -> int:
+        """Windows and others offer no portable way to ask: 0 (unknown)."""
+        return 0
 
 
 def _never_raising(log: Log) -> Log:

@@ -482,9 +482,69 @@ def test_idle_timeout_closes_silent_connections_only() -> None:
             assert round_trip(busy, b"ping\n") == b"ping"
         assert LineReader(silent).at_eof()
         assert round_trip(busy, b"still open\n") == b"still open"
-        log.wait_for(lambda line: line.startswith("Connection closed") and "(0 messages)" in line)
+        log.wait_for(lambda line: line.startswith("Connection closed") and "(0 messages; idle for 0.5 s)" in line)
         silent.close()
         busy.close()
+
+
+def test_idle_timeout_says_when_it_drops_an_unfinished_line() -> None:
+    log = LogCapture()
+    with running_server(port=0, idle_timeout=0.3, flush_after=0, log=log) as server:
+        with connect(server.address) as sock:
+            local = "%s:%d" % sock.getsockname()[:2]
+            assert round_trip(sock, b"one\n") == b"one"
+            sock.sendall(b"half a line")
+            assert LineReader(sock).closed_by_peer()
+    closed = log.wait_for(lambda line: line.startswith("Connection closed"))
+    assert closed == (
+        f"Connection closed: {local} (1 message; idle for 0.3 s; "
+        "11 bytes of an unfinished line dropped)"
+    )
+
+
+def test_idle_timeout_closes_a_client_that_stopped_reading_its_replies() -> None:
+    log = LogCapture()
+    with running_server(port=0, idle_timeout=0.3, max_line_bytes=2_000_000, log=log) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(server.address)
+        sock.settimeout(WAIT)
+        with sock:
+            local = "%s:%d" % sock.getsockname()[:2]
+            sock.sendall(b"q" * 999 + b"\n" + b"s" * 2_000_000 + b"\n")  # never read
+            closed = log.wait_for(lambda line: line.startswith("Connection closed"))
+    assert closed.startswith(f"Connection closed: {local} (2 messages; idle for 0.3 s; ")
+    assert closed.endswith(" bytes of replies not delivered)")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows cannot tell how much a socket has yet to deliver")
+def test_idle_timeout_spares_a_client_still_reading_its_replies() -> None:
+    """Traffic in either direction counts: while the server is still sending
+    replies to a slow reader, the connection is not idle."""
+    idle = 0.3
+    line = b"p" * 999 + b"\n"
+    count = 1500  # 1.5 MB of replies, far more than the socket buffers hold
+    log = LogCapture()
+    with running_server(port=0, idle_timeout=idle, log=log) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(server.address)
+        sock.settimeout(WAIT)
+        with sock:
+            writer = threading.Thread(target=sock.sendall, args=(line * count,), daemon=True)
+            writer.start()
+            started = time.monotonic()
+            received = 0
+            while received < len(line) * count:
+                data = sock.recv(65536)
+                assert data, f"closed as idle after {received} of {len(line) * count} bytes"
+                received += len(data)
+                time.sleep(0.03)  # a slow reader (pacing, not synchronisation)
+            assert time.monotonic() - started > 2 * idle  # it did outlive the timeout
+            writer.join(WAIT)
+            assert round_trip(sock, b"still open\n") == b"still open"
+        log.wait_for(lambda entry: entry.startswith("Connection closed"))
+    assert not any("idle for" in entry for entry in log.lines)
 
 
 def test_connection_class_override() -> None:
