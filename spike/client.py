@@ -98,16 +98,16 @@ class Client:
                 (host, port), timeout=timeout
             )
         except socket.timeout:
-            raise PipeTimeout(f"cannot connect to {self._where}: timed out after {timeout} s") from None
+            raise PipeTimeout(_connect_failure(host, port, f"timed out after {timeout} s")) from None
         except ConnectionRefusedError:
             raise ConnectError(
-                f"cannot connect to {self._where}: connection refused (is the server running?)"
+                _connect_failure(host, port, "connection refused (is the server running?)")
             ) from None
         except socket.gaierror as exc:
-            raise ConnectError(f"cannot connect to {self._where}: unknown host ({exc.strerror})") from None
+            raise ConnectError(_connect_failure(host, port, f"unknown host ({exc.strerror})")) from None
         except (OSError, OverflowError) as exc:
             reason = getattr(exc, "strerror", None) or exc
-            raise ConnectError(f"cannot connect to {self._where}: {reason}") from None
+            raise ConnectError(_connect_failure(host, port, str(reason))) from None
         with contextlib.suppress(OSError):
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -226,6 +226,31 @@ class Client:
         if self._sock is None:
             raise ConnectionClosed(f"the connection to {self._where} is closed")
         return self._sock
+
+
+def _connect_failure(host: str, port: int, reason: str) -> str:
+    """The one-line message for a failed connect to ``host:port``.
+
+    Adds a hint when ``host`` is a wildcard address such as ``0.0.0.0`` or
+    ``::``: a server's "Serving on 0.0.0.0:3000" means it listens on every
+    interface, which is no address to connect to.
+    """
+    message = f"cannot connect to {format_address((host, port))}: {reason}"
+    if _is_wildcard(host):
+        message += (
+            f'; {host} means "every interface" on the server side, not an address to '
+            "connect to: use 127.0.0.1 (same machine) or the server's IP address"
+        )
+    return message
+
+
+def _is_wildcard(host: str) -> bool:
+    import ipaddress  # only on this error path
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:  # a name, not an address
+        return False
 
 
 def _raise_if_error(reply: dict) -> None:

@@ -180,6 +180,14 @@ def test_client_without_a_server_is_one_line_and_exit_1() -> None:
     assert_one_line_error(result.stderr, f"127.0.0.1:{port}", "is the server running?")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux routes a connect to 0.0.0.0 to this machine")
+def test_client_copying_the_servers_0_0_0_0_gets_a_one_line_hint() -> None:
+    port = free_port()
+    result = run_cli("spike.client", "--host", "0.0.0.0", "--port", str(port), "hello")
+    assert result.returncode == 1
+    assert_one_line_error(result.stderr, f"0.0.0.0:{port}", '"every interface"', "127.0.0.1")
+
+
 def test_client_timeout_is_one_line_and_exit_1() -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog) but never answers
         port = silent.getsockname()[1]

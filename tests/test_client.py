@@ -20,6 +20,8 @@ from spike import (
     RemoteError,
     running_server,
 )
+from spike.client import _connect_failure
+from spike.protocol import format_address
 
 
 @pytest.fixture
@@ -132,6 +134,28 @@ def test_connection_refused_names_the_address() -> None:
         Client("127.0.0.1", port, timeout=WAIT)
     assert f"127.0.0.1:{port}" in str(caught.value)
     assert "refused" in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "0:0:0:0:0:0:0:0"])
+def test_a_wildcard_host_gets_a_hint_to_use_a_real_address(host: str) -> None:
+    message = _connect_failure(host, 3000, "connection refused (is the server running?)")
+    assert message.startswith(f"cannot connect to {format_address((host, 3000))}: connection refused")
+    assert f'{host} means "every interface" on the server side' in message
+    assert "127.0.0.1" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "192.168.1.20"])
+def test_a_real_host_gets_no_hint(host: str) -> None:
+    assert "every interface" not in _connect_failure(host, 3000, "timed out after 5 s")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux routes a connect to 0.0.0.0 to this machine")
+def test_a_failed_connect_to_0_0_0_0_carries_the_hint() -> None:
+    port = free_port()
+    with pytest.raises(ConnectError) as caught:
+        Client("0.0.0.0", port, timeout=WAIT)
+    assert f"cannot connect to 0.0.0.0:{port}: connection refused" in str(caught.value)
+    assert "connect to: use 127.0.0.1 (same machine) or the server's IP address" in str(caught.value)
 
 
 def test_ipv6_address_is_written_in_brackets() -> None:
