@@ -69,9 +69,13 @@ def load_results(path: Path) -> dict:
         raise PluginError(f"benchmark hook: cannot read {path}: {exc}") from exc
     for key in ("schema", "date", "machine", "settings", "tests", "targets"):
         if key not in results:
-            raise PluginError(f"benchmark hook: {path} has no '{key}'; rerun the benchmark to rewrite it")
+            raise PluginError(
+                f"benchmark hook: {path} has no '{key}'; rerun the benchmark to rewrite it"
+            )
     if results["schema"] != 1:
-        raise PluginError(f"benchmark hook: {path} has schema {results['schema']}, this hook reads schema 1")
+        raise PluginError(
+            f"benchmark hook: {path} has schema {results['schema']}, this hook reads schema 1"
+        )
     return results
 
 
@@ -83,7 +87,10 @@ def render_page(markdown: str, results: dict) -> str:
     renderers = {
         "machine": render_machine,
         "tables": render_tables,
-        **{f"table-{test}": (lambda results, test=test: render_tables(results, only=test)) for test in TESTS},
+        **{
+            f"table-{test}": (lambda results, test=test: render_tables(results, only=test))
+            for test in TESTS
+        },
         "chart": render_round_trip_chart,
         "conn-chart": render_connections_chart,
         "targets": render_targets,
@@ -93,8 +100,12 @@ def render_page(markdown: str, results: dict) -> str:
     def marker(match: re.Match) -> str:
         indent, name = match.groups()
         if name not in renderers:
-            raise PluginError(f"benchmark hook: unknown marker <!-- benchmark:{name} --> in {PAGE}")
-        return "\n".join(indent + line if line else line for line in renderers[name](results).splitlines())
+            raise PluginError(
+                f"benchmark hook: unknown marker <!-- benchmark:{name} --> in {PAGE}"
+            )
+        return "\n".join(
+            indent + line if line else line for line in renderers[name](results).splitlines()
+        )
 
     def token(match: re.Match) -> str:
         return format_value(results, *match.groups())
@@ -114,7 +125,12 @@ def format_value(results: dict, test: str, row_id: str, field: str) -> str:
     row = _row(results, test, row_id)
     value = None if row is None or "failure" in row else row.get(field)
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        log.warning("benchmark hook: no value for %s/%s/%s in the results; showing n/a", test, row_id, field)
+        log.warning(
+            "benchmark hook: no value for %s/%s/%s in the results; showing n/a",
+            test,
+            row_id,
+            field,
+        )
         return "n/a"
     return _format(field, value)
 
@@ -145,15 +161,18 @@ def render_machine(results: dict) -> str:
     """A definition-style list: when, where and how the run was made."""
     m, s = results["machine"], results["settings"]
     lines = [
-        f"- **Run:** {_date(results)}, `{results.get('command', 'python -m spike.bench')}` ({results.get('mode', 'full')} mode)",
-        f"- **Machine:** {m.get('cpu_count')} CPUs ({html.escape(str(m.get('cpu_model')))}), {html.escape(str(m.get('os')))}",
+        f"- **Run:** {_date(results)}, `{results.get('command', 'python -m spike.bench')}` "
+        f"({results.get('mode', 'full')} mode)",
+        f"- **Machine:** {m.get('cpu_count')} CPUs ({html.escape(str(m.get('cpu_model')))}), "
+        f"{html.escape(str(m.get('os')))}",
         f"- **Python:** {m.get('python')}; **pinning:** {m.get('pinning')}",
     ]
     if m.get("load_average_after"):
         one, five, fifteen = m["load_average_after"]
         lines.append(
             f"- **Load average just after the run** (1, 5, 15 min): {one}, {five}, {fifteen} "
-            "(the benchmark's own work included; other programs running at the same time add noise)"
+            "(the benchmark's own work included; other programs running at the same time add "
+            "noise)"
         )
     extras = []
     if m.get("c_compiler"):
@@ -163,9 +182,12 @@ def render_machine(results: dict) -> str:
     if extras:
         lines.append("- **Tools:** " + "; ".join(extras))
     lines.append(
-        f"- **Work per round:** {s['requests']:,} round trips per row after {s['warmup']} untimed ones; "
-        f"{s['pipeline']:,} pipelined messages; {s['connections']:,} connections × {s['conn_requests']} round trips; "
-        f"one {s['big_mib']:g} MiB message (median of 5 per round). **Rounds:** {s['rounds']} (every figure is the median over rounds)."
+        f"- **Work per round:** {s['requests']:,} round trips per row after {s['warmup']} "
+        "untimed ones; "
+        f"{s['pipeline']:,} pipelined messages; {s['connections']:,} connections × "
+        f"{s['conn_requests']} round trips; "
+        f"one {s['big_mib']:g} MiB message (median of 5 per round). **Rounds:** {s['rounds']} "
+        "(every figure is the median over rounds)."
     )
     return "\n".join(lines)
 
@@ -179,7 +201,10 @@ def _ratio_cell(value) -> str:
 
 
 def _table(header: list[str], align: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -190,7 +215,7 @@ def _label(row: dict) -> str:
 
 
 def render_tables(results: dict, only: str | None = None) -> str:
-    """One Markdown table per test (or only the test ``only``), ratios to the floors of the same run."""
+    """Markdown tables, one per test (or only ``only``), with ratios to the run's floors."""
     tests = results["tests"]
     parts: list[str] = []
 
@@ -200,9 +225,12 @@ def render_tables(results: dict, only: str | None = None) -> str:
         rows = []
         for row in tests[test]["rows"]:
             if "failure" in row:
-                rows.append([_label(row), "failed: " + html.escape(row["failure"])] + ["–"] * (len(header) - 2))
+                rows.append(
+                    [_label(row), "failed: " + html.escape(row["failure"])]
+                    + ["–"] * (len(header) - 2)
+                )
             else:
-                rows.append([_label(row)] + cells(row))
+                rows.append([_label(row), *cells(row)])
         title = "" if only else f"**{html.escape(tests[test]['title'])}**\n\n"
         parts.append(title + _table(header, align, rows))
 
@@ -222,9 +250,14 @@ def render_tables(results: dict, only: str | None = None) -> str:
         "pipelined",
         ["Server", "Messages/s", "÷ C floor", "÷ Python floor"],
         ["l", "r", "r", "r"],
-        lambda r: [f"{r['messages_per_s']:,.0f}", _ratio_cell(r.get("vs_c_floor")), _ratio_cell(r.get("vs_python_floor"))],
+        lambda r: [
+            f"{r['messages_per_s']:,.0f}",
+            _ratio_cell(r.get("vs_c_floor")),
+            _ratio_cell(r.get("vs_python_floor")),
+        ],
     )
     settings = results["settings"]
+    planned = settings["connections"] * settings["conn_requests"] * settings["rounds"]
     section(
         "connections",
         ["Server", "Requests/s", "p50", "p99", "Errors", "÷ C epoll"],
@@ -233,7 +266,7 @@ def render_tables(results: dict, only: str | None = None) -> str:
             f"{r['requests_per_s']:,.0f}",
             _ms(r["p50_ms"]),
             _ms(r["p99_ms"]),
-            f"{r['errors']} of {r.get('requests', settings['connections'] * settings['conn_requests'] * settings['rounds']):,}",
+            f"{r['errors']} of {r.get('requests', planned):,}",
             _ratio_cell(r.get("vs_c_epoll")),
         ],
     )
@@ -241,7 +274,11 @@ def render_tables(results: dict, only: str | None = None) -> str:
         "big_message",
         ["Server", "MiB/s", "÷ C floor", "÷ Python floor"],
         ["l", "r", "r", "r"],
-        lambda r: [f"{r['mib_per_s']:,.0f}", _ratio_cell(r.get("vs_c_floor")), _ratio_cell(r.get("vs_python_floor"))],
+        lambda r: [
+            f"{r['mib_per_s']:,.0f}",
+            _ratio_cell(r.get("vs_c_floor")),
+            _ratio_cell(r.get("vs_python_floor")),
+        ],
     )
     if only and not parts:
         return f"*This test was not part of the run ({results.get('command', '')}).*"
@@ -256,10 +293,19 @@ def render_targets(results: dict) -> str:
             rows.append([html.escape(target["name"]), "–", "–", "not measured"])
             continue
         value = target["value"]
-        shown = "–" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+        shown = (
+            "–" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+        )
         verdict = {True: "**met**", False: "**missed**", None: "not measured"}[target["met"]]
         compare = {"<=": "≤", ">=": "≥"}.get(target["compare"], target["compare"])
-        rows.append([html.escape(target["name"]), f"{html.escape(target['measure'])} = {shown}", f"{compare} {target['limit']}", verdict])
+        rows.append(
+            [
+                html.escape(target["name"]),
+                f"{html.escape(target['measure'])} = {shown}",
+                f"{compare} {target['limit']}",
+                verdict,
+            ]
+        )
     return _table(["Target", "Measured", "Goal", "Result"], ["l", "l", "l", "l"], rows)
 
 
@@ -289,7 +335,8 @@ def bar_chart_svg(title: str, bars: list[tuple[str, float, str, str]], note: str
     biggest = max((value for _, value, _, _ in bars), default=1.0) or 1.0
     parts = [
         f'<svg class="bench-chart" role="img" aria-label="{html.escape(title)}" '
-        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" style="max-width:100%;height:auto" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        'style="max-width:100%;height:auto" '
         'xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="13">',
         f"<title>{html.escape(title)}</title>",
         f'<text x="0" y="18" font-weight="bold" fill="currentColor">{html.escape(title)}</text>',
@@ -300,19 +347,25 @@ def bar_chart_svg(title: str, bars: list[tuple[str, float, str, str]], note: str
         colour = ROLE_COLOURS.get(role, ROLE_COLOURS["reference"])
         weight = ' font-weight="bold"' if role == "spike" else ""
         parts.append(
-            f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" text-anchor="end" fill="currentColor"{weight}>{html.escape(label)}</text>'
+            f'<text x="{left - 8}" y="{y + bar_h * 0.7:.1f}" text-anchor="end" '
+            f'fill="currentColor"{weight}>{html.escape(label)}</text>'
             f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar_h}" fill="{colour}"/>'
-            f'<text x="{left + length + 6:.1f}" y="{y + bar_h * 0.7:.1f}" fill="currentColor">{html.escape(shown)}</text>'
+            f'<text x="{left + length + 6:.1f}" y="{y + bar_h * 0.7:.1f}" '
+            f'fill="currentColor">{html.escape(shown)}</text>'
         )
     legend_y = top + len(bars) * (bar_h + gap) + 16
     x = left
     for role in ("spike", "floor", "reference"):
         parts.append(
-            f'<rect x="{x}" y="{legend_y - 11}" width="12" height="12" fill="{ROLE_COLOURS[role]}"/>'
+            f'<rect x="{x}" y="{legend_y - 11}" width="12" height="12" '
+            f'fill="{ROLE_COLOURS[role]}"/>'
             f'<text x="{x + 17}" y="{legend_y}" fill="currentColor">{ROLE_NAMES[role]}</text>'
         )
         x += 120
-    parts.append(f'<text x="0" y="{legend_y + 20}" font-size="11" fill="currentColor">{html.escape(note)}</text>')
+    parts.append(
+        f'<text x="0" y="{legend_y + 20}" font-size="11" '
+        f'fill="currentColor">{html.escape(note)}</text>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -327,15 +380,23 @@ def render_round_trip_chart(results: dict) -> str:
     rows = [r for r in results["tests"].get("round_trip", {}).get("rows", []) if "p50_us" in r]
     rows.sort(key=lambda r: r["p50_us"])
     bars = [(r["label"], r["p50_us"], r["role"], f"{r['p50_us']:.1f} µs") for r in rows]
-    svg = bar_chart_svg("Round trip on one connection, median (shorter is better)", bars, "Microseconds per request; one client, one connection, loopback.")
+    svg = bar_chart_svg(
+        "Round trip on one connection, median (shorter is better)",
+        bars,
+        "Microseconds per request; one client, one connection, loopback.",
+    )
     return _figure(svg, "Median round-trip time per request, measured in the run described above.")
 
 
 def render_connections_chart(results: dict) -> str:
     """Requests per second with many connections open at once."""
-    rows = [r for r in results["tests"].get("connections", {}).get("rows", []) if "requests_per_s" in r]
+    rows = [
+        r for r in results["tests"].get("connections", {}).get("rows", []) if "requests_per_s" in r
+    ]
     s = results["settings"]
-    bars = [(r["label"], r["requests_per_s"], r["role"], f"{r['requests_per_s']:,.0f}/s") for r in rows]
+    bars = [
+        (r["label"], r["requests_per_s"], r["role"], f"{r['requests_per_s']:,.0f}/s") for r in rows
+    ]
     svg = bar_chart_svg(
         f"{s['connections']:,} connections × {s['conn_requests']} round trips (longer is better)",
         bars,

@@ -194,6 +194,7 @@ def _run_client(root: Path, env: dict[str, str], port: int, *words: str) -> list
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
+            check=False,
             encoding="utf-8",
             errors="replace",
             timeout=STEP_TIMEOUT,
@@ -203,7 +204,7 @@ def _run_client(root: Path, env: dict[str, str], port: int, *words: str) -> list
     output = (done.stdout + done.stderr).splitlines()
     if done.returncode != 0:
         raise SpikeRunError(f"client {what!r} exited with {done.returncode}: {output!r}")
-    return [_prompt(["python", *args])] + output
+    return [_prompt(["python", *args]), *output]
 
 
 def _socket_docs_client(host: str, port: int) -> list[str]:
@@ -253,7 +254,9 @@ def run_spike(root: Path) -> Capture:
         first = output.next_line(STEP_TIMEOUT)
         match = _SERVING.match(first or "")
         if not match:
-            raise SpikeRunError(f"unexpected first server line {first!r} (is the spike importable?)")
+            raise SpikeRunError(
+                f"unexpected first server line {first!r} (is the spike importable?)"
+            )
         host, port = match["host"], int(match["port"])
 
         client_lines = _run_client(root, env, port, MESSAGE)
@@ -264,7 +267,9 @@ def run_spike(root: Path) -> Capture:
 
         connections = 3
         output.wait_for(
-            lambda lines: sum(line.startswith("Connection closed:") for line in lines) >= connections,
+            lambda lines: (
+                sum(line.startswith("Connection closed:") for line in lines) >= connections
+            ),
             STEP_TIMEOUT,
         )
         _stop_server(server)
@@ -275,10 +280,8 @@ def run_spike(root: Path) -> Capture:
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(timeout=1.0)
         _kill(server)
-        try:
+        with contextlib.suppress(SpikeRunError):
             output.drain(STEP_TIMEOUT)
-        except SpikeRunError:
-            pass
         said = "\n    ".join(output.lines[-20:]) or "(nothing)"
         raise SpikeRunError(f"{exc}\n  server output:\n    {said}") from None
     finally:

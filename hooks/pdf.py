@@ -196,7 +196,10 @@ def _plan(root: Path, site: Path) -> str | None:
     except BrowserUnavailable as error:
         return f"PDF not written: {error}; {_by_hand(site)}."
     if not (root / MERMAID_JS).is_file():
-        return f"PDF not written: Mermaid is missing ({MERMAID_JS}): run `npm ci` once; {_by_hand(site)}."
+        return (
+            f"PDF not written: Mermaid is missing ({MERMAID_JS}): run `npm ci` once; "
+            f"{_by_hand(site)}."
+        )
     return None
 
 
@@ -254,8 +257,7 @@ def _install_places() -> list[Path]:
         return [app / name for app in apps for name in names]
     if sys.platform == "win32":
         bases = [
-            os.environ.get(var)
-            for var in ("PROGRAMFILES(X86)", "PROGRAMFILES", "LOCALAPPDATA")
+            os.environ.get(var) for var in ("PROGRAMFILES(X86)", "PROGRAMFILES", "LOCALAPPDATA")
         ]
         names = [
             "Microsoft/Edge/Application/msedge.exe",
@@ -367,14 +369,17 @@ def _mermaid_sources(page_html: str) -> list[str]:
 def _undrawn(tab, page_html: str, expected: int, errors: list[str]) -> str:
     """Why the wait for the diagrams timed out, naming the diagrams not drawn."""
     state = tab.evaluate(
-        """() => ({
-          drawn: (%s)(),
+        f"""() => ({{
+          drawn: ({DRAWN_DIAGRAMS.strip()})(),
           loaded: typeof window.mermaid === "object" && !(window.mermaid instanceof Element),
           blocks: [...document.querySelectorAll("pre")].map((pre) => pre.textContent.trim()),
-        })"""
-        % DRAWN_DIAGRAMS.strip()
+        }})"""
     )
-    stuck = [source.splitlines()[0:2] for source in _mermaid_sources(page_html) if source in state["blocks"]]
+    stuck = [
+        source.splitlines()[0:2]
+        for source in _mermaid_sources(page_html)
+        if source in state["blocks"]
+    ]
     if errors:
         reason = "; " + " ".join(errors[0].split())
     elif not state["loaded"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import http.client
 import json
 import selectors
 import socket
@@ -19,6 +20,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+
+from spike.client import Client
 
 _RECV = 1 << 16
 _clock = time.perf_counter_ns
@@ -133,9 +136,7 @@ def json_round_trips(host: str, port: int, text: str, count: int, warmup: int) -
 
 
 def client_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
-    """JSON echo requests through the spike's own :class:`spike.Client`, as a user would send them."""
-    from spike.client import Client
-
+    """JSON echo requests through the spike's own :class:`spike.Client`, as a user sends them."""
     with Client(host, port, timeout=10) as client:
         request = client.request
         for _ in range(warmup):
@@ -158,8 +159,6 @@ def client_round_trips(host: str, port: int, text: str, count: int, warmup: int)
 
 def http_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
     """POSTs ``text`` on one kept-alive ``http.client`` connection (Nagle off)."""
-    import http.client
-
     body = text.encode()
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     conn = http.client.HTTPConnection(host, port, timeout=10)
@@ -192,7 +191,7 @@ def http_round_trips(host: str, port: int, text: str, count: int, warmup: int) -
 
 def zmq_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
     """REQ/REP round trips with pyzmq: send one message, wait for its reply."""
-    import zmq
+    import zmq  # noqa: PLC0415  (optional: the 'bench' extra)
 
     body = text.encode()
     context = zmq.Context()
@@ -256,7 +255,9 @@ def pipelined(host: str, port: int, text: str, count: int, batch: int = 256) -> 
             while seen < count:
                 chunk = sock.recv(1 << 20)
                 if not chunk:
-                    raise LoadError(f"server closed the connection after {seen} of {count} replies")
+                    raise LoadError(
+                        f"server closed the connection after {seen} of {count} replies"
+                    )
                 seen += chunk.count(b"\n")
             elapsed = (_clock() - start) / 1e9
         writer.join(timeout=30)
@@ -291,7 +292,9 @@ def big_message(host: str, port: int, size: int) -> float:
         while True:
             chunk = sock.recv(1 << 20)
             if not chunk:
-                raise LoadError(f"server closed the connection after {received} of {len(line)} bytes")
+                raise LoadError(
+                    f"server closed the connection after {received} of {len(line)} bytes"
+                )
             parts.append(chunk)
             received += len(chunk)
             if chunk.endswith(b"\n"):
@@ -302,7 +305,9 @@ def big_message(host: str, port: int, size: int) -> float:
         raise LoadError(f"writer failed: {failure[0]}")
     reply = b"".join(parts)
     if reply != line:
-        raise LoadError(f"the echo of the {size}-byte message came back as {len(reply)} different bytes")
+        raise LoadError(
+            f"the echo of the {size}-byte message came back as {len(reply)} different bytes"
+        )
     return elapsed
 
 
@@ -313,7 +318,7 @@ def raise_open_file_limit(wanted: int) -> str:
     connections), or an empty string.
     """
     try:
-        import resource
+        import resource  # noqa: PLC0415  (POSIX only)
     except ImportError:  # Windows: no such limit on sockets
         return ""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -336,7 +341,7 @@ def max_select_sockets() -> int | None:
 
 
 class _Conn:
-    __slots__ = ("sock", "left", "sent_at", "buffer", "outgoing")
+    __slots__ = ("buffer", "left", "outgoing", "sent_at", "sock")
 
     def __init__(self, sock: socket.socket, requests: int) -> None:
         self.sock = sock
@@ -346,7 +351,13 @@ class _Conn:
         self.outgoing = b""
 
 
-_IN_PROGRESS = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, getattr(errno, "WSAEWOULDBLOCK", -1)}
+_IN_PROGRESS = {
+    0,
+    errno.EINPROGRESS,
+    errno.EWOULDBLOCK,
+    errno.EAGAIN,
+    getattr(errno, "WSAEWOULDBLOCK", -1),
+}
 
 
 def many_connections(

@@ -43,7 +43,9 @@ def pin_to_cpu(cpu: int | None) -> str:
         return f"not pinned: {sys.platform} has no os.sched_setaffinity; expect more noise"
     allowed = os.sched_getaffinity(0)
     if cpu not in allowed:
-        raise BenchSetupError(f"cannot pin to CPU {cpu}: this process may use CPUs {sorted(allowed)}")
+        raise BenchSetupError(
+            f"cannot pin to CPU {cpu}: this process may use CPUs {sorted(allowed)}"
+        )
     os.sched_setaffinity(0, {cpu})
     return f"client and servers pinned to CPU {cpu}"
 
@@ -93,7 +95,9 @@ class ServerProcess:
             address = None
         if address is None:
             self.stop()
-            raise BenchSetupError(f"{self.name}: server did not start ({self.last_output() or 'no output'})")
+            raise BenchSetupError(
+                f"{self.name}: server did not start ({self.last_output() or 'no output'})"
+            )
         self.host, self.port = address
         return self
 
@@ -171,6 +175,7 @@ def build_c_server(source_name: str, compiler: str) -> Path:
         [compiler, "-O2", "-pthread", "-o", str(partial), str(source_path)],
         capture_output=True,
         text=True,
+        check=False,
     )
     if result.returncode != 0:
         first = (result.stderr.strip().splitlines() or ["no compiler output"])[0]

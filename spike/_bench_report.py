@@ -10,8 +10,8 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from spike._bench_procs import find_c_compiler
 
@@ -25,7 +25,11 @@ def _cpu_model() -> str:
     if sys.platform == "darwin":
         try:
             out = subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
             )
             if out.returncode == 0 and out.stdout.strip():
                 return out.stdout.strip()
@@ -39,7 +43,9 @@ def _compiler_version() -> str | None:
     if compiler is None:
         return None
     try:
-        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
     except OSError:
         return None
     first = out.stdout.strip().splitlines()
@@ -49,7 +55,7 @@ def _compiler_version() -> str | None:
 def machine_info(pinning: str) -> dict:
     """The facts about this machine that belong next to its results."""
     try:
-        import zmq
+        import zmq  # noqa: PLC0415  (optional: the 'bench' extra)
 
         pyzmq = zmq.__version__
         libzmq = zmq.zmq_version()
@@ -95,7 +101,13 @@ def format_table(results: dict) -> str:
         lines.append("")
         lines.append(tests[test]["title"])
         for number, r in enumerate(rows):
-            lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+            lines.append(
+                "  "
+                + "  ".join(
+                    c.ljust(w) if i == 0 else c.rjust(w)
+                    for i, (c, w) in enumerate(zip(r, widths, strict=True))
+                )
+            )
             if number == 0:
                 lines.append("  " + "  ".join("-" * w for w in widths))
 
@@ -151,8 +163,11 @@ def format_table(results: dict) -> str:
             continue
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[target["met"]]
         value = target["value"]
-        shown = "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+        shown = (
+            "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+        )
         lines.append(
-            f"  {verdict}  {target['name']}: {target['measure']} = {shown} (target {target['compare']} {target['limit']})"
+            f"  {verdict}  {target['name']}: {target['measure']} = {shown} (target "
+            f"{target['compare']} {target['limit']})"
         )
     return "\n".join(lines)

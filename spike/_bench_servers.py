@@ -72,7 +72,11 @@ def _echo_json_lines(conn: socket.socket) -> None:
         try:
             for line in lines:
                 request = json.loads(line)
-                reply = {"id": request.get("id"), "ok": True, "result": {"text": request.get("text")}}
+                reply = {
+                    "id": request.get("id"),
+                    "ok": True,
+                    "result": {"text": request.get("text")},
+                }
                 conn.sendall(json.dumps(reply).encode() + b"\n")
         except (OSError, ValueError):
             pass
@@ -84,7 +88,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: one TCP connection for many calls
     disable_nagle_algorithm = True  # else small replies can wait for a delayed ACK
 
-    def do_POST(self) -> None:  # noqa: N802 (name fixed by http.server)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -92,7 +96,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
+    def log_message(self, format: str, *args) -> None:
         pass  # a log line per request would measure the terminal, not HTTP
 
 
@@ -108,7 +112,7 @@ def _serve_http(port: int) -> None:
 
 
 def _serve_zmq(port: int) -> None:
-    import zmq  # optional: the parent checks that it imports before starting us
+    import zmq  # noqa: PLC0415  optional: the parent checks that it imports before starting us
 
     context = zmq.Context()
     reply = context.socket(zmq.REP)

@@ -33,7 +33,9 @@ READY_WRITE = WRITE
 class SelectorPoller:
     """Portable poller on top of :mod:`selectors` (kqueue on macOS and BSD)."""
 
-    def __init__(self, selector_class: type[selectors.BaseSelector] = selectors.DefaultSelector) -> None:
+    def __init__(
+        self, selector_class: type[selectors.BaseSelector] = selectors.DefaultSelector
+    ) -> None:
         self._selector = selector_class()
         self.owners: dict[int, Any] = {}
 

@@ -33,8 +33,8 @@ import os
 import shlex
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from spike import _bench_load as load
 from spike._bench_procs import (
@@ -76,8 +76,24 @@ class Settings:
     big_mib: float
 
 
-FULL = Settings(rounds=9, requests=20_000, warmup=500, pipeline=200_000, connections=1000, conn_requests=20, big_mib=8)
-QUICK = Settings(rounds=3, requests=2_000, warmup=200, pipeline=20_000, connections=1000, conn_requests=20, big_mib=8)
+FULL = Settings(
+    rounds=9,
+    requests=20_000,
+    warmup=500,
+    pipeline=200_000,
+    connections=1000,
+    conn_requests=20,
+    big_mib=8,
+)
+QUICK = Settings(
+    rounds=3,
+    requests=2_000,
+    warmup=200,
+    pipeline=20_000,
+    connections=1000,
+    conn_requests=20,
+    big_mib=8,
+)
 
 
 @dataclasses.dataclass
@@ -148,33 +164,57 @@ def _subjects(settings: Settings, use_c: bool, notes: list[str]) -> dict[str, Su
     """Every server this run can start, with a note for each one it cannot."""
     big_limit = str(int(settings.big_mib * 2**20) * 2)
     subjects = {
-        "spike": Subject("spike", "spike", "spike", python_command("spike.server", "--port", "0", "--quiet")),
+        "spike": Subject(
+            "spike", "spike", "spike", python_command("spike.server", "--port", "0", "--quiet")
+        ),
         "spike_big": Subject(
             "spike_big",
             "spike (line limit raised)",
             "spike",
-            python_command("spike.server", "--port", "0", "--quiet", "--max-line-bytes", big_limit),
+            python_command(
+                "spike.server", "--port", "0", "--quiet", "--max-line-bytes", big_limit
+            ),
         ),
-        "py_echo": Subject("py_echo", "Python socket echo (floor)", "floor", python_command("spike._bench_servers", "echo")),
+        "py_echo": Subject(
+            "py_echo",
+            "Python socket echo (floor)",
+            "floor",
+            python_command("spike._bench_servers", "echo"),
+        ),
         "py_json": Subject(
-            "py_json", "naive JSON-lines (Python)", "reference", python_command("spike._bench_servers", "jsonlines")
+            "py_json",
+            "naive JSON-lines (Python)",
+            "reference",
+            python_command("spike._bench_servers", "jsonlines"),
         ),
         "http": Subject(
-            "http", "HTTP/1.1 keep-alive (http.server)", "reference", python_command("spike._bench_servers", "http")
+            "http",
+            "HTTP/1.1 keep-alive (http.server)",
+            "reference",
+            python_command("spike._bench_servers", "http"),
         ),
     }
     try:
-        import zmq  # noqa: F401  (only checking that the optional extra is there)
+        import zmq  # noqa: F401, PLC0415  (only checking that the optional extra is there)
     except ImportError:
-        notes.append("ZeroMQ skipped: pyzmq is not installed (pip install pyzmq, or the 'bench' extra).")
+        notes.append(
+            "ZeroMQ skipped: pyzmq is not installed (pip install pyzmq, or the 'bench' extra)."
+        )
     else:
-        subjects["zmq"] = Subject("zmq", "ZeroMQ REQ/REP (pyzmq)", "reference", python_command("spike._bench_servers", "zmq"))
+        subjects["zmq"] = Subject(
+            "zmq",
+            "ZeroMQ REQ/REP (pyzmq)",
+            "reference",
+            python_command("spike._bench_servers", "zmq"),
+        )
 
     compiler = find_c_compiler() if use_c else None
     if not use_c:
         notes.append("C floors skipped: --no-c.")
     elif sys.platform == "win32":
-        notes.append("C floors skipped: the C servers use POSIX sockets and do not build on Windows.")
+        notes.append(
+            "C floors skipped: the C servers use POSIX sockets and do not build on Windows."
+        )
     elif compiler is None:
         notes.append("C floors skipped: no C compiler (cc, gcc or clang) on PATH.")
     else:
@@ -199,29 +239,55 @@ def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
     cases: list[Case] = []
 
     def add(
-        test: str, subject_key: str, run: Callable[[ServerProcess], dict], label: str = "", key: str = "", role: str = ""
+        test: str,
+        subject_key: str,
+        run: Callable[[ServerProcess], dict],
+        label: str = "",
+        key: str = "",
+        role: str = "",
     ) -> None:
         if subject_key in subjects:
             subject = subjects[subject_key]
-            cases.append(Case(test, subject_key, key or subject_key, label or subject.label, role or subject.role, run))
+            cases.append(
+                Case(
+                    test,
+                    subject_key,
+                    key or subject_key,
+                    label or subject.label,
+                    role or subject.role,
+                    run,
+                )
+            )
 
     def text_rt(srv: ServerProcess) -> dict:
-        return _round_trip_stats(load.text_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+        return _round_trip_stats(
+            load.text_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
+        )
 
     def json_rt(srv: ServerProcess) -> dict:
-        return _round_trip_stats(load.json_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+        return _round_trip_stats(
+            load.json_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
+        )
 
     def client_rt(srv: ServerProcess) -> dict:
-        return _round_trip_stats(load.client_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+        return _round_trip_stats(
+            load.client_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
+        )
 
     def http_rt(srv: ServerProcess) -> dict:
-        return _round_trip_stats(load.http_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+        return _round_trip_stats(
+            load.http_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
+        )
 
     def zmq_rt(srv: ServerProcess) -> dict:
-        return _round_trip_stats(load.zmq_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup))
+        return _round_trip_stats(
+            load.zmq_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
+        )
 
     def piped(srv: ServerProcess) -> dict:
-        return {"messages_per_s": s.pipeline / load.pipelined(srv.host, srv.port, MESSAGE, s.pipeline)}
+        return {
+            "messages_per_s": s.pipeline / load.pipelined(srv.host, srv.port, MESSAGE, s.pipeline)
+        }
 
     def many(srv: ServerProcess) -> dict:
         timed = load.many_connections(srv.host, srv.port, MESSAGE, s.connections, s.conn_requests)
@@ -254,7 +320,13 @@ def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
     add("connections", "c_epoll", many)
     add("connections", "spike", many)
     # Not a floor here: a thread per connection is the design the spike avoided.
-    add("connections", "py_echo", many, "Python socket echo, a thread per connection", role="reference")
+    add(
+        "connections",
+        "py_echo",
+        many,
+        "Python socket echo, a thread per connection",
+        role="reference",
+    )
     add("big_message", "c_blocking", big)
     add("big_message", "py_echo", big)
     add("big_message", "spike_big", big)
@@ -274,11 +346,17 @@ def _describe(test: str, stats: dict) -> str:
     if test == "pipelined":
         return f"{stats['messages_per_s']:12,.0f} msg/s"
     if test == "connections":
-        return f"{stats['requests_per_s']:10,.0f} req/s  p99 {stats['p99_ms']:.1f} ms  errors {stats['errors']}"
+        return (
+            f"{stats['requests_per_s']:10,.0f} req/s  p99 {stats['p99_ms']:.1f} ms  errors "
+            f"{stats['errors']}"
+        )
     return f"{stats['mib_per_s']:8.1f} MiB/s"
 
 
-def _run_rounds(cases: list[Case], servers: dict[str, ServerProcess], rounds: int) -> None:
+def _run_rounds(
+    cases: list[Case], servers: dict[str, ServerProcess], rounds: int, notes: list[str]
+) -> None:
+    """Runs every case once per round; a case that fails is noted and skipped from then on."""
     for number in range(rounds):
         # Rotate the order each round so no case always runs first or last.
         shift = number % len(cases)
@@ -291,13 +369,21 @@ def _run_rounds(cases: list[Case], servers: dict[str, ServerProcess], rounds: in
             try:
                 stats = case.run(server)
             except (load.LoadError, OSError) as exc:
-                state = "" if server.alive() else f" (server exited: {server.last_output() or 'no output'})"
+                state = (
+                    ""
+                    if server.alive()
+                    else f" (server exited: {server.last_output() or 'no output'})"
+                )
                 case.failure = f"{type(exc).__name__}: {exc}{state}"
                 notes.append(f"{case.label} failed in round {number + 1}: {case.failure}")
-                _progress(f"  round {number + 1}/{rounds}  {case.label:<36} FAILED: {case.failure}")
+                _progress(
+                    f"  round {number + 1}/{rounds}  {case.label:<36} FAILED: {case.failure}"
+                )
                 continue
             case.rounds.append(stats)
-            _progress(f"  round {number + 1}/{rounds}  {case.label:<36} {_describe(case.test, stats)}")
+            _progress(
+                f"  round {number + 1}/{rounds}  {case.label:<36} {_describe(case.test, stats)}"
+            )
 
 
 def _paired_ratio(case: Case, base: Case | None, key: str) -> float | None:
@@ -311,7 +397,7 @@ def _paired_ratio(case: Case, base: Case | None, key: str) -> float | None:
         return None
     pairs = [
         (mine[key], theirs[key])
-        for mine, theirs in zip(case.rounds, base.rounds)
+        for mine, theirs in zip(case.rounds, base.rounds, strict=False)
         if theirs.get(key) and not math.isnan(theirs[key]) and not math.isnan(mine[key])
     ]
     if len(pairs) != len(case.rounds):
@@ -356,7 +442,9 @@ def _targets(tests: dict, connections: int) -> list[dict]:
     rows = {r["id"]: r for r in tests.get("round_trip", {}).get("rows", []) if "failure" not in r}
     text = rows.get("spike_text")
     as_json = rows.get("spike_json")
-    conns = next((r for r in tests.get("connections", {}).get("rows", []) if r["subject"] == "spike"), None)
+    conns = next(
+        (r for r in tests.get("connections", {}).get("rows", []) if r["subject"] == "spike"), None
+    )
     targets = []
 
     def latency_target(name: str, row: dict | None, c_limit: float, py_limit: float) -> None:
@@ -365,7 +453,9 @@ def _targets(tests: dict, connections: int) -> list[dict]:
         elif row and row.get("vs_python_floor") is not None:
             value, limit, base = row["vs_python_floor"], py_limit, "Python socket echo"
         else:
-            targets.append({"name": name, "measure": "p50 ratio", "met": None, "detail": "not measured"})
+            targets.append(
+                {"name": name, "measure": "p50 ratio", "met": None, "detail": "not measured"}
+            )
             return
         targets.append(
             {
@@ -413,7 +503,14 @@ def _targets(tests: dict, connections: int) -> list[dict]:
             }
         )
     else:
-        targets.append({"name": f"{connections:,} connections", "measure": "req/s, p99, errors", "met": None, "detail": "not measured"})
+        targets.append(
+            {
+                "name": f"{connections:,} connections",
+                "measure": "req/s, p99, errors",
+                "met": None,
+                "detail": "not measured",
+            }
+        )
     return targets
 
 
@@ -467,20 +564,34 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``python -m spike.bench``."""
     parser = argparse.ArgumentParser(
         prog="python -m spike.bench",
-        description="Measure the spike against a C floor, a Python floor, HTTP and ZeroMQ on this machine.",
+        description=(
+            "Measure the spike against a C floor, a Python floor, HTTP and ZeroMQ on this machine."
+        ),
     )
     parser.add_argument("--quick", action="store_true", help="a short run (well under a minute)")
-    parser.add_argument("--json", metavar="FILE", type=Path, help="also save the results to FILE as JSON")
-    parser.add_argument("--cpu", type=int, default=0, help="CPU to pin client and servers to on Linux (default 0)")
+    parser.add_argument(
+        "--json", metavar="FILE", type=Path, help="also save the results to FILE as JSON"
+    )
+    parser.add_argument(
+        "--cpu", type=int, default=0, help="CPU to pin client and servers to on Linux (default 0)"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin to a CPU")
-    parser.add_argument("--no-c", action="store_true", help="skip the C floors even when a compiler exists")
+    parser.add_argument(
+        "--no-c", action="store_true", help="skip the C floors even when a compiler exists"
+    )
     sizes = parser.add_argument_group("sizes (override the --quick or full defaults)")
-    sizes.add_argument("--rounds", type=_positive_int, help="interleaved rounds; figures are medians over them")
+    sizes.add_argument(
+        "--rounds", type=_positive_int, help="interleaved rounds; figures are medians over them"
+    )
     sizes.add_argument("--requests", type=_positive_int, help="round trips per case per round")
-    sizes.add_argument("--warmup", type=_non_negative_int, help="untimed round trips before each timed batch")
+    sizes.add_argument(
+        "--warmup", type=_non_negative_int, help="untimed round trips before each timed batch"
+    )
     sizes.add_argument("--pipeline", type=_positive_int, help="messages per pipelined batch")
     sizes.add_argument("--connections", type=_positive_int, help="concurrent connections")
-    sizes.add_argument("--conn-requests", type=_positive_int, help="round trips per concurrent connection")
+    sizes.add_argument(
+        "--conn-requests", type=_positive_int, help="round trips per concurrent connection"
+    )
     sizes.add_argument("--big-mib", type=_positive_float, help="size of the big message in MiB")
     return parser
 
@@ -500,7 +611,10 @@ def run(settings: Settings, *, cpu: int | None, use_c: bool, mode: str, command:
     pinning = pin_to_cpu(cpu)
     cap = load.max_select_sockets()
     if cap is not None and settings.connections > cap:
-        notes.append(f"connections lowered from {settings.connections} to {cap}: select() on this OS watches at most 512 sockets.")
+        notes.append(
+            f"connections lowered from {settings.connections} to {cap}: select() on this OS "
+            "watches at most 512 sockets."
+        )
         settings.connections = cap
     limit_note = load.raise_open_file_limit(settings.connections + 256)
     if limit_note:
@@ -519,7 +633,7 @@ def run(settings: Settings, *, cpu: int | None, use_c: bool, mode: str, command:
             except BenchSetupError as exc:
                 notes.append(f"skipped: {exc}")
                 _progress(f"  skipped: {exc}")
-        _run_rounds(cases, servers, settings.rounds)
+        _run_rounds(cases, servers, settings.rounds, notes)
     finally:
         for server in servers.values():
             server.stop()
@@ -529,7 +643,10 @@ def run(settings: Settings, *, cpu: int | None, use_c: bool, mode: str, command:
     tests = _results(cases)
     return {
         "schema": SCHEMA,
-        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "date": _dt.datetime.now(_dt.timezone.utc)
+        .replace(microsecond=0)
+        .isoformat()
+        .replace("+00:00", "Z"),
         "mode": mode,
         "command": command,
         "message": MESSAGE,
@@ -581,9 +698,17 @@ def main(argv: list[str] | None = None) -> int:
         f"Rerun this with: {_command_line(argv)}  |  full run for the report page: "
         "uv run python -m spike.bench --json docs/data/benchmark.json  |  a short check: --quick"
     )
-    spike_failed = [row for t in results["tests"].values() for row in t["rows"] if row["role"] == "spike" and "failure" in row]
+    spike_failed = [
+        row
+        for t in results["tests"].values()
+        for row in t["rows"]
+        if row["role"] == "spike" and "failure" in row
+    ]
     if spike_failed:
-        print(f"error: the spike itself could not be measured: {spike_failed[0]['failure']}", file=sys.stderr)
+        print(
+            f"error: the spike itself could not be measured: {spike_failed[0]['failure']}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

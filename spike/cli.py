@@ -9,12 +9,14 @@ problem (port in use, no server, timeout, an error reply), 2 a usage mistake
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import signal
 import sys
 import threading
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from .client import DEFAULT_TIMEOUT, Client
 from .ops import default_ops
@@ -85,18 +87,14 @@ def _prepare_stdout() -> None:
 
 def _say(line: str) -> None:
     """Print one line; a closed stdout must not stop the server."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         print(line, flush=True)
-    except (OSError, ValueError):
-        pass
 
 
 def _say_error(line: str) -> None:
     """Print one line on stderr; a closed stderr must not stop the server."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         print(line, file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
 
 
 def _fail(prog: str, message: str) -> int:
@@ -122,7 +120,10 @@ def _server_parser() -> argparse.ArgumentParser:
         "0.0.0.0 for every network interface)",
     )
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help="TCP port (default %(default)s; 0 picks a free one)"
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help="TCP port (default %(default)s; 0 picks a free one)",
     )
     parser.add_argument(
         "--max-line-bytes",
@@ -178,7 +179,7 @@ def _raise_open_file_limit(wanted: int = 65536) -> None:
     """Let the server hold thousands of connections: lift the soft limit on
     open files (often 1024 on Linux, 256 on macOS) toward the hard limit."""
     try:
-        import resource
+        import resource  # noqa: PLC0415  (POSIX only)
     except ImportError:  # Windows: no such limit to lift
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -246,9 +247,15 @@ def _client_parser() -> argparse.ArgumentParser:
             "reply, 2 bad arguments."
         ),
     )
-    parser.add_argument("messages", nargs="*", metavar="MESSAGE", help="message(s) to send, one per reply")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="server address (default %(default)s)")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="server port (default %(default)s)")
+    parser.add_argument(
+        "messages", nargs="*", metavar="MESSAGE", help="message(s) to send, one per reply"
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help="server address (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="server port (default %(default)s)"
+    )
     parser.add_argument(
         "--timeout",
         type=_seconds(allow_zero=False),
@@ -350,14 +357,16 @@ def _run_client(args: argparse.Namespace, params: dict[str, Any]) -> int:
             interactive = sys.stdin.isatty()
             if interactive:
                 print(
-                    f"Connected to {format_address((args.host, args.port))}. Type a message and press Enter; "
+                    f"Connected to {format_address((args.host, args.port))}. Type a message and "
+                    "press Enter; "
                     "Ctrl+D (Ctrl+Z then Enter on Windows) quits.",
                     file=sys.stderr,
                 )
             messages = _stdin_lines(interactive)
-        for line in itertools.chain(wire_lines, messages):
-            if args.json and not line.startswith("{"):
-                line = encode_request("echo", {"text": line}, next_id).decode().rstrip("\n")
+        for typed in itertools.chain(wire_lines, messages):
+            line = typed
+            if args.json and not typed.startswith("{"):
+                line = encode_request("echo", {"text": typed}, next_id).decode().rstrip("\n")
                 next_id += 1
             _say(f"Sent: {line}")
             reply = client.send_line(line)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ipaddress
 import socket
 from typing import Any
 
@@ -97,14 +98,18 @@ class Client:
             self._sock: socket.socket | None = socket.create_connection(
                 (host, port), timeout=timeout
             )
-        except socket.timeout:
-            raise PipeTimeout(_connect_failure(host, port, f"timed out after {timeout} s")) from None
+        except TimeoutError:
+            raise PipeTimeout(
+                _connect_failure(host, port, f"timed out after {timeout} s")
+            ) from None
         except ConnectionRefusedError:
             raise ConnectError(
                 _connect_failure(host, port, "connection refused (is the server running?)")
             ) from None
         except socket.gaierror as exc:
-            raise ConnectError(_connect_failure(host, port, f"unknown host ({exc.strerror})")) from None
+            raise ConnectError(
+                _connect_failure(host, port, f"unknown host ({exc.strerror})")
+            ) from None
         except (OSError, OverflowError) as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise ConnectError(_connect_failure(host, port, str(reason))) from None
@@ -154,7 +159,8 @@ class Client:
             self.close()
             raise ProtocolError(
                 "bad_request",
-                f"reply from {self._where} has id {reply.get('id')!r}, not the request's {request_id}",
+                f"reply from {self._where} has id {reply.get('id')!r}, not the request's "
+                f"{request_id}",
             )
         return reply["result"]
 
@@ -184,15 +190,19 @@ class Client:
         sock = self._require_socket()
         try:
             sock.sendall(data)
-        except socket.timeout:
+        except TimeoutError:
             self.close()
-            raise PipeTimeout(f"sending to {self._where} timed out after {self.timeout} s") from None
+            raise PipeTimeout(
+                f"sending to {self._where} timed out after {self.timeout} s"
+            ) from None
         except OSError as exc:
             # A server that refuses a message (line_too_long) answers, then
             # hangs up while we are still sending. Its answer may already be
             # waiting to be read: the reply read that comes next reports it,
             # or this failure if there is none.
-            self._send_failure = f"connection to {self._where} lost while sending: {exc.strerror or exc}"
+            self._send_failure = (
+                f"connection to {self._where} lost while sending: {exc.strerror or exc}"
+            )
 
     def _receive_line(self) -> bytes:
         lines = self._lines
@@ -200,13 +210,14 @@ class Client:
             sock = self._require_socket()
             try:
                 data = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 self.close()
                 raise PipeTimeout(f"no reply from {self._where} within {self.timeout} s") from None
             except OSError as exc:
                 self.close()
                 raise ConnectionClosed(
-                    self._send_failure or f"connection to {self._where} lost: {exc.strerror or exc}"
+                    self._send_failure
+                    or f"connection to {self._where} lost: {exc.strerror or exc}"
                 ) from None
             if not data:
                 self.close()
@@ -245,8 +256,6 @@ def _connect_failure(host: str, port: int, reason: str) -> str:
 
 
 def _is_wildcard(host: str) -> bool:
-    import ipaddress  # only on this error path
-
     try:
         return ipaddress.ip_address(host.strip("[]")).is_unspecified
     except ValueError:  # a name, not an address
@@ -261,7 +270,7 @@ def _raise_if_error(reply: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``spike-client`` and ``python -m spike.client``."""
-    from .cli import client_main
+    from .cli import client_main  # noqa: PLC0415  (cli imports this module)
 
     return client_main(argv)
 

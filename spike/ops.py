@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import datetime
 import platform
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ._version import __version__
 from .protocol import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError

@@ -164,7 +164,7 @@ class LineFramer:
     The limit counts a line's bytes before its ``\\n``.
     """
 
-    __slots__ = ("max_line_bytes", "_partial", "_after_flush")
+    __slots__ = ("_after_flush", "_partial", "max_line_bytes")
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         if max_line_bytes < 1:
@@ -273,12 +273,8 @@ def _finite_float(text: str) -> float:
 
 
 _std_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
-_std_dumps = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":")
-).encode
-_ascii_dumps = json.JSONEncoder(
-    ensure_ascii=True, allow_nan=False, separators=(",", ":")
-).encode
+_std_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_ascii_dumps = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 
 if _orjson is not None:
     JSON_BACKEND = "orjson"

@@ -21,7 +21,8 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ._poller import READ as _READ
 from ._poller import READY_READ as _READY_READ
@@ -341,7 +342,9 @@ class Connection:
         except (TypeError, ValueError) as exc:
             return self._failed("the result", exc, request_id, "is not JSON-serializable")
 
-    def _failed(self, what: str, exc: Exception, request_id: Any = NO_ID, how: str = "failed") -> bytes:
+    def _failed(
+        self, what: str, exc: Exception, request_id: Any = NO_ID, how: str = "failed"
+    ) -> bytes:
         message = f"{what} {how}: {type(exc).__name__}: {exc}"
         if self._error_log is not None:
             self._error_log(f"Error: {message}")
@@ -654,8 +657,7 @@ class Server:
         """Close a connection whose handling raised, and say why."""
         if self.error_log is not None:
             self.error_log(
-                f"Error: closing {format_address(conn.peer)} after "
-                f"{type(exc).__name__}: {exc}"
+                f"Error: closing {format_address(conn.peer)} after {type(exc).__name__}: {exc}"
             )
         with contextlib.suppress(Exception):
             conn.close()
@@ -749,7 +751,9 @@ if sys.platform.startswith("linux"):
         """Bytes the kernel holds for the peer: not yet sent, or not yet
         acknowledged (SIOCOUTQ, which equals TIOCOUTQ). 0 if unknown."""
         try:
-            return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)), sys.byteorder)
+            return int.from_bytes(
+                fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)), sys.byteorder
+            )
         except (OSError, ValueError):
             return 0
 
@@ -775,10 +779,8 @@ def _never_raising(log: Log) -> Log:
     can never stop the server: its errors are ignored."""
 
     def safe_log(line: str) -> None:
-        try:
+        with contextlib.suppress(Exception):
             log(line)
-        except Exception:
-            pass
 
     return safe_log
 
@@ -859,7 +861,7 @@ def running_server(**server_kwargs: Any) -> Iterator[Server]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``spike-server`` and ``python -m spike.server``."""
-    from .cli import server_main
+    from .cli import server_main  # noqa: PLC0415  (cli imports this module)
 
     return server_main(argv)
 

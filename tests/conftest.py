@@ -10,8 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import pytest
 
@@ -125,7 +125,9 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(module: str, *args: str, input: str | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, input: str | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess:
     """Run ``python -m <module> args`` to completion, capturing text output."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -46,7 +46,9 @@ def _bench(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProc
 
 
 def _load_hook():
-    spec = importlib.util.spec_from_file_location("benchmark_hook", ROOT / "hooks" / "benchmark.py")
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_hook", ROOT / "hooks" / "benchmark.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -69,14 +71,18 @@ def test_tiny_run_succeeds_and_explains_itself(tiny_run):
     assert "Traceback" not in done.stderr
     # Progress on stderr, the table and the rerun hint on stdout.
     assert "round 1/1" in done.stderr
-    for heading in ("Round trip on one connection", "Many connections at once", "Targets for the spike"):
+    for heading in (
+        "Round trip on one connection",
+        "Many connections at once",
+        "Targets for the spike",
+    ):
         assert heading in done.stdout
     assert f"results saved to {out}" in done.stdout
     assert "Rerun this with: python -m spike.bench --quick" in done.stdout
 
 
 def test_results_file_has_every_measurement(tiny_run):
-    done, out = tiny_run
+    _done, out = tiny_run
     results = json.loads(out.read_text(encoding="utf-8"))
     assert results["schema"] == 1
     assert results["mode"] == "quick"
@@ -99,10 +105,16 @@ def test_results_file_has_every_measurement(tiny_run):
         assert ids <= set(rows), f"{test}: missing {ids - set(rows)}"
         for row in rows.values():
             assert "failure" not in row, f"{test}/{row['id']}: {row['failure']}"
-            numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not k.startswith("vs_")}
+            numbers = {
+                k: v
+                for k, v in row.items()
+                if isinstance(v, (int, float)) and not k.startswith("vs_")
+            }
             for key, value in numbers.items():
                 if key != "errors":
-                    assert value > 0 and math.isfinite(value), f"{test}/{row['id']}/{key} = {value}"
+                    assert value > 0 and math.isfinite(value), (
+                        f"{test}/{row['id']}/{key} = {value}"
+                    )
 
     for row in _rows(results, "connections").values():
         assert row["errors"] == 0
@@ -114,7 +126,9 @@ def test_results_file_has_every_measurement(tiny_run):
         assert _rows(results, "connections")["spike"]["vs_c_epoll"] > 0
 
     targets = {t["name"]: t for t in results["targets"]}
-    assert {"plain-text round trip", "JSON echo round trip", "20 connections: errors"} <= set(targets)
+    assert {"plain-text round trip", "JSON echo round trip", "20 connections: errors"} <= set(
+        targets
+    )
     # Evaluated, whatever the outcome: a verdict, never a missing value.
     assert targets["plain-text round trip"]["met"] in (True, False)
     assert targets["20 connections: errors"]["met"] is True
@@ -157,7 +171,11 @@ def test_hook_renders_the_page_from_a_results_file(tiny_run):
     assert "{{bench" not in page
     # A Markdown table with the spike's row and the floors' ratios...
     assert "| Server | p50 | p99 | Requests/s | ÷ C floor | ÷ Python floor |" in page
-    spike_line = next(line for line in page.splitlines() if line.startswith("| **spike, plain text** |") and "µs" in line)
+    spike_line = next(
+        line
+        for line in page.splitlines()
+        if line.startswith("| **spike, plain text** |") and "µs" in line
+    )
     assert spike_line.count("|") == 7
     # ...an inline SVG chart with a bar per measured round trip...
     assert page.count('<svg class="bench-chart"') == 2
@@ -178,7 +196,7 @@ def test_hook_errors_are_clear(tmp_path):
     hook = _load_hook()
     from mkdocs.exceptions import PluginError
 
-    with pytest.raises(PluginError, match="python -m spike.bench --json"):
+    with pytest.raises(PluginError, match=r"python -m spike\.bench --json"):
         hook.load_results(tmp_path / "missing.json")
     broken = tmp_path / "broken.json"
     broken.write_text("{}", encoding="utf-8")
@@ -220,7 +238,9 @@ def test_load_generator_counts_every_lost_request():
     thread = threading.Thread(target=hang_up_on_everyone, daemon=True)
     thread.start()
     try:
-        timed = _bench_load.many_connections("127.0.0.1", port, "hello", connections=10, requests_each=3, timeout_s=10)
+        timed = _bench_load.many_connections(
+            "127.0.0.1", port, "hello", connections=10, requests_each=3, timeout_s=10
+        )
     finally:
         stop.set()
         thread.join(timeout=5)

@@ -54,7 +54,7 @@ def test_quiet_server_logs_no_events(server_process) -> None:
 def test_quiet_server_still_prints_errors_on_stderr(server_process) -> None:
     proc = server_process("--port", "0", "--quiet", "--max-line-bytes", "10")
     with socket.create_connection(("127.0.0.1", proc.port), timeout=WAIT) as sock:
-        local = "%s:%d" % sock.getsockname()[:2]
+        local = "{}:{}".format(*sock.getsockname()[:2])
         sock.sendall(b"more than ten bytes\n")
         reply = sock.makefile("rb").readline()
     assert b'"line_too_long"' in reply
@@ -94,7 +94,9 @@ def test_server_lifts_its_open_file_limit_for_many_clients() -> None:
         "_raise_open_file_limit()\n"
         "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, cwd=ROOT
+    )
     import resource
 
     soft, hard = (int(x) for x in result.stdout.split())
@@ -112,7 +114,13 @@ def test_port_in_use_is_one_line_and_exit_1() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--bogus"], ["--port", "99999"], ["--port", "abc"], ["--flush-after", "-1"], ["--max-line-bytes", "0"]],
+    [
+        ["--bogus"],
+        ["--port", "99999"],
+        ["--port", "abc"],
+        ["--flush-after", "-1"],
+        ["--max-line-bytes", "0"],
+    ],
 )
 def test_server_bad_flags(args: list[str]) -> None:
     result = run_cli("spike.server", *args)
@@ -147,7 +155,9 @@ def test_client_sends_each_line_of_a_message(server) -> None:
 
 def test_client_json_modes(server) -> None:
     port = str(server.address[1])
-    result = run_cli("spike.client", "--port", port, "--json", "hi", '{"op": "echo", "text": "raw"}')
+    result = run_cli(
+        "spike.client", "--port", port, "--json", "hi", '{"op": "echo", "text": "raw"}'
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         'Sent: {"op":"echo","id":1,"text":"hi"}',
@@ -156,7 +166,9 @@ def test_client_json_modes(server) -> None:
         'Received: {"ok":true,"result":{"text":"raw"}}',
     ]
     result = run_cli("spike.client", "--port", port, "--op", "echo", "--param", "text=via op")
-    assert result.stdout.splitlines()[1] == 'Received: {"id":1,"ok":true,"result":{"text":"via op"}}'
+    assert (
+        result.stdout.splitlines()[1] == 'Received: {"id":1,"ok":true,"result":{"text":"via op"}}'
+    )
     info = run_cli("spike.client", "--port", port, "--op", "info")
     assert info.returncode == 0 and '"server":"spike"' in info.stdout
 
@@ -170,7 +182,12 @@ def test_client_error_reply_exits_1(server) -> None:
 def test_client_reads_stdin_lines(server) -> None:
     result = run_cli("spike.client", "--port", str(server.address[1]), input="first\nsecond\r\n")
     assert result.returncode == 0
-    assert result.stdout.splitlines() == ["Sent: first", "Received: first", "Sent: second", "Received: second"]
+    assert result.stdout.splitlines() == [
+        "Sent: first",
+        "Received: first",
+        "Sent: second",
+        "Received: second",
+    ]
 
 
 def test_client_without_a_server_is_one_line_and_exit_1() -> None:
@@ -180,7 +197,10 @@ def test_client_without_a_server_is_one_line_and_exit_1() -> None:
     assert_one_line_error(result.stderr, f"127.0.0.1:{port}", "is the server running?")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux routes a connect to 0.0.0.0 to this machine")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="Linux routes a connect to 0.0.0.0 to this machine",
+)
 def test_client_copying_the_servers_0_0_0_0_gets_a_one_line_hint() -> None:
     port = free_port()
     result = run_cli("spike.client", "--host", "0.0.0.0", "--port", str(port), "hello")
@@ -196,7 +216,9 @@ def test_client_timeout_is_one_line_and_exit_1() -> None:
     assert_one_line_error(result.stderr, f"127.0.0.1:{port}", "0.3")
 
 
-@pytest.mark.parametrize("args", [["--nope"], ["--port", "-1"], ["--timeout", "0"], ["--param", "a=1"]])
+@pytest.mark.parametrize(
+    "args", [["--nope"], ["--port", "-1"], ["--timeout", "0"], ["--param", "a=1"]]
+)
 def test_client_bad_flags(args: list[str]) -> None:
     result = run_cli("spike.client", *args)
     assert result.returncode == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import WAIT, free_port
@@ -139,7 +139,9 @@ def test_connection_refused_names_the_address() -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "0:0:0:0:0:0:0:0"])
 def test_a_wildcard_host_gets_a_hint_to_use_a_real_address(host: str) -> None:
     message = _connect_failure(host, 3000, "connection refused (is the server running?)")
-    assert message.startswith(f"cannot connect to {format_address((host, 3000))}: connection refused")
+    assert message.startswith(
+        f"cannot connect to {format_address((host, 3000))}: connection refused"
+    )
     assert f'{host} means "every interface" on the server side' in message
     assert "127.0.0.1" in message and "\n" not in message
 
@@ -149,13 +151,18 @@ def test_a_real_host_gets_no_hint(host: str) -> None:
     assert "every interface" not in _connect_failure(host, 3000, "timed out after 5 s")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux routes a connect to 0.0.0.0 to this machine")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="Linux routes a connect to 0.0.0.0 to this machine",
+)
 def test_a_failed_connect_to_0_0_0_0_carries_the_hint() -> None:
     port = free_port()
     with pytest.raises(ConnectError) as caught:
         Client("0.0.0.0", port, timeout=WAIT)
     assert f"cannot connect to 0.0.0.0:{port}: connection refused" in str(caught.value)
-    assert "connect to: use 127.0.0.1 (same machine) or the server's IP address" in str(caught.value)
+    assert "connect to: use 127.0.0.1 (same machine) or the server's IP address" in str(
+        caught.value
+    )
 
 
 def test_ipv6_address_is_written_in_brackets() -> None:
@@ -185,7 +192,7 @@ def test_no_reply_times_out_and_closes(raw_peer) -> None:
 
 
 def test_peer_hangs_up_before_replying(raw_peer) -> None:
-    address = raw_peer(lambda conn: read_line(conn))
+    address = raw_peer(read_line)
     with Client(*address) as client, pytest.raises(ConnectionClosed) as caught:
         client.send_text("hello?")
     assert f"{address[0]}:{address[1]}" in str(caught.value)
@@ -211,7 +218,10 @@ def test_reply_longer_than_the_client_limit(raw_peer) -> None:
         read_line(conn)
         conn.sendall(b"y" * 2000 + b"\n")
 
-    with Client(*raw_peer(behave), max_reply_bytes=1000) as client, pytest.raises(ProtocolError) as caught:
+    with (
+        Client(*raw_peer(behave), max_reply_bytes=1000) as client,
+        pytest.raises(ProtocolError) as caught,
+    ):
         client.send_text("x")
     assert caught.value.code == "line_too_long"
 

@@ -8,6 +8,7 @@ on an ephemeral port and check the output the page shows.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -134,7 +135,9 @@ def test_raw_json_line_gets_the_reply_the_page_shows(word_count_server):
 
 def test_teammate_client_program_prints_what_the_page_shows(word_count_server):
     _, port = word_count_server
-    done = _run([sys.executable, str(EXAMPLES / "teammate_client.py"), "--port", str(port), SENTENCE])
+    done = _run(
+        [sys.executable, str(EXAMPLES / "teammate_client.py"), "--port", str(port), SENTENCE]
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == SHOWN_OUTPUT
     page = TUTORIAL.read_text(encoding="utf-8")
@@ -184,7 +187,9 @@ def test_service_script_serves_until_ctrl_c():
     )
     try:
         first = proc.stdout.readline()
-        match = re.fullmatch(r"Word-count service on 127\.0\.0\.1:(\d+) \(press Ctrl\+C to stop\)\n", first)
+        match = re.fullmatch(
+            r"Word-count service on 127\.0\.0\.1:(\d+) \(press Ctrl\+C to stop\)\n", first
+        )
         assert match, first + proc.stderr.read()
         port = int(match[1])
         assert teammate.count_words(SENTENCE, "127.0.0.1", port)["words"] == 6
@@ -237,7 +242,7 @@ _VARYING_OPS = {"info", "stats"}
 def _protocol_examples() -> list[tuple[str, str]]:
     lines = PROTOCOL_PAGE.read_text(encoding="utf-8").splitlines()
     pairs = []
-    for sent, answer in zip(lines, lines[1:]):
+    for sent, answer in itertools.pairwise(lines):
         if sent.startswith("→ ") and answer.startswith("← "):
             pairs.append((sent[2:], answer[2:]))
     return pairs
@@ -252,10 +257,12 @@ def test_protocol_page_has_examples():
 
 @pytest.mark.parametrize("request_line, shown", _protocol_examples())
 def test_protocol_page_example_matches_the_server(request_line, shown):
-    with running_server(port=0, poll_interval=0.05) as server:
-        with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
-            sock.sendall(request_line.encode() + b"\n")
-            reply = sock.makefile("rb").readline().decode()
+    with (
+        running_server(port=0, poll_interval=0.05) as server,
+        socket.create_connection(server.address, timeout=TIMEOUT) as sock,
+    ):
+        sock.sendall(request_line.encode() + b"\n")
+        reply = sock.makefile("rb").readline().decode()
     assert reply.endswith("\n")
     reply = reply[:-1]
     if not shown.startswith("{"):
@@ -312,9 +319,13 @@ def test_tutorial_cli_command_calls_the_new_op(word_count_server):
 
 def test_demo_json_flag_sends_the_line_the_page_shows(word_count_server):
     page = DEMO.read_text(encoding="utf-8")
-    shown = re.search(r'`uv run spike-client --json "(?P<text>[^"]+)"` sends\s+`(?P<line>\{[^`]+\})`', page)
+    shown = re.search(
+        r'`uv run spike-client --json "(?P<text>[^"]+)"` sends\s+`(?P<line>\{[^`]+\})`', page
+    )
     assert shown, "the demo page no longer shows what --json sends"
     _, port = word_count_server
-    done = _run([sys.executable, "-m", "spike.client", "--port", str(port), "--json", shown["text"]])
+    done = _run(
+        [sys.executable, "-m", "spike.client", "--port", str(port), "--json", shown["text"]]
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == f"Sent: {shown['line']}"

@@ -77,36 +77,41 @@ def test_strict_mode_waits_for_the_newline() -> None:
 
 
 def test_the_line_limit_holds_while_waiting() -> None:
-    with running_server(port=0, max_line_bytes=64, flush_after=5.0) as server:
-        with connect(server.address) as sock:
-            reader = LineReader(sock)
-            sock.sendall(b"x" * 65)  # over the limit, no newline, long flush delay
-            reply = json.loads(reader.line())
-            assert reply["error"]["code"] == "line_too_long"
-            assert reader.at_eof()
+    with (
+        running_server(port=0, max_line_bytes=64, flush_after=5.0) as server,
+        connect(server.address) as sock,
+    ):
+        reader = LineReader(sock)
+        sock.sendall(b"x" * 65)  # over the limit, no newline, long flush delay
+        reply = json.loads(reader.line())
+        assert reply["error"]["code"] == "line_too_long"
+        assert reader.at_eof()
 
 
 def test_trickling_client_is_bounded_and_delays_nobody() -> None:
     # A byte every ~20 ms for longer than flush_after: each byte restarts the
     # flush timer, so only the line limit ends this line, and the other
     # client is answered at once throughout.
-    with running_server(port=0, max_line_bytes=32, flush_after=0.5) as server:
-        with connect(server.address) as trickler, Client(*server.address, timeout=1.0) as other:
-            trickler.setblocking(False)
-            started = time.monotonic()
-            for i in range(40):
-                try:
-                    trickler.send(b"t")
-                except OSError:  # the server already closed us
-                    break
-                assert other.send_text(f"meanwhile {i}") == f"meanwhile {i}"
-                time.sleep(0.02)  # the client's pace, not synchronisation
-            assert time.monotonic() - started > 0.5
-            trickler.settimeout(WAIT)
-            reader = LineReader(trickler)
-            reply = json.loads(reader.line())
-            assert reply["error"]["code"] == "line_too_long"
-            assert reader.at_eof()
+    with (
+        running_server(port=0, max_line_bytes=32, flush_after=0.5) as server,
+        connect(server.address) as trickler,
+        Client(*server.address, timeout=1.0) as other,
+    ):
+        trickler.setblocking(False)
+        started = time.monotonic()
+        for i in range(40):
+            try:
+                trickler.send(b"t")
+            except OSError:  # the server already closed us
+                break
+            assert other.send_text(f"meanwhile {i}") == f"meanwhile {i}"
+            time.sleep(0.02)  # the client's pace, not synchronisation
+        assert time.monotonic() - started > 0.5
+        trickler.settimeout(WAIT)
+        reader = LineReader(trickler)
+        reply = json.loads(reader.line())
+        assert reply["error"]["code"] == "line_too_long"
+        assert reader.at_eof()
 
 
 def test_no_flush_while_the_server_is_not_reading() -> None:

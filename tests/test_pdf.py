@@ -111,7 +111,7 @@ def numbered_nav() -> list[tuple[str, str, str | None]]:
         for number, item in enumerate(items, start=1):
             if isinstance(item, str):  # a bare page path: the title comes from the page
                 continue
-            (title, value), = item.items()
+            ((title, value),) = item.items()
             yield f"{prefix}{number}", title, value if isinstance(value, str) else None
             if isinstance(value, list):
                 yield from walk(value, f"{prefix}{number}.")
@@ -131,7 +131,9 @@ def page_heading(site: Path, page: str) -> str:
 
 def mermaid_labels() -> dict[str, list[str]]:
     """Plain-text labels of each Mermaid diagram in docs/, keyed by 'page #n'."""
-    fence = re.compile(r"^(?P<indent>[ \t]*)```mermaid[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.S | re.M)
+    fence = re.compile(
+        r"^(?P<indent>[ \t]*)```mermaid[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.S | re.M
+    )
     label = re.compile(
         r"(?:\bas\s+(?P<alias>[^\n]+)$)"  # participant X as Label
         r"|(?::\s*(?P<message>[^\n]+)$)"  # A->>B: message / Note over A: text
@@ -145,8 +147,8 @@ def mermaid_labels() -> dict[str, list[str]]:
             parts = []
             for found in label.finditer(match.group("body")):
                 text = next(group for group in found.groups() if group)
-                for part in re.split(r"<br\s*/?>", text):
-                    part = " ".join(part.strip().strip('"').split())
+                for raw in re.split(r"<br\s*/?>", text):
+                    part = " ".join(raw.strip().strip('"').split())
                     # Labels with markup or symbols may be drawn differently.
                     if re.fullmatch(r"[\w .,:'/-]{3,}", part):
                         parts.append(part)
@@ -171,10 +173,12 @@ def printed(tmp_path_factory):
 
 @can_print
 def test_build_writes_pdf_and_says_so_with_page_count_and_time(printed):
-    result, site, reader, _, _ = printed
+    result, _site, reader, _, _ = printed
     lines = [line for line in result.stderr.splitlines() if "PDF written:" in line]
     assert len(lines) == 1, result.stderr[-3000:]
-    match = re.search(r"PDF written: (?P<path>\S+) \((?P<pages>\d+) pages, (?P<seconds>[\d.]+) s\)", lines[0])
+    match = re.search(
+        r"PDF written: (?P<path>\S+) \((?P<pages>\d+) pages, (?P<seconds>[\d.]+) s\)", lines[0]
+    )
     assert match, lines[0]
     assert Path(match["path"]).name == PDF_NAME
     assert int(match["pages"]) == len(reader.pages)
@@ -212,7 +216,9 @@ def test_contents_lists_every_nav_title_numbered_in_nav_order(printed):
     position = 0
     for number, title, _ in nav:
         found = contents.find(f"{number} {title}", position)
-        assert found >= 0, f"'{number} {title}' missing or out of order in the contents: {contents}"
+        assert found >= 0, (
+            f"'{number} {title}' missing or out of order in the contents: {contents}"
+        )
         position = found
 
 
@@ -260,8 +266,8 @@ def _fill_colours(reader: PdfReader) -> set[tuple[float, float, float]]:
     def streams(obj):
         resources = obj.get("/Resources")
         xobjects = resources.get_object().get("/XObject") if resources is not None else None
-        for xobject in (xobjects.get_object().values() if xobjects else []):
-            xobject = xobject.get_object()
+        for ref in xobjects.get_object().values() if xobjects else []:
+            xobject = ref.get_object()
             if xobject.get("/Subtype") == "/Form":
                 yield xobject.get_data()
                 yield from streams(xobject)
@@ -293,7 +299,8 @@ def test_terminal_and_code_blocks_wrap_on_paper(printed):
     _, site, _, _, _ = printed
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(pdf_hook.find_browser()), args=pdf_hook.BROWSER_FLAGS + ["--no-sandbox"]
+            executable_path=str(pdf_hook.find_browser()),
+            args=[*pdf_hook.BROWSER_FLAGS, "--no-sandbox"],
         )
         try:
             # US Letter minus the 0.6 in side margins, in CSS pixels.
@@ -301,7 +308,9 @@ def test_terminal_and_code_blocks_wrap_on_paper(printed):
             # The site's own files only; nothing from the network.
             context.route(
                 "**/*",
-                lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort(),
+                lambda route: (
+                    route.continue_() if route.request.url.startswith("file:") else route.abort()
+                ),
             )
             page = context.new_page()
             page.goto((site / "print_page" / "index.html").as_uri(), wait_until="load")
@@ -350,7 +359,9 @@ def test_no_browser_the_site_still_builds_and_one_line_says_how(tmp_path):
     assert "print_page/" in index and PDF_NAME not in index
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="Windows and macOS also look in fixed install folders")
+@pytest.mark.skipif(
+    sys.platform != "linux", reason="Windows and macOS also look in fixed install folders"
+)
 def test_no_browser_on_path_the_site_still_builds(tmp_path):
     site = tmp_path / "site"
     result = build(site, PATH="")

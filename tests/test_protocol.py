@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -22,7 +23,7 @@ from spike.protocol import (
     encode_text,
 )
 
-STREAM = "A message from CS361!\nhé€𝄞 ünïcode\r\n{\"op\": \"echo\", \"text\": \"ß\"}\n\nlast".encode()
+STREAM = 'A message from CS361!\nhé€𝄞 ünïcode\r\n{"op": "echo", "text": "ß"}\n\nlast'.encode()
 STREAM_LINES = [
     b"A message from CS361!",
     "hé€𝄞 ünïcode".encode(),
@@ -157,10 +158,12 @@ line_bytes = st.binary(max_size=40).filter(lambda b: b"\n" not in b)
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30),
 )
 @settings(max_examples=300, deadline=None)
-def test_any_chunking_gives_the_same_lines(lines: list[bytes], tail: bytes, cuts: list[int]) -> None:
+def test_any_chunking_gives_the_same_lines(
+    lines: list[bytes], tail: bytes, cuts: list[int]
+) -> None:
     stream = b"".join(line + b"\n" for line in lines) + tail
     points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
-    chunks = [stream[a:b] for a, b in zip(points, points[1:])]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(points)]
     framer = LineFramer()
     expected = [line[:-1] if line.endswith(b"\r") else line for line in lines]
     assert feed_all(framer, chunks) == expected
@@ -254,7 +257,10 @@ def test_reply_shapes() -> None:
     assert encode_error("unknown_op", "no such op", "x") == (
         b'{"id":"x","ok":false,"error":{"code":"unknown_op","message":"no such op"}}\n'
     )
-    assert encode_error("bad_json", "nope") == b'{"ok":false,"error":{"code":"bad_json","message":"nope"}}\n'
+    assert (
+        encode_error("bad_json", "nope")
+        == b'{"ok":false,"error":{"code":"bad_json","message":"nope"}}\n'
+    )
 
 
 def test_text_reply() -> None:
@@ -296,7 +302,9 @@ def test_lone_surrogates_are_escaped_not_fatal() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -320,7 +328,14 @@ def test_echo_request_round_trip(text: str) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"nope", b"[1]", b'{"ok": 1}', b'{"ok": true}', b'{"ok": false}', b'{"ok": false, "error": {"code": 1}}'],
+    [
+        b"nope",
+        b"[1]",
+        b'{"ok": 1}',
+        b'{"ok": true}',
+        b'{"ok": false}',
+        b'{"ok": false, "error": {"code": 1}}',
+    ],
 )
 def test_malformed_replies(line: bytes) -> None:
     with pytest.raises(ProtocolError):

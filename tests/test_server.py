@@ -90,7 +90,12 @@ def test_unknown_host_is_a_bind_error() -> None:
 
 
 def test_bad_arguments() -> None:
-    for kwargs in ({"port": 70000}, {"max_line_bytes": 0}, {"idle_timeout": 0}, {"flush_after": -1}):
+    for kwargs in (
+        {"port": 70000},
+        {"max_line_bytes": 0},
+        {"idle_timeout": 0},
+        {"flush_after": -1},
+    ):
         with pytest.raises(ValueError):
             Server(**{"port": 0, **kwargs})
 
@@ -121,7 +126,7 @@ def test_pipelined_messages_come_back_in_order(server) -> None:
 def test_logs_open_receive_close(server, log: LogCapture) -> None:
     with connect(server.address) as sock:
         round_trip(sock, b"hello\n")
-        local = "%s:%d" % sock.getsockname()[:2]
+        local = "{}:{}".format(*sock.getsockname()[:2])
         round_trip(sock, b"x" * 1000 + b"\x1b[2J\n")
     log.wait_for(lambda line: line.startswith("Connection closed"))
     assert log.lines[0] == f"Connection opened: {local}"
@@ -171,7 +176,9 @@ def test_half_close_still_gets_the_reply() -> None:
         (b'{"op": "nope", "id": 7}\n', "unknown_op", 7),
     ],
 )
-def test_bad_input_gets_an_error_and_the_connection_stays_usable(server, line, code, request_id) -> None:
+def test_bad_input_gets_an_error_and_the_connection_stays_usable(
+    server, line, code, request_id
+) -> None:
     with connect(server.address) as sock:
         reader = LineReader(sock)
         sock.sendall(line)
@@ -206,23 +213,26 @@ def test_op_failed_keeps_the_server_running(log: LogCapture) -> None:
 
 
 def test_over_long_line_closes_only_that_connection() -> None:
-    with running_server(port=0, max_line_bytes=100) as server:
-        with connect(server.address) as bystander, connect(server.address) as offender:
-            assert round_trip(bystander, b"before\n") == b"before"
-            reader = LineReader(offender)
-            offender.sendall(b"fine\n" + b"x" * 101 + b"\n")
-            assert reader.line() == b"fine"
-            error = error_of(reader.line())
-            assert error["error"]["code"] == "line_too_long"
-            assert reader.at_eof()
-            assert round_trip(bystander, b"after\n") == b"after"
-            assert round_trip(bystander, b"y" * 100 + b"\n") == b"y" * 100
+    with (
+        running_server(port=0, max_line_bytes=100) as server,
+        connect(server.address) as bystander,
+        connect(server.address) as offender,
+    ):
+        assert round_trip(bystander, b"before\n") == b"before"
+        reader = LineReader(offender)
+        offender.sendall(b"fine\n" + b"x" * 101 + b"\n")
+        assert reader.line() == b"fine"
+        error = error_of(reader.line())
+        assert error["error"]["code"] == "line_too_long"
+        assert reader.at_eof()
+        assert round_trip(bystander, b"after\n") == b"after"
+        assert round_trip(bystander, b"y" * 100 + b"\n") == b"y" * 100
 
 
 def test_over_long_line_is_logged_with_the_reason(log: LogCapture) -> None:
     with running_server(port=0, max_line_bytes=100, log=log) as server:
         with connect(server.address) as sock:
-            peer = "%s:%d" % sock.getsockname()[:2]
+            peer = "{}:{}".format(*sock.getsockname()[:2])
             sock.sendall(b"fine\n" + b"x" * 101 + b"\n")
             reader = LineReader(sock)
             assert reader.line() == b"fine"
@@ -312,7 +322,7 @@ def test_a_thousand_concurrent_connections_each_get_their_own_replies() -> None:
                 # framer holds a partial line while the others are served.
                 for i, sock in enumerate(socks):
                     sock.sendall(f"client {i} ".encode())
-                for i, sock in enumerate(socks):
+                for sock in socks:
                     sock.sendall(f"round {round_number}\n".encode())
                 for i, reader in enumerate(readers):
                     assert reader.line() == f"client {i} round {round_number}".encode()
@@ -482,19 +492,25 @@ def test_idle_timeout_closes_silent_connections_only() -> None:
             assert round_trip(busy, b"ping\n") == b"ping"
         assert LineReader(silent).at_eof()
         assert round_trip(busy, b"still open\n") == b"still open"
-        log.wait_for(lambda line: line.startswith("Connection closed") and "(0 messages; idle for 0.5 s)" in line)
+        log.wait_for(
+            lambda line: (
+                line.startswith("Connection closed") and "(0 messages; idle for 0.5 s)" in line
+            )
+        )
         silent.close()
         busy.close()
 
 
 def test_idle_timeout_says_when_it_drops_an_unfinished_line() -> None:
     log = LogCapture()
-    with running_server(port=0, idle_timeout=0.3, flush_after=0, log=log) as server:
-        with connect(server.address) as sock:
-            local = "%s:%d" % sock.getsockname()[:2]
-            assert round_trip(sock, b"one\n") == b"one"
-            sock.sendall(b"half a line")
-            assert LineReader(sock).closed_by_peer()
+    with (
+        running_server(port=0, idle_timeout=0.3, flush_after=0, log=log) as server,
+        connect(server.address) as sock,
+    ):
+        local = "{}:{}".format(*sock.getsockname()[:2])
+        assert round_trip(sock, b"one\n") == b"one"
+        sock.sendall(b"half a line")
+        assert LineReader(sock).closed_by_peer()
     closed = log.wait_for(lambda line: line.startswith("Connection closed"))
     assert closed == (
         f"Connection closed: {local} (1 message; idle for 0.3 s; "
@@ -510,14 +526,16 @@ def test_idle_timeout_closes_a_client_that_stopped_reading_its_replies() -> None
         sock.connect(server.address)
         sock.settimeout(WAIT)
         with sock:
-            local = "%s:%d" % sock.getsockname()[:2]
+            local = "{}:{}".format(*sock.getsockname()[:2])
             sock.sendall(b"q" * 999 + b"\n" + b"s" * 2_000_000 + b"\n")  # never read
             closed = log.wait_for(lambda line: line.startswith("Connection closed"))
     assert closed.startswith(f"Connection closed: {local} (2 messages; idle for 0.3 s; ")
     assert closed.endswith(" bytes of replies not delivered)")
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="Windows cannot tell how much a socket has yet to deliver")
+@pytest.mark.skipif(
+    sys.platform == "win32", reason="Windows cannot tell how much a socket has yet to deliver"
+)
 def test_idle_timeout_spares_a_client_still_reading_its_replies() -> None:
     """Traffic in either direction counts: while the server is still sending
     replies to a slow reader, the connection is not idle."""
@@ -555,7 +573,10 @@ def test_connection_class_override() -> None:
         def handle_request(self, op: str, params: dict):
             return {"op": op, "params": params}
 
-    with running_server(port=0, connection_class=Shouting) as server, connect(server.address) as sock:
+    with (
+        running_server(port=0, connection_class=Shouting) as server,
+        connect(server.address) as sock,
+    ):
         reader = LineReader(sock)
         sock.sendall(b'hello\n{"op": "anything", "id": 1, "x": 2}\n')
         assert reader.line() == b"HELLO"
@@ -609,11 +630,15 @@ def test_errors_reach_the_error_log_when_the_event_log_is_off() -> None:
             super().on_readable()
 
     errors = LogCapture()
-    with running_server(port=0, max_line_bytes=10, connection_class=Fragile, error_log=errors) as server:
+    with running_server(
+        port=0, max_line_bytes=10, connection_class=Fragile, error_log=errors
+    ) as server:
         assert server.log is None
         with connect(server.address) as sock:
             assert error_of(round_trip(sock, b"boom\n"))["error"]["code"] == "op_failed"
-            assert error_of(round_trip(sock, b"far too long\n"))["error"]["code"] == "line_too_long"
+            assert (
+                error_of(round_trip(sock, b"far too long\n"))["error"]["code"] == "line_too_long"
+            )
         with connect(server.address) as sock:
             sock.sendall(b"crash\n")
             assert LineReader(sock).closed_by_peer()
@@ -665,7 +690,9 @@ def test_portable_select_poller(monkeypatch: pytest.MonkeyPatch) -> None:
                 sock.close()
 
 
-def test_grouped_select_poller_serves_more_clients_than_one_select_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grouped_select_poller_serves_more_clients_than_one_select_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The Windows loop: select() takes at most 512 sockets there, so the
     poller watches them in groups (here groups of 40, with 150 clients)."""
     import spike._poller
@@ -688,7 +715,7 @@ def test_grouped_select_poller_serves_more_clients_than_one_select_takes(monkeyp
             readers = [LineReader(sock) for sock in socks]
             for i, sock in enumerate(socks):
                 sock.sendall(f"client {i} ".encode())
-            for i, sock in enumerate(socks):
+            for sock in socks:
                 sock.sendall(b"says hi\n")
             for i, reader in enumerate(readers):
                 assert reader.line() == f"client {i} says hi".encode()

@@ -11,8 +11,8 @@ import datetime
 import html
 import os
 import platform
-import re
 import queue
+import re
 import shutil
 import socket
 import subprocess
@@ -121,7 +121,7 @@ def test_capture_comes_from_this_build(site):
 
 def test_capture_shows_the_message_both_ways(site):
     text = site.page_text("spike/demo")
-    assert 'spike.client --port' in text and "A message from CS361" in text
+    assert "spike.client --port" in text and "A message from CS361" in text
     assert "Sent: A message from CS361" in text
     assert "Received: A message from CS361" in text
     server_side = text[text.index("Serving on") :]
@@ -165,7 +165,9 @@ def _append(path: Path, text: str) -> None:
 def test_missing_snippet_fails_the_build(tmp_path):
     build = _broken_copy(
         tmp_path,
-        lambda p: _append(p / "docs/spike/tutorial.md", '\n--8<-- "docs/examples/no_such_file.py"\n'),
+        lambda p: _append(
+            p / "docs/spike/tutorial.md", '\n--8<-- "docs/examples/no_such_file.py"\n'
+        ),
     )
     assert build.returncode != 0
     assert "no_such_file.py" in build.output and "could not be found" in build.output
@@ -200,7 +202,8 @@ def test_build_fails_when_the_capture_marker_is_gone(tmp_path):
     def edit(project: Path) -> None:
         page = project / "docs/spike/demo.md"
         page.write_text(
-            page.read_text(encoding="utf-8").replace("<!-- spike-capture -->", ""), encoding="utf-8"
+            page.read_text(encoding="utf-8").replace("<!-- spike-capture -->", ""),
+            encoding="utf-8",
         )
 
     build = _broken_copy(tmp_path, edit)
@@ -279,7 +282,9 @@ def test_serve_rebuilds_recaptures_and_reloads(tmp_path):
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "SPIKE_PDF": "0"},
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in serve.stdout], daemon=True).start()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in serve.stdout], daemon=True
+    ).start()
     log: list[str] = []
 
     def wait_for(text: str, count: int = 1) -> None:
