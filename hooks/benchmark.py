@@ -20,11 +20,13 @@ hand. A missing results file or a marker left unknown fails the build.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import html
 import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
@@ -84,13 +86,10 @@ def load_results(path: Path) -> dict:
 
 def render_page(markdown: str, results: dict) -> str:
     """The page with every marker and token replaced; unknown markers are errors."""
-    renderers = {
+    renderers: dict[str, Callable[[dict], str]] = {
         "machine": render_machine,
         "tables": render_tables,
-        **{
-            f"table-{test}": (lambda results, test=test: render_tables(results, only=test))
-            for test in TESTS
-        },
+        **{f"table-{test}": functools.partial(render_tables, only=test) for test in TESTS},
         "chart": render_round_trip_chart,
         "conn-chart": render_connections_chart,
         "targets": render_targets,

@@ -165,7 +165,7 @@ def _child_env(root: Path) -> dict[str, str]:
 
 def _start_server(root: Path, env: dict[str, str]) -> subprocess.Popen:
     kwargs: dict = {}
-    if _WINDOWS:
+    if sys.platform == "win32":
         # Its own process group, so CTRL_BREAK reaches the server and not us.
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     return subprocess.Popen(
@@ -227,7 +227,7 @@ def _socket_docs_client(host: str, port: int) -> list[str]:
 
 
 def _stop_server(server: subprocess.Popen) -> None:
-    if _WINDOWS:
+    if sys.platform == "win32":
         server.send_signal(signal.CTRL_BREAK_EVENT)
     else:
         server.send_signal(signal.SIGINT)

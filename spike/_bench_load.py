@@ -19,7 +19,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from spike.client import Client
 
@@ -42,7 +44,7 @@ class Timed:
 
 
 @contextlib.contextmanager
-def _quiet_gc():
+def _quiet_gc() -> Iterator[None]:
     # A collection in the middle of a timed loop is client noise, not server cost.
     was_enabled = gc.isenabled()
     gc.collect()
@@ -109,12 +111,13 @@ def json_round_trips(host: str, port: int, text: str, count: int, warmup: int) -
     with connect(host, port) as sock:
         send, recv = sock.sendall, sock.recv
 
-        def call(i: int) -> dict:
+        def call(i: int) -> dict[str, Any]:
             send(dumps({"op": "echo", "text": text, "id": i}).encode() + b"\n")
             reply = recv(_RECV)
             if not reply.endswith(b"\n"):
                 reply = _read_line(sock, reply)
-            return loads(reply)
+            parsed: dict[str, Any] = loads(reply)
+            return parsed
 
         for i in range(warmup):
             reply = call(-1 - i)

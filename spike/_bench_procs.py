@@ -64,7 +64,7 @@ class ServerProcess:
         self.cpu = cpu
         self.host = ""
         self.port = 0
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[str] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
 
     def start(self) -> ServerProcess:
@@ -101,7 +101,7 @@ class ServerProcess:
         self.host, self.port = address
         return self
 
-    def _drain(self, ready: queue.Queue) -> None:
+    def _drain(self, ready: queue.Queue[tuple[str, int] | None]) -> None:
         announced = False
         assert self._proc is not None and self._proc.stdout is not None
         for line in self._proc.stdout:
@@ -135,7 +135,7 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

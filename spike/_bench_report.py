@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from spike._bench_procs import find_c_compiler
 
@@ -52,7 +53,7 @@ def _compiler_version() -> str | None:
     return first[0] if first else None
 
 
-def machine_info(pinning: str) -> dict:
+def machine_info(pinning: str) -> dict[str, Any]:
     """The facts about this machine that belong next to its results."""
     try:
         import zmq  # noqa: PLC0415  (optional: the 'bench' extra)
@@ -60,7 +61,7 @@ def machine_info(pinning: str) -> dict:
         pyzmq = zmq.__version__
         libzmq = zmq.zmq_version()
     except ImportError:
-        pyzmq = libzmq = None
+        pyzmq = libzmq = None  # type: ignore[assignment, unused-ignore]
     try:
         # Busy neighbours show up here; a high figure means noisier numbers.
         load_average = [round(x, 2) for x in os.getloadavg()]
@@ -83,12 +84,12 @@ def _fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def format_table(results: dict) -> str:
+def format_table(results: dict[str, Any]) -> str:
     """The human-readable results: one block per test, then the targets."""
     lines: list[str] = []
     tests = results["tests"]
 
-    def block(test: str, header: list[str], cells: Callable[[dict], list[str]]) -> None:
+    def block(test: str, header: list[str], cells: Callable[[dict[str, Any]], list[str]]) -> None:
         if test not in tests:
             return
         rows = [header]

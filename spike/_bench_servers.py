@@ -29,7 +29,9 @@ import json
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 HOST = "127.0.0.1"
 _BACKLOG = 4096
@@ -48,7 +50,7 @@ def _listen(port: int) -> socket.socket:
     return listener
 
 
-def _serve_threads(port: int, handle) -> None:
+def _serve_threads(port: int, handle: Callable[[socket.socket], None]) -> None:
     """Accepts forever, handing each connection to ``handle`` on a new thread."""
     listener = _listen(port)
     _announce(HOST, listener.getsockname()[1])
@@ -96,7 +98,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # a log line per request would measure the terminal, not HTTP
 
 

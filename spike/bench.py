@@ -33,8 +33,9 @@ import os
 import shlex
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from spike import _bench_load as load
 from spike._bench_procs import (
@@ -115,8 +116,8 @@ class Case:
     key: str  # unique within the test, names the row in the results
     label: str
     role: str
-    run: Callable[[ServerProcess], dict]
-    rounds: list[dict] = dataclasses.field(default_factory=list)
+    run: Callable[[ServerProcess], dict[str, Any]]
+    rounds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     failure: str = ""
 
 
@@ -131,7 +132,7 @@ TEST_TITLES = {
 # ---------------------------------------------------------------- statistics
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..1) of an already sorted list."""
     if not sorted_values:
         return math.nan
@@ -139,7 +140,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def _round_trip_stats(timed: load.Timed) -> dict:
+def _round_trip_stats(timed: load.Timed) -> dict[str, Any]:
     ordered = sorted(timed.latencies_ns)
     return {
         "p50_us": percentile(ordered, 0.50) / 1e3,
@@ -148,8 +149,8 @@ def _round_trip_stats(timed: load.Timed) -> dict:
     }
 
 
-def _median_of_rounds(rounds: list[dict]) -> dict:
-    merged: dict = {}
+def _median_of_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
     for key in rounds[0]:
         values = [r[key] for r in rounds]
         # Errors add up: one error in any round is an error of the run.
@@ -241,7 +242,7 @@ def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
     def add(
         test: str,
         subject_key: str,
-        run: Callable[[ServerProcess], dict],
+        run: Callable[[ServerProcess], dict[str, Any]],
         label: str = "",
         key: str = "",
         role: str = "",
@@ -259,37 +260,37 @@ def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
                 )
             )
 
-    def text_rt(srv: ServerProcess) -> dict:
+    def text_rt(srv: ServerProcess) -> dict[str, Any]:
         return _round_trip_stats(
             load.text_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
         )
 
-    def json_rt(srv: ServerProcess) -> dict:
+    def json_rt(srv: ServerProcess) -> dict[str, Any]:
         return _round_trip_stats(
             load.json_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
         )
 
-    def client_rt(srv: ServerProcess) -> dict:
+    def client_rt(srv: ServerProcess) -> dict[str, Any]:
         return _round_trip_stats(
             load.client_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
         )
 
-    def http_rt(srv: ServerProcess) -> dict:
+    def http_rt(srv: ServerProcess) -> dict[str, Any]:
         return _round_trip_stats(
             load.http_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
         )
 
-    def zmq_rt(srv: ServerProcess) -> dict:
+    def zmq_rt(srv: ServerProcess) -> dict[str, Any]:
         return _round_trip_stats(
             load.zmq_round_trips(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
         )
 
-    def piped(srv: ServerProcess) -> dict:
+    def piped(srv: ServerProcess) -> dict[str, Any]:
         return {
             "messages_per_s": s.pipeline / load.pipelined(srv.host, srv.port, MESSAGE, s.pipeline)
         }
 
-    def many(srv: ServerProcess) -> dict:
+    def many(srv: ServerProcess) -> dict[str, Any]:
         timed = load.many_connections(srv.host, srv.port, MESSAGE, s.connections, s.conn_requests)
         ordered = sorted(timed.latencies_ns)
         return {
@@ -300,7 +301,7 @@ def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
             "requests": s.connections * s.conn_requests,
         }
 
-    def big(srv: ServerProcess) -> dict:
+    def big(srv: ServerProcess) -> dict[str, Any]:
         # One echo takes only milliseconds, so one hiccup would decide a round:
         # each round takes the median of a few.
         seconds = [load.big_message(srv.host, srv.port, big_bytes) for _ in range(BIG_REPEATS)]
@@ -340,7 +341,7 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _describe(test: str, stats: dict) -> str:
+def _describe(test: str, stats: dict[str, Any]) -> str:
     if test == "round_trip":
         return f"p50 {stats['p50_us']:8.1f} us  p99 {stats['p99_us']:8.1f} us"
     if test == "pipelined":
@@ -402,14 +403,19 @@ def _paired_ratio(case: Case, base: Case | None, key: str) -> float | None:
     ]
     if len(pairs) != len(case.rounds):
         return None
-    return statistics.median(mine / theirs for mine, theirs in pairs)
+    return float(statistics.median(mine / theirs for mine, theirs in pairs))
 
 
-def _results(cases: list[Case]) -> dict:
-    tests: dict[str, dict] = {}
+def _results(cases: list[Case]) -> dict[str, Any]:
+    tests: dict[str, dict[str, Any]] = {}
     for case in cases:
         table = tests.setdefault(case.test, {"title": TEST_TITLES[case.test], "rows": []})
-        row = {"id": case.key, "subject": case.subject, "label": case.label, "role": case.role}
+        row: dict[str, Any] = {
+            "id": case.key,
+            "subject": case.subject,
+            "label": case.label,
+            "role": case.role,
+        }
         if case.rounds:
             row.update(_median_of_rounds(case.rounds))
             row["rounds"] = len(case.rounds)
@@ -438,16 +444,18 @@ def _results(cases: list[Case]) -> dict:
     return tests
 
 
-def _targets(tests: dict, connections: int) -> list[dict]:
+def _targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
     rows = {r["id"]: r for r in tests.get("round_trip", {}).get("rows", []) if "failure" not in r}
     text = rows.get("spike_text")
     as_json = rows.get("spike_json")
     conns = next(
         (r for r in tests.get("connections", {}).get("rows", []) if r["subject"] == "spike"), None
     )
-    targets = []
+    targets: list[dict[str, Any]] = []
 
-    def latency_target(name: str, row: dict | None, c_limit: float, py_limit: float) -> None:
+    def latency_target(
+        name: str, row: dict[str, Any] | None, c_limit: float, py_limit: float
+    ) -> None:
         if row and row.get("vs_c_floor") is not None:
             value, limit, base = row["vs_c_floor"], c_limit, "C blocking echo"
         elif row and row.get("vs_python_floor") is not None:
@@ -518,7 +526,7 @@ def _command_line(argv: list[str]) -> str:
     return "python -m spike.bench" + "".join(" " + shlex.quote(a) for a in argv)
 
 
-def _rounded(value):
+def _rounded(value: Any) -> Any:
     # Six significant digits are more than the noise allows; fewer digits keep the file readable.
     if isinstance(value, float):
         return float(f"{value:.6g}")
@@ -529,7 +537,7 @@ def _rounded(value):
     return value
 
 
-def _write_json(path: Path, results: dict) -> None:
+def _write_json(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     partial.write_text(json.dumps(_rounded(results), indent=2) + "\n", encoding="utf-8")
@@ -605,7 +613,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     return base
 
 
-def run(settings: Settings, *, cpu: int | None, use_c: bool, mode: str, command: str) -> dict:
+def run(
+    settings: Settings, *, cpu: int | None, use_c: bool, mode: str, command: str
+) -> dict[str, Any]:
     """Runs the whole benchmark and returns the results as a JSON-ready dict."""
     notes: list[str] = []
     pinning = pin_to_cpu(cpu)

@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from .client import DEFAULT_TIMEOUT, Client
@@ -61,7 +61,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(allow_zero: bool):
+def _seconds(allow_zero: bool) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -302,7 +302,7 @@ def _parse_params(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str
 
 def _message_lines(args: argparse.Namespace) -> list[str]:
     """Each line of each MESSAGE argument: on the wire a newline ends a message."""
-    lines = []
+    lines: list[str] = []
     for message in args.messages:
         parts = message.split("\n")
         if len(parts) > 1 and parts[-1] == "":
@@ -311,7 +311,7 @@ def _message_lines(args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def _stdin_lines(interactive: bool):
+def _stdin_lines(interactive: bool) -> Iterator[str]:
     if not interactive:
         for line in sys.stdin:
             yield line.rstrip("\r\n")
@@ -349,6 +349,7 @@ def _run_client(args: argparse.Namespace, params: dict[str, Any]) -> int:
         if args.op is not None:
             wire_lines.append(encode_request(args.op, params, next_id).decode().rstrip("\n"))
             next_id += 1
+        messages: Iterable[str]
         if args.messages:
             messages = _message_lines(args)
         elif args.op is not None:
@@ -358,8 +359,7 @@ def _run_client(args: argparse.Namespace, params: dict[str, Any]) -> int:
             if interactive:
                 print(
                     f"Connected to {format_address((args.host, args.port))}. Type a message and "
-                    "press Enter; "
-                    "Ctrl+D (Ctrl+Z then Enter on Windows) quits.",
+                    "press Enter; Ctrl+D (Ctrl+Z then Enter on Windows) quits.",
                     file=sys.stderr,
                 )
             messages = _stdin_lines(interactive)

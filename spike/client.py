@@ -262,7 +262,7 @@ def _is_wildcard(host: str) -> bool:
         return False
 
 
-def _raise_if_error(reply: dict) -> None:
+def _raise_if_error(reply: dict[str, Any]) -> None:
     if not reply["ok"]:
         error = reply["error"]
         raise RemoteError(error["code"], error["message"], reply.get("id", NO_ID))

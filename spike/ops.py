@@ -1,6 +1,6 @@
 """Ops: what a JSON request can ask the server to do.
 
-An op is a plain function ``(params: dict, ctx) -> result``. ``params`` holds
+An op is a plain function ``(params: dict[str, Any], ctx) -> result``. ``params`` holds
 the request's keys other than ``"op"`` and ``"id"``; the result can be any
 JSON value. ``ctx`` is the connection that received the request: ``ctx.peer``
 is the client's ``(host, port)``, ``ctx.messages`` counts this connection's
@@ -38,7 +38,7 @@ from .protocol import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError
 
 __all__ = ["OpFunction", "OpRegistry", "default_ops"]
 
-OpFunction = Callable[[dict, Any], Any]
+OpFunction = Callable[[dict[str, Any], Any], Any]
 
 
 class OpRegistry:
@@ -88,7 +88,7 @@ class OpRegistry:
     def __repr__(self) -> str:
         return f"OpRegistry({self.names()!r})"
 
-    def call(self, name: str, params: dict, ctx: Any) -> Any:
+    def call(self, name: str, params: dict[str, Any], ctx: Any) -> Any:
         """Run op ``name``; failures become :class:`ProtocolError`.
 
         ``unknown_op`` if no such op, ``bad_request`` for ValueError,
@@ -116,7 +116,7 @@ default_ops = OpRegistry()
 
 
 @default_ops.op("echo")
-def echo(params: dict, ctx: Any) -> dict:
+def echo(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """``{"op": "echo", "text": "..."}`` -> ``{"text": "..."}``."""
     text = params["text"]
     if not isinstance(text, str):
@@ -125,7 +125,7 @@ def echo(params: dict, ctx: Any) -> dict:
 
 
 @default_ops.op("info")
-def info(params: dict, ctx: Any) -> dict:
+def info(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """Who is answering: server name and version, Python, UTC time, uptime."""
     return {
         "server": "spike",
@@ -137,8 +137,8 @@ def info(params: dict, ctx: Any) -> dict:
 
 
 @default_ops.op("stats")
-def stats(params: dict, ctx: Any) -> dict:
+def stats(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """Connection statistics, server-wide and for the asking connection."""
-    result = ctx.server.stats()
+    result: dict[str, Any] = ctx.server.stats()
     result["this_connection_messages"] = ctx.messages
     return result

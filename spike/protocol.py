@@ -61,7 +61,7 @@ import json
 from typing import Any
 
 try:  # orjson is optional: several times faster, same bytes on the wire.
-    import orjson as _orjson
+    import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
@@ -293,7 +293,8 @@ if _orjson is not None:
 
     def _dumps(obj: Any) -> bytes:
         try:
-            return _orjson_dumps(obj, option=_ORJSON_OPTS)
+            dumped: bytes = _orjson_dumps(obj, option=_ORJSON_OPTS)
+            return dumped
         except TypeError:
             # Lone surrogates and other oddities: the stdlib escapes them.
             return _ascii_dumps(obj).encode()
@@ -312,7 +313,7 @@ else:
             return _ascii_dumps(obj).encode()
 
 
-def decode_message(line: bytes) -> str | dict:
+def decode_message(line: bytes) -> str | dict[str, Any]:
     """Classify one line: plain text -> ``str``; JSON request -> ``dict``.
 
     The request dict is the parsed object itself (``"op"`` is checked to be
@@ -370,7 +371,9 @@ def encode_error(code: str, message: str, request_id: Any = NO_ID) -> bytes:
         return _dumps({"ok": False, "error": error}) + b"\n"
 
 
-def encode_request(op: str, params: dict | None = None, request_id: Any = NO_ID) -> bytes:
+def encode_request(
+    op: str, params: dict[str, Any] | None = None, request_id: Any = NO_ID
+) -> bytes:
     """A JSON request line ``{"op": ..., "id": ..., **params}``."""
     request: dict[str, Any] = {"op": op}
     if request_id is not NO_ID:
@@ -382,7 +385,7 @@ def encode_request(op: str, params: dict | None = None, request_id: Any = NO_ID)
     return _dumps(request) + b"\n"
 
 
-def decode_reply(line: bytes) -> dict:
+def decode_reply(line: bytes) -> dict[str, Any]:
     """Parse a JSON reply line into a dict with ``ok`` and ``result``/``error``.
 
     Raises :class:`ProtocolError` if the line is not a well-formed reply.
@@ -409,7 +412,7 @@ def decode_reply(line: bytes) -> dict:
     return reply
 
 
-def format_address(address: tuple) -> str:
+def format_address(address: tuple[Any, ...]) -> str:
     """``HOST:PORT`` as both sides print it, IPv6 hosts in brackets (``[::1]:3000``)."""
     host, port = address[0], address[1]
     if ":" in host:

@@ -125,7 +125,7 @@ class Connection:
     (messages received so far), ``sock``.
     """
 
-    def __init__(self, server: Server, sock: socket.socket, peer: tuple) -> None:
+    def __init__(self, server: Server, sock: socket.socket, peer: tuple[Any, ...]) -> None:
         self.server = server
         self.sock = sock
         self.peer = peer
@@ -156,7 +156,7 @@ class Connection:
         """Reply to a plain-text message. The default echoes it."""
         return text
 
-    def handle_request(self, op: str, params: dict) -> Any:
+    def handle_request(self, op: str, params: dict[str, Any]) -> Any:
         """Result of a JSON request; raise ProtocolError for an error reply."""
         return self.server.ops.call(op, params, self)
 
@@ -327,6 +327,7 @@ class Connection:
         request_id = NO_ID
         try:
             request = decode_message(line)
+            assert isinstance(request, dict)  # the line starts with "{"
             request_id = request.pop("id", NO_ID)
             result = self.handle_request(request.pop("op"), request)
         except ProtocolError as exc:
@@ -713,7 +714,7 @@ class Server:
             except Exception as exc:
                 self._drop(conn, exc)
         idle_order = self._idle_order
-        while idle_order:
+        while idle_order and self.idle_timeout is not None:
             conn = next(iter(idle_order))
             due = conn.last_active + self.idle_timeout
             if due > now:
@@ -785,7 +786,9 @@ def _never_raising(log: Log) -> Log:
     return safe_log
 
 
-def _preferred_address(infos: list) -> tuple[int, tuple]:
+def _preferred_address(
+    infos: list[tuple[Any, ...]],
+) -> tuple[int, tuple[Any, ...]]:
     """The ``(family, sockaddr)`` to listen on from getaddrinfo() results.
 
     ``localhost`` resolves to ``::1`` first on Windows and macOS, but the

@@ -247,3 +247,31 @@ def test_load_generator_counts_every_lost_request():
         listener.close()
     assert timed.errors == 10 * 3
     assert timed.latencies_ns == []
+
+
+def test_a_case_that_fails_is_noted_and_the_run_goes_on() -> None:
+    """A reference server that dies: its case fails once, with a note, and the rest runs."""
+    from spike import bench
+    from spike._bench_procs import ServerProcess, python_command
+
+    echo = python_command("spike._bench_servers", "echo")
+
+    def text_rt(srv: ServerProcess) -> dict:
+        return bench._round_trip_stats(
+            bench.load.text_round_trips(srv.host, srv.port, "hi", 20, 2)
+        )
+
+    cases = [
+        bench.Case("round_trip", "alive", "alive", "alive echo", "floor", text_rt),
+        bench.Case("round_trip", "dead", "dead", "dead echo", "reference", text_rt),
+    ]
+    notes: list[str] = []
+    with ServerProcess("alive", echo, None) as alive, ServerProcess("dead", echo, None) as dead:
+        dead.stop()  # a real server that has gone away: connections are refused
+        bench._run_rounds(cases, {"alive": alive, "dead": dead}, 2, notes)
+
+    assert len(notes) == 1 and notes[0].startswith("dead echo failed in round 1: "), notes
+    rows = {row["id"]: row for row in bench._results(cases)["round_trip"]["rows"]}
+    assert rows["alive"]["rounds"] == 2 and "failure" not in rows["alive"]
+    assert "server exited" in rows["dead"]["failure"]
+    assert "rounds" not in rows["dead"]

@@ -25,12 +25,12 @@ from spike.protocol import format_address
 
 
 @pytest.fixture
-def raw_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], tuple]]:
+def raw_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], tuple[str, int]]]:
     """A one-connection TCP peer that runs ``behave(conn)``: a server that breaks the rules."""
     listeners: list[socket.socket] = []
     threads: list[threading.Thread] = []
 
-    def start(behave: Callable[[socket.socket], None]) -> tuple:
+    def start(behave: Callable[[socket.socket], None]) -> tuple[str, int]:
         listener = socket.create_server(("127.0.0.1", 0))
         listener.settimeout(WAIT)
         listeners.append(listener)
@@ -180,12 +180,12 @@ def test_unknown_host() -> None:
 
 def test_no_reply_times_out_and_closes(raw_peer) -> None:
     done = threading.Event()
-    address = raw_peer(lambda conn: done.wait(WAIT))  # reads nothing, says nothing
-    client = Client(*address, timeout=0.3)
+    host, port = raw_peer(lambda conn: done.wait(WAIT))  # reads nothing, says nothing
+    client = Client(host, port, timeout=0.3)
     with pytest.raises(PipeTimeout) as caught:
         client.send_text("anyone there?")
     done.set()
-    assert f"{address[0]}:{address[1]}" in str(caught.value)
+    assert f"{host}:{port}" in str(caught.value)
     assert client.closed
     with pytest.raises(ConnectionClosed):
         client.send_text("again")

@@ -34,6 +34,7 @@ SHOWN_OUTPUT = "6 words, 25 characters\n  the: 2\n  cat: 2\n  saw: 1\n"
 
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

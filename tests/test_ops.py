@@ -154,5 +154,5 @@ def test_public_api_is_documented() -> None:
         if callable(value):
             assert (value.__doc__ or "").strip(), f"{name} has no docstring"
     for cls in (spike.Server, spike.Client, spike.Connection):
-        assert "Methods for the caller" in cls.__doc__, cls.__name__
-    assert "Methods to override" in spike.Connection.__doc__
+        assert "Methods for the caller" in (cls.__doc__ or ""), cls.__name__
+    assert "Methods to override" in (spike.Connection.__doc__ or "")

@@ -288,6 +288,7 @@ def test_not_json_serializable_results_raise() -> None:
 def test_big_integers_with_either_codec() -> None:
     big = 123456789012345678901234567890
     request = decode_message(b'{"op": "echo", "n": %d}' % big)
+    assert isinstance(request, dict)
     # Exact with the standard library; orjson reads it as a float (documented).
     assert request["n"] == (big if protocol.JSON_BACKEND == "json" else float(big))
     assert decode_reply(encode_result(big)[:-1])["result"] == request["n"]
@@ -295,6 +296,7 @@ def test_big_integers_with_either_codec() -> None:
 
 def test_lone_surrogates_are_escaped_not_fatal() -> None:
     request = decode_message(b'{"op": "echo", "text": "\\ud800"}')
+    assert isinstance(request, dict)
     line = encode_result({"text": request["text"]}, 1)
     assert line.endswith(b"\n")
     assert json.loads(line)["result"]["text"] == "\ud800"
@@ -323,7 +325,8 @@ def test_result_round_trip(result: object, request_id: object) -> None:
 def test_echo_request_round_trip(text: str) -> None:
     line = encode_request("echo", {"text": text}, 1)
     assert line.count(b"\n") == 1
-    assert decode_message(line[:-1])["text"] == text
+    request = decode_message(line[:-1])
+    assert isinstance(request, dict) and request["text"] == text
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def test_bad_arguments() -> None:
         {"flush_after": -1},
     ):
         with pytest.raises(ValueError):
-            Server(**{"port": 0, **kwargs})
+            Server(port=0, **kwargs)  # type: ignore[arg-type]
 
 
 def test_plain_text_echo(server) -> None:
@@ -352,6 +352,7 @@ def test_hundreds_of_threaded_clients_interleave_without_mixing() -> None:
         except Exception as exc:  # reported below, not lost in a thread
             failures.append(f"client {n}: {exc!r}")
 
+    address: tuple[str, int]
     with running_server(port=0) as server:
         address = server.address
         threads = [threading.Thread(target=talk, args=(n,)) for n in range(clients)]
@@ -429,6 +430,7 @@ def test_ctrl_c_is_noticed_even_when_no_signal_interrupts_the_wait() -> None:
     pressed_at: list[float] = []
 
     def waiting_in_poll() -> bool:
+        assert main_id is not None
         frame = sys._current_frames().get(main_id)
         while frame is not None and frame.f_code.co_name != "serve_forever":
             frame = frame.f_back
@@ -590,6 +592,7 @@ def test_op_can_use_the_connection_context() -> None:
         client.send_text("one")
         reply = client.request("whoami")
         assert reply["messages"] == 2
+        assert client._sock is not None
         assert reply["peer"][1] == client._sock.getsockname()[1]
 
 
