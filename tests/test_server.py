@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 from conftest import WAIT, LineReader, LogCapture, connect, round_trip
@@ -90,14 +91,15 @@ def test_unknown_host_is_a_bind_error() -> None:
 
 
 def test_bad_arguments() -> None:
-    for kwargs in (
+    bad: list[dict[str, Any]] = [
         {"port": 70000},
         {"max_line_bytes": 0},
         {"idle_timeout": 0},
         {"flush_after": -1},
-    ):
+    ]
+    for kwargs in bad:
         with pytest.raises(ValueError):
-            Server(port=0, **kwargs)  # type: ignore[arg-type]
+            Server(**{"port": 0, **kwargs})
 
 
 def test_plain_text_echo(server) -> None:
