@@ -9,18 +9,35 @@ problem (port in use, no server, timeout, an error reply), 2 a usage mistake
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
+import ipaddress
 import itertools
 import json
+import math
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
-from .client import DEFAULT_TIMEOUT, Client
+from .client import (
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    Client,
+    check_reply,
+    request_id_of,
+    shorten,
+)
 from .ops import default_ops
-from .protocol import DEFAULT_MAX_LINE_BYTES, PipeError, encode_request, format_address
+from .protocol import (
+    DEFAULT_MAX_LINE_BYTES,
+    NO_ID,
+    PipeError,
+    ProtocolError,
+    encode_request,
+    format_address,
+)
 from .server import (
     DEFAULT_FLUSH_AFTER,
     DEFAULT_HOST,
@@ -61,15 +78,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(allow_zero: bool) -> Callable[[str], float]:
+def _seconds(allow_zero: bool, at_most: float = math.inf) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        if not value >= 0 or value == float("inf") or (value == 0 and not allow_zero):
+        if math.isnan(value):
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+        if value < 0 or (value == 0 and not allow_zero):
             limit = "0 or more" if allow_zero else "more than 0"
             raise argparse.ArgumentTypeError(f"seconds must be {limit}, not {text}")
+        if value > at_most:
+            raise argparse.ArgumentTypeError(f"seconds must be at most {at_most:g}, not {text}")
+        if math.isinf(value):
+            raise argparse.ArgumentTypeError(f"seconds must be a finite number, not {text}")
         return value
 
     parse.__name__ = "seconds"
@@ -240,28 +263,39 @@ def _client_parser() -> argparse.ArgumentParser:
             "Send messages to a spike-server and print each reply. A MESSAGE that "
             'starts with { is sent as a JSON request (e.g. \'{"op": "info"}\'); '
             "anything else is plain text, which the server echoes. With no "
-            "MESSAGE (and no --op), lines are read from standard input."
+            "MESSAGE (and no --op), lines are read from standard input, as UTF-8."
         ),
         epilog=(
-            "Exit status: 0 all replies ok, 1 no server / timeout / an error "
-            "reply, 2 bad arguments."
+            "Exit status: 0 all replies ok; 1 no server, a timeout, an error reply, "
+            "a reply to a JSON request that is not a valid reply to it, or an input "
+            "line that is not UTF-8 (skipped); 2 bad arguments."
         ),
     )
     parser.add_argument(
-        "messages", nargs="*", metavar="MESSAGE", help="message(s) to send, one per reply"
+        "messages",
+        nargs="*",
+        type=_utf8_text,
+        metavar="MESSAGE",
+        help="message(s) to send, one per reply",
     )
     parser.add_argument(
-        "--host", default=DEFAULT_HOST, help="server address (default %(default)s)"
+        "--host",
+        type=_client_host,
+        default=DEFAULT_HOST,
+        help="server address: a name, an IPv4 address, or an IPv6 address with or "
+        "without brackets (default %(default)s)",
     )
     parser.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help="server port (default %(default)s)"
     )
     parser.add_argument(
         "--timeout",
-        type=_seconds(allow_zero=False),
+        type=_seconds(allow_zero=False, at_most=MAX_TIMEOUT),
         default=DEFAULT_TIMEOUT,
         metavar="S",
-        help="seconds to wait to connect and for each reply (default %(default)s)",
+        help="deadline in seconds for connecting, and for each message: sending it "
+        "and receiving its complete reply, however slowly the server sends it "
+        f"(default %(default)s, at most {MAX_TIMEOUT:g})",
     )
     parser.add_argument(
         "--json",
@@ -271,33 +305,134 @@ def _client_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--op",
+        type=_utf8_text,
         metavar="NAME",
         help="send the JSON request NAME first (try: info, stats, echo)",
     )
     parser.add_argument(
         "--param",
         action="append",
+        type=_param,
         default=[],
         metavar="KEY=VALUE",
         help="a parameter for --op (repeatable); VALUE is read as JSON when it "
-        "parses, else as a string: --op echo --param text=hi",
+        "parses, else as a string: --op echo --param text=hi. JSON has no NaN, "
+        'Infinity or 1e999: to send those as text, quote them as JSON ("NaN")',
     )
     return parser
 
 
-def _parse_params(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            parser.error(f"--param needs KEY=VALUE, not {pair!r}")
-        if key in ("op", "id"):
-            parser.error(f"--param cannot set {key!r}")
+def _utf8_text(text: str) -> str:
+    """An argument that can be sent: on POSIX, bytes that are not UTF-8 reach
+    Python as lone surrogates ("surrogateescape"), which cannot be encoded."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
         try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
-    return params
+            shown = shorten(text.encode(errors="surrogateescape"))
+        except UnicodeEncodeError:  # a lone surrogate that was never a byte
+            shown = shorten(text)
+        raise argparse.ArgumentTypeError(f"{shown} is not valid UTF-8 text") from None
+    return text
+
+
+def _client_host(text: str) -> str:
+    host = _utf8_text(text)
+    if not host:
+        raise argparse.ArgumentTypeError("empty; give a host name or IP address")
+    shown = shorten(host)
+    if host.startswith("["):
+        inner, bracket, rest = host[1:].partition("]")
+        port = rest[1:]
+        if bracket and rest[:1] == ":" and port.isascii() and port.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{shown} includes a port: use --host {inner} --port {port}"
+            )
+        if not bracket or rest or not _is_ipv6(inner):
+            raise argparse.ArgumentTypeError(
+                f"{shown} is not a host: brackets go around an IPv6 address, as in [::1]"
+            )
+        return inner
+    if ":" in host and not _is_ipv6(host):
+        name, _, port = host.rpartition(":")
+        if name and ":" not in name and port.isascii() and port.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{shown} includes a port: use --host {name} --port {port}"
+            )
+        raise argparse.ArgumentTypeError(f"{shown} is not a host name or IP address")
+    try:
+        # What socket.getaddrinfo() does to a name first; a name it cannot
+        # encode ("a..b", a label over 63 characters) would fail there.
+        host.encode("idna")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{shown} is not a valid host name") from None
+    return host
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+# Python's json reads NaN, Infinity and 1e999, but JSON has no such values
+# and the request could not be written (or would carry null instead).
+_strict_json = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+
+
+def _param(text: str) -> tuple[str, Any]:
+    pair = _utf8_text(text)
+    key, sep, value = pair.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"needs KEY=VALUE, not {shorten(pair)}")
+    if key in ("op", "id"):
+        raise argparse.ArgumentTypeError(f"cannot set {key!r}: the client writes it")
+    try:
+        return key, _strict_json(value)
+    except _NotFinite as exc:
+        raise argparse.ArgumentTypeError(
+            f"{shorten(pair)}: {exc} is not a number JSON can carry; to send it as text, "
+            f'make VALUE a JSON string ("{exc}" with the quotes)'
+        ) from None
+    except (ValueError, RecursionError):  # not JSON (or nested too deep): a string
+        return key, value
+
+
+def _parse_client_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse and check ``spike-client``'s arguments; a mistake exits with status 2.
+
+    Everything that can be wrong with the arguments is found here, before a
+    connection is made; ``op_line`` is the ``--op`` request, ready to send.
+    """
+    parser = _client_parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.param and args.op is None:
+        parser.error("argument --param: only used with --op NAME")
+    args.op_line = None
+    if args.op is not None:
+        try:
+            args.op_line = encode_request(args.op, dict(args.param), 1).decode().rstrip("\n")
+        except (TypeError, ValueError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            parser.error(f"argument --param: cannot be sent as JSON ({reason})")
+    return args
 
 
 def _message_lines(args: argparse.Namespace) -> list[str]:
@@ -311,79 +446,143 @@ def _message_lines(args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def _stdin_lines(interactive: bool) -> Iterator[str]:
-    if not interactive:
-        for line in sys.stdin:
-            yield line.rstrip("\r\n")
+class _BadInput:
+    """An input line that cannot be sent; ``reason`` says why, for one line on stderr."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _not_utf8(number: int, exc: UnicodeDecodeError) -> _BadInput:
+    byte = exc.object[exc.start]
+    return _BadInput(
+        f"input line {number} is not valid UTF-8 (byte 0x{byte:02x} at position "
+        f"{exc.start}); not sent"
+    )
+
+
+def _checked_line(line: str, number: int) -> str | _BadInput:
+    try:
+        line.encode()
+    except UnicodeEncodeError as exc:  # a stdin decoded with "surrogateescape"
+        return _BadInput(
+            f"input line {number} is not valid UTF-8 (at position {exc.start}); not sent"
+        )
+    return line
+
+
+def _stdin_lines(interactive: bool) -> Iterator[str | _BadInput]:
+    """The lines of standard input, read as UTF-8 whatever the console's code
+    page or locale: the protocol is UTF-8, and a file in another encoding
+    must be reported, not sent as other characters."""
+    if interactive:
+        for number in itertools.count(1):
+            try:
+                line = input("> ")
+            except EOFError:
+                print(file=sys.stderr)
+                return
+            except UnicodeDecodeError as exc:  # a terminal that is not UTF-8
+                yield _not_utf8(number, exc)
+                continue
+            yield _checked_line(line, number)
+    stdin = sys.stdin
+    if stdin is None:  # pythonw, or a service: no standard input at all
         return
-    while True:
+    buffer = getattr(stdin, "buffer", None)
+    if buffer is None:  # a text stream put in place of stdin (an IDE, a test)
+        for number, text in enumerate(stdin, 1):
+            yield _checked_line(text.rstrip("\r\n"), number)
+        return
+    for number, read in enumerate(buffer, 1):
+        raw = read.rstrip(b"\r\n")
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]  # Notepad's UTF-8 files start with one
         try:
-            yield input("> ")
-        except EOFError:
-            print(file=sys.stderr)
-            return
+            line = raw.decode()
+        except UnicodeDecodeError as exc:
+            yield _not_utf8(number, exc)
+            continue
+        yield line
+
+
+def _emit(line: str, stream: TextIO | None) -> None:
+    """One line of the client's output. A character the console cannot show
+    is escaped (see _prepare_stdout); an output that was closed (| head)
+    leaves nothing to tell, and must not turn into a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=stream, flush=True)
 
 
 def client_main(argv: Sequence[str] | None = None) -> int:
     """``spike-client``: send messages, print ``Sent:``/``Received:`` pairs."""
     _prepare_stdout()
-    parser = _client_parser()
-    args = parser.parse_intermixed_args(argv)
-    if args.op is None and args.param:
-        parser.error("--param needs --op")
-    params = _parse_params(args.param, parser)
+    args = _parse_client_args(argv)
     try:
-        return _run_client(args, params)
+        return _run_client(args)
     except KeyboardInterrupt:
-        print(file=sys.stderr)
+        _emit("", sys.stderr)
         return 130
     except PipeError as exc:
-        return _fail("spike-client", str(exc))
+        _emit(f"spike-client: {exc}", sys.stderr)
+        return 1
 
 
-def _run_client(args: argparse.Namespace, params: dict[str, Any]) -> int:
+def _run_client(args: argparse.Namespace) -> int:
     status = 0
     next_id = 1
+    where = format_address((args.host, args.port))
     with Client(args.host, args.port, args.timeout) as client:
         wire_lines: list[str] = []
-        if args.op is not None:
-            wire_lines.append(encode_request(args.op, params, next_id).decode().rstrip("\n"))
+        if args.op_line is not None:
+            wire_lines.append(args.op_line)
             next_id += 1
-        messages: Iterable[str]
+        messages: Iterable[str | _BadInput]
         if args.messages:
             messages = _message_lines(args)
         elif args.op is not None:
             messages = []
         else:
-            interactive = sys.stdin.isatty()
+            interactive = sys.stdin is not None and sys.stdin.isatty()
             if interactive:
-                print(
-                    f"Connected to {format_address((args.host, args.port))}. Type a message and "
-                    "press Enter; Ctrl+D (Ctrl+Z then Enter on Windows) quits.",
-                    file=sys.stderr,
+                _emit(
+                    f"Connected to {where}. Type a message and press Enter; Ctrl+D "
+                    "(Ctrl+Z then Enter on Windows) quits.",
+                    sys.stderr,
                 )
             messages = _stdin_lines(interactive)
         for typed in itertools.chain(wire_lines, messages):
+            if isinstance(typed, _BadInput):
+                _emit(f"spike-client: {typed.reason}", sys.stderr)
+                status = 1
+                continue
             line = typed
             if args.json and not typed.startswith("{"):
                 line = encode_request("echo", {"text": typed}, next_id).decode().rstrip("\n")
                 next_id += 1
-            _say(f"Sent: {line}")
-            reply = client.send_line(line)
-            _say(f"Received: {reply}")
-            if _is_error_reply(reply):
+            _emit(f"Sent: {line}", sys.stdout)
+            raw = client.exchange(line)
+            _emit(f"Received: {raw.decode(errors='replace')}", sys.stdout)
+            if line.startswith("{"):
+                # A JSON request must get a protocol reply with its id. Anything
+                # else (an HTTP server, a reply out of step) ends the session:
+                # no later reply on this connection could be trusted.
+                if not check_reply(raw, request_id_of(line), where)["ok"]:
+                    status = 1
+            elif _is_error_reply(raw):
                 status = 1
     return status
 
 
-def _is_error_reply(reply: str) -> bool:
-    if not reply.startswith("{"):
+def _is_error_reply(raw: bytes) -> bool:
+    """True for the JSON error reply a server gives to plain text it refuses
+    (line_too_long, bad_utf8); any other reply to plain text is its echo."""
+    if not raw.startswith(b'{"'):
         return False
     try:
-        parsed = json.loads(reply)
-    except ValueError:
+        return not check_reply(raw, NO_ID, "")["ok"]
+    except ProtocolError:
         return False
-    return isinstance(parsed, dict) and parsed.get("ok") is False
 
 
 # --- python -m spike ----------------------------------------------------------

@@ -8,9 +8,14 @@
         print(client.send_text("A message from CS361!"))  # plain-text echo
         print(client.request("info"))                      # a JSON op
 
+``timeout`` is a deadline, not an idle timer: connecting must finish
+within it, and so must each exchange (sending a message and receiving its
+complete reply line). A server that trickles a reply byte by byte cannot
+stretch it.
+
 Every failure is a :class:`~spike.protocol.PipeError`:
 :class:`ConnectError` (nothing listening, unknown host),
-:class:`PipeTimeout` (no reply in time), :class:`ConnectionClosed` (the
+:class:`PipeTimeout` (the deadline passed), :class:`ConnectionClosed` (the
 server hung up), :class:`~spike.protocol.ProtocolError` (a reply that breaks
 the protocol) and :class:`~spike.protocol.RemoteError` (an ``ok: false``
 reply, with ``.code`` and ``.message``).
@@ -23,26 +28,36 @@ from __future__ import annotations
 import collections
 import contextlib
 import ipaddress
+import math
 import socket
+import time
 from typing import Any
 
 from .protocol import (
+    BAD_JSON,
+    BAD_REQUEST,
+    BAD_UTF8,
     NO_ID,
     LineFramer,
     LineTooLong,
     PipeError,
     ProtocolError,
     RemoteError,
-    decode_reply,
     encode_request,
     format_address,
 )
+from .protocol import decode_message as _decode_message
+from .protocol import decode_reply as _decode_reply
 
 __all__ = ["Client", "ConnectError", "ConnectionClosed", "PipeTimeout", "main"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
 DEFAULT_TIMEOUT = 5.0
+#: The longest ``timeout`` accepted, in seconds (a day). Longer waits are a
+#: typo, and past some point the operating system refuses them (a 1e308 s
+#: timeout fails as "timestamp out of range"); ``None`` waits forever.
+MAX_TIMEOUT = 86_400.0
 # Replies can be longer than requests (JSON escaping), so the client accepts
 # more than the server's default request limit.
 DEFAULT_MAX_REPLY_BYTES = 16 * 1_048_576
@@ -53,7 +68,7 @@ class ConnectError(PipeError):
 
 
 class PipeTimeout(PipeError):
-    """Connecting or waiting for a reply took longer than the timeout."""
+    """Connecting, or an exchange (send and complete reply), passed its deadline."""
 
 
 class ConnectionClosed(PipeError):
@@ -63,19 +78,25 @@ class ConnectionClosed(PipeError):
 class Client:
     """A connection to a pipe server; send a message, get its reply.
 
-    Connects in the constructor. ``timeout`` (seconds) bounds connecting and
-    each wait for a reply; after a timeout the connection is closed, since a
-    late reply would otherwise be taken for the next one.
+    Connects in the constructor. ``timeout`` (seconds, at most
+    :data:`MAX_TIMEOUT`; ``None`` waits forever) is a deadline: connecting
+    must be done within it, and each exchange (sending one message and
+    receiving its complete reply line) must be done within it, however
+    slowly the server trickles its bytes. After a timeout the connection is
+    closed, since a late reply would otherwise be taken for the next one.
+    ``host`` may be an IPv6 address in brackets (``"[::1]"``).
 
     Methods for the caller:
         ``send_text(text) -> str`` a plain-text message and its reply;
         ``request(op, **params) -> result`` a JSON request and its result;
         ``send_line(line) -> str`` one raw protocol line and the raw reply
-        line; ``close()`` hang up (also on leaving a ``with`` block).
+        line; ``exchange(line) -> bytes`` the same with the reply's bytes;
+        ``close()`` hang up (also on leaving a ``with`` block).
         Every failure raises a :class:`~spike.protocol.PipeError` subclass
         whose message names ``host:port``, except
         :class:`~spike.protocol.RemoteError`, which carries the server's own
-        ``code`` and ``message``.
+        ``code`` and ``message``. A message that cannot be sent at all (a
+        newline inside, text that is not valid Unicode) is a ``ValueError``.
     """
 
     def __init__(
@@ -86,6 +107,12 @@ class Client:
         *,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
+        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+            raise ValueError(
+                f"timeout must be None or more than 0 and at most {MAX_TIMEOUT:g} seconds, "
+                f"not {timeout!r}"
+            )
+        host = unbracket(host)
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -100,7 +127,7 @@ class Client:
             )
         except TimeoutError:
             raise PipeTimeout(
-                _connect_failure(host, port, f"timed out after {timeout} s")
+                _connect_failure(host, port, f"timed out after {seconds_text(timeout)} s")
             ) from None
         except ConnectionRefusedError:
             raise ConnectError(
@@ -110,6 +137,10 @@ class Client:
             raise ConnectError(
                 _connect_failure(host, port, f"unknown host ({exc.strerror})")
             ) from None
+        except UnicodeError:
+            # The name cannot even be written as a DNS name ("a..b", a label
+            # over 63 characters): Python refuses it before asking DNS.
+            raise ConnectError(_connect_failure(host, port, "not a valid host name")) from None
         except (OSError, OverflowError) as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise ConnectError(_connect_failure(host, port, str(reason))) from None
@@ -118,11 +149,23 @@ class Client:
 
     # -- public API ----------------------------------------------------------
     def send_line(self, line: str) -> str:
-        """Send one raw protocol line (no newline inside); return the reply line."""
-        if "\n" in line:
-            raise ValueError("a message cannot contain a newline (each line is one message)")
-        self._send(line.encode() + b"\n")
-        return self._receive_line().decode(errors="replace")
+        """Send one raw protocol line (no newline inside); return the reply line.
+
+        Bytes of the reply that are not valid UTF-8 come back as U+FFFD;
+        :meth:`exchange` returns them as they arrived.
+        """
+        return self.exchange(line).decode(errors="replace")
+
+    def exchange(self, line: str) -> bytes:
+        """Send one raw protocol line; return the reply line's bytes (no newline).
+
+        Sending and receiving the complete reply share one deadline,
+        ``timeout`` seconds from the call.
+        """
+        data = _encode_line(line)
+        deadline = self._deadline()
+        self._send(data, deadline)
+        return self._receive_line(deadline)
 
     def send_text(self, text: str) -> str:
         """Send a plain-text message and return the server's reply text.
@@ -135,7 +178,7 @@ class Client:
         if not text.startswith("{") and reply.startswith('{"'):
             # Plain text comes back as plain text; an error reply is JSON.
             try:
-                parsed = decode_reply(reply.encode())
+                parsed = _decode_reply(reply.encode())
             except ProtocolError:
                 return reply  # some other server's text that starts with {
             _raise_if_error(parsed)
@@ -145,23 +188,21 @@ class Client:
         """Send the JSON request ``op`` with ``params``; return its result.
 
         Raises :class:`~spike.protocol.RemoteError` for an ``ok: false``
-        reply.
+        reply, and :class:`~spike.protocol.ProtocolError` (closing the
+        connection) for a reply that is not this request's protocol reply.
         """
         request_id = self._next_id
         self._next_id += 1
-        self._send(encode_request(op, params, request_id))
+        data = encode_request(op, params, request_id)
+        deadline = self._deadline()
+        self._send(data, deadline)
+        raw = self._receive_line(deadline)
         try:
-            reply = decode_reply(self._receive_line())
-        except ProtocolError as exc:
-            raise ProtocolError(exc.code, f"reply from {self._where}: {exc.message}") from None
+            reply = check_reply(raw, request_id, self._where)
+        except ProtocolError:
+            self.close()  # the replies are out of step, or it is not a pipe server
+            raise
         _raise_if_error(reply)
-        if reply.get("id") != request_id:
-            self.close()
-            raise ProtocolError(
-                "bad_request",
-                f"reply from {self._where} has id {reply.get('id')!r}, not the request's "
-                f"{request_id}",
-            )
         return reply["result"]
 
     def close(self) -> None:
@@ -186,14 +227,31 @@ class Client:
         return f"<Client {self._where}{' closed' if self._sock is None else ''}>"
 
     # -- internals -----------------------------------------------------------
-    def _send(self, data: bytes) -> None:
+    def _deadline(self) -> float | None:
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
+    def _time_left(self, sock: socket.socket, deadline: float | None) -> bool:
+        """Give the next socket call what is left of ``deadline``; False if none is."""
+        if deadline is None:
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        sock.settimeout(left)
+        return True
+
+    def _send(self, data: bytes, deadline: float | None) -> None:
         sock = self._require_socket()
         try:
+            if not self._time_left(sock, deadline):
+                raise TimeoutError
+            # sendall() counts its timeout for the whole call, not per chunk.
             sock.sendall(data)
         except TimeoutError:
             self.close()
             raise PipeTimeout(
-                f"sending to {self._where} timed out after {self.timeout} s"
+                f"sending to {self._where} did not finish within {seconds_text(self.timeout)} s "
+                "(the server is not reading)"
             ) from None
         except OSError as exc:
             # A server that refuses a message (line_too_long) answers, then
@@ -204,15 +262,17 @@ class Client:
                 f"connection to {self._where} lost while sending: {exc.strerror or exc}"
             )
 
-    def _receive_line(self) -> bytes:
+    def _receive_line(self, deadline: float | None) -> bytes:
         lines = self._lines
         while not lines:
             sock = self._require_socket()
             try:
+                if not self._time_left(sock, deadline):
+                    raise TimeoutError
                 data = sock.recv(65536)
             except TimeoutError:
                 self.close()
-                raise PipeTimeout(f"no reply from {self._where} within {self.timeout} s") from None
+                raise PipeTimeout(self._late_reply()) from None
             except OSError as exc:
                 self.close()
                 raise ConnectionClosed(
@@ -233,10 +293,129 @@ class Client:
             self.close()  # the connection is broken; that reply was its last
         return lines.popleft()
 
+    def _late_reply(self) -> str:
+        waited = seconds_text(self.timeout)
+        pending = self._framer.pending
+        if not pending:
+            return f"no reply from {self._where} within {waited} s"
+        return (
+            f"no complete reply from {self._where} within {waited} s "
+            f"({pending} byte{'' if pending == 1 else 's'} arrived, but no end of line)"
+        )
+
     def _require_socket(self) -> socket.socket:
         if self._sock is None:
             raise ConnectionClosed(f"the connection to {self._where} is closed")
         return self._sock
+
+
+def _encode_line(line: str) -> bytes:
+    if "\n" in line:
+        raise ValueError("a message cannot contain a newline (each line is one message)")
+    try:
+        return line.encode() + b"\n"
+    except UnicodeEncodeError as exc:
+        # A lone surrogate: typically bytes that were not UTF-8, decoded
+        # with "surrogateescape" (a POSIX command line, a file name).
+        raise ValueError(
+            f"a message must be valid Unicode text; it has {shorten(line[exc.start : exc.end])} "
+            f"at position {exc.start} (bytes that were not UTF-8?)"
+        ) from None
+
+
+def check_reply(raw: bytes, request_id: Any, where: str) -> dict[str, Any]:
+    """Parse ``raw``, the reply line to a JSON request, and check it is one.
+
+    ``request_id`` is the request's ``"id"`` (:data:`~spike.protocol.NO_ID`
+    when it had none). The reply must be a JSON object with ``ok`` and
+    ``result`` or ``error``, carrying the same id; an error reply may carry
+    none, since the server could not read the id of a request that was not
+    valid JSON. Returns the reply, error replies included; raises
+    :class:`~spike.protocol.ProtocolError` naming ``where`` (``HOST:PORT``)
+    and showing the start of what came back.
+    """
+    try:
+        reply = _decode_reply(raw)
+    except ProtocolError as exc:
+        what = {
+            BAD_UTF8: "is not valid UTF-8",
+            BAD_JSON: "is not JSON",
+        }.get(exc.code, "is not a pipe reply (" + exc.message.removeprefix("reply is ") + ")")
+        raise ProtocolError(exc.code, f"reply from {where} {what}: {shorten(raw)}") from None
+    reply_id = reply.get("id", NO_ID)
+    if not _same_id(reply_id, request_id) and not (reply_id is NO_ID and not reply["ok"]):
+        wanted = "no id" if request_id is NO_ID else f"id {shorten(request_id)}"
+        got = "no id" if reply_id is NO_ID else f"id {shorten(reply_id)}"
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"reply from {where} has {got}, but the request had {wanted}: {shorten(raw)}",
+        )
+    return reply
+
+
+def request_id_of(line: str) -> Any:
+    """The ``"id"`` a server reads from the JSON request ``line``
+    (:data:`~spike.protocol.NO_ID` if it has none or cannot be read)."""
+    try:
+        request = _decode_message(line.encode(errors="surrogateescape"))
+    except ProtocolError as exc:
+        return exc.request_id
+    except UnicodeEncodeError:
+        return NO_ID
+    return request.get("id", NO_ID) if isinstance(request, dict) else NO_ID
+
+
+def _same_id(a: Any, b: Any) -> bool:
+    # JSON values, compared as JSON: 1, 1.0 and true are three ids (Python's
+    # == says they are one).
+    if a is NO_ID or b is NO_ID:
+        return a is b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_id(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_id(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def shorten(value: Any, limit: int = 60) -> str:
+    """``value`` for a one-line message: quoted, escaped, at most ``limit`` characters.
+
+    Bytes that are valid UTF-8 are shown as text, others as ``b'...'``; a
+    longer value ends in ``...`` and gives its full length.
+    """
+    size = ""
+    if isinstance(value, bytes):
+        if len(value) > limit:
+            size = f" ({len(value)} bytes)"
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            shown = repr(value[:limit])
+            return shown + ("..." if size else "") + size
+    if isinstance(value, str):
+        if len(value) > limit and not size:
+            size = f" ({len(value)} characters)"
+        # repr() escapes newlines, control characters and lone surrogates,
+        # so what the server sent cannot break the line or the terminal.
+        return repr(value[:limit]) + ("..." if size else "") + size
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+def seconds_text(seconds: float | None) -> str:
+    """``5``, ``0.3``, ``1e-05``: a number of seconds as a person writes it."""
+    if seconds is None:
+        return "unlimited"
+    return f"{seconds:g}" if math.isfinite(seconds) else str(seconds)
+
+
+def unbracket(host: str) -> str:
+    """``[::1]`` -> ``::1``: the brackets of ``[::1]:3000`` are not part of the host."""
+    if len(host) > 2 and host[0] == "[" and host[-1] == "]":
+        return host[1:-1]
+    return host
 
 
 def _connect_failure(host: str, port: int, reason: str) -> str:

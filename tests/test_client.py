@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import WAIT, free_port
+from peers import Peers, ipv6_loopback
 
 from spike import (
     Client,
@@ -20,40 +23,21 @@ from spike import (
     RemoteError,
     running_server,
 )
-from spike.client import _connect_failure
-from spike.protocol import format_address
+from spike.client import MAX_TIMEOUT, _connect_failure, check_reply, shorten
+from spike.protocol import NO_ID, format_address
 
 
 @pytest.fixture
-def raw_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], tuple[str, int]]]:
+def peers() -> Iterator[Peers]:
+    started = Peers()
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def raw_peer(peers: Peers) -> Callable[[Callable[[socket.socket], None]], tuple[str, int]]:
     """A one-connection TCP peer that runs ``behave(conn)``: a server that breaks the rules."""
-    listeners: list[socket.socket] = []
-    threads: list[threading.Thread] = []
-
-    def start(behave: Callable[[socket.socket], None]) -> tuple[str, int]:
-        listener = socket.create_server(("127.0.0.1", 0))
-        listener.settimeout(WAIT)
-        listeners.append(listener)
-
-        def run() -> None:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(WAIT)
-                behave(conn)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        threads.append(thread)
-        return listener.getsockname()[:2]
-
-    yield start
-    for listener in listeners:
-        listener.close()
-    for thread in threads:
-        thread.join(WAIT)
+    return peers.start
 
 
 def read_line(conn: socket.socket) -> bytes:
@@ -229,3 +213,173 @@ def test_reply_longer_than_the_client_limit(raw_peer) -> None:
 def test_every_error_is_a_pipe_error() -> None:
     for error in (ConnectError, ConnectionClosed, PipeTimeout, ProtocolError, RemoteError):
         assert issubclass(error, PipeError)
+
+
+# --- the timeout is a deadline ---------------------------------------------------
+def test_a_trickled_reply_is_cut_off_at_the_deadline(peers: Peers) -> None:
+    # One byte every 0.1 s: a per-recv timeout of 0.5 s would never fire.
+    host, port = peers.start(peers.trickle(every=0.1))
+    client = Client(host, port, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(PipeTimeout) as caught:
+        client.send_text("hi")
+    elapsed = time.monotonic() - started
+    assert 0.5 <= elapsed < 1.5, elapsed
+    message = str(caught.value)
+    assert message.startswith(f"no complete reply from {host}:{port} within 0.5 s (")
+    assert "bytes arrived, but no end of line" in message
+    assert client.closed
+
+
+def test_a_trickled_reply_to_a_request_is_cut_off_too(peers: Peers) -> None:
+    host, port = peers.start(peers.trickle(every=0.1, byte=b"{"))
+    started = time.monotonic()
+    with Client(host, port, timeout=0.5) as client, pytest.raises(PipeTimeout):
+        client.request("info")
+    assert time.monotonic() - started < 1.5
+
+
+def test_each_exchange_has_its_own_deadline(peers: Peers) -> None:
+    def slow_echo(conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        while line := reader.readline():
+            time.sleep(0.3)
+            conn.sendall(line)
+
+    # Three replies of 0.3 s each: 0.9 s in all, each well within 0.6 s.
+    with Client(*peers.start(slow_echo), timeout=0.6) as client:
+        assert [client.send_text(text) for text in ("a", "b", "c")] == ["a", "b", "c"]
+
+
+def test_a_server_that_does_not_read_times_out_the_send(peers: Peers) -> None:
+    host, port = peers.start(peers.silent())
+    client = Client(host, port, timeout=0.5)
+    started = time.monotonic()
+    # Far more than the two socket buffers between us hold.
+    with pytest.raises(PipeTimeout) as caught:
+        client.send_text("y" * 64_000_000)
+    assert time.monotonic() - started < 2.0
+    assert str(caught.value).startswith(f"sending to {host}:{port} did not finish within 0.5 s")
+    assert client.closed
+
+
+@pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, 1e308, MAX_TIMEOUT * 2])
+def test_a_timeout_that_is_no_deadline_is_refused(timeout: float) -> None:
+    with pytest.raises(ValueError, match="timeout must be None or more than 0"):
+        Client("127.0.0.1", free_port(), timeout=timeout)
+
+
+def test_no_timeout_waits_without_a_deadline(server) -> None:
+    with Client(*server.address, timeout=None) as client:
+        assert client.send_text("patient") == "patient"
+
+
+# --- replies that are not the protocol's ---------------------------------------
+@pytest.mark.parametrize(
+    ("reply", "code", "says"),
+    [
+        (
+            b"HTTP/1.1 400 Bad Request\r\n",
+            "bad_json",
+            "is not JSON: 'HTTP/1.1 400 Bad Request'",
+        ),
+        (
+            b'{"id":1,"ok":true,"result":"caf\xff"}\n',
+            "bad_utf8",
+            """is not valid UTF-8: b'{"id":1,"ok":true,"result":"caf\\xff"}'""",
+        ),
+        (b"[1, 2]\n", "bad_request", "is not a pipe reply (not an object with a boolean"),
+        (
+            b'{"id":2,"ok":true,"result":{}}\n',
+            "bad_request",
+            "has id 2, but the request had id 1:",
+        ),
+        (
+            b'{"id":true,"ok":true,"result":{}}\n',
+            "bad_request",
+            "has id True, but the request had id 1:",
+        ),
+        (b'{"ok":true,"result":{}}\n', "bad_request", "has no id, but the request had id 1:"),
+    ],
+)
+def test_a_reply_that_is_not_the_requests_is_a_protocol_error(
+    peers: Peers, reply: bytes, code: str, says: str
+) -> None:
+    host, port = peers.start(peers.answer(reply))
+    client = Client(host, port, timeout=WAIT)
+    with pytest.raises(ProtocolError) as caught:
+        client.request("info")
+    assert caught.value.code == code
+    assert str(caught.value) == f"{code}: {caught.value.message}"
+    assert caught.value.message.startswith(f"reply from {host}:{port} {says}"), caught.value
+    assert client.closed  # what comes next on this connection cannot be trusted
+
+
+def test_an_error_reply_without_an_id_is_the_servers_answer(peers: Peers) -> None:
+    # A server cannot repeat the id of a request it could not read.
+    reply = b'{"ok":false,"error":{"code":"bad_json","message":"not valid JSON"}}\n'
+    with Client(*peers.start(peers.answer(reply)), timeout=WAIT) as client:
+        with pytest.raises(RemoteError) as caught:
+            client.request("info")
+        assert caught.value.code == "bad_json"
+
+
+def test_check_reply_shortens_and_escapes_what_came_back() -> None:
+    long_line = b'{"ok":' + b"x" * 500 + b"\r\x1b[2J"
+    with pytest.raises(ProtocolError) as caught:
+        check_reply(long_line, 1, "h:1")
+    message = str(caught.value)
+    assert message.endswith(f"...' ({len(long_line)} bytes)") or message.endswith(
+        f"'... ({len(long_line)} bytes)"
+    )
+    assert len(message) < 150
+    assert "\x1b" not in message and "\r" not in message
+    assert check_reply(b'{"ok":true,"result":null}', NO_ID, "h:1") == {
+        "ok": True,
+        "result": None,
+    }
+    assert check_reply(b'{"id":[1,{"a":"b"}],"ok":true,"result":0}', [1, {"a": "b"}], "h:1")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (b"caf\xff", "b'caf\\xff'"),
+        ("line\nbreak", "'line\\nbreak'"),
+        ("a" * 70, "'" + "a" * 60 + "'... (70 characters)"),
+        (b"b" * 70, "'" + "b" * 60 + "'... (70 bytes)"),
+    ],
+)
+def test_shorten(value: str | bytes, shown: str) -> None:
+    assert shorten(value) == shown
+
+
+# --- hosts and text the client cannot use -------------------------------------
+def test_a_bracketed_ipv6_host_is_named_once_in_brackets() -> None:
+    port = free_port()
+    with pytest.raises(PipeError) as caught:
+        Client("[::1]", port, timeout=WAIT)
+    assert f"[::1]:{port}" in str(caught.value)
+    assert "[[" not in str(caught.value)
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_a_bracketed_ipv6_host_connects(peers: Peers) -> None:
+    _, port = peers.start(peers.answer(b"over six\n"), host="::1")
+    with Client("[::1]", port, timeout=WAIT) as client:
+        assert client.host == "::1"
+        assert repr(client) == f"<Client [::1]:{port}>"
+        assert client.send_text("over six") == "over six"
+
+
+@pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example", "."])
+def test_a_host_name_that_cannot_be_looked_up_is_a_connect_error(host: str) -> None:
+    with pytest.raises(ConnectError, match="not a valid host name"):
+        Client(host, 3000, timeout=WAIT)
+
+
+def test_text_that_is_not_unicode_is_a_value_error(server) -> None:
+    with Client(*server.address) as client:
+        with pytest.raises(ValueError, match="valid Unicode text"):
+            client.send_text("caf\udcff")  # the byte 0xff, as POSIX argv decodes it
+        assert client.send_text("café") == "café"
