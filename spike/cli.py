@@ -453,22 +453,31 @@ class _BadInput:
         self.reason = reason
 
 
-def _not_utf8(number: int, exc: UnicodeDecodeError) -> _BadInput:
-    byte = exc.object[exc.start]
+def _not_utf8(number: int, raw: bytes, position: int) -> _BadInput:
     return _BadInput(
-        f"input line {number} is not valid UTF-8 (byte 0x{byte:02x} at position "
-        f"{exc.start}); not sent"
+        f"input line {number} is not valid UTF-8 (byte 0x{raw[position]:02x} at position "
+        f"{position}); not sent"
     )
 
 
 def _checked_line(line: str, number: int) -> str | _BadInput:
+    """``line`` if it can be sent. A stdin decoded with "surrogateescape" (a
+    POSIX locale that is not UTF-8, or PYTHONIOENCODING) turns bytes that
+    are not UTF-8 into lone surrogates instead of failing."""
     try:
         line.encode()
-    except UnicodeEncodeError as exc:  # a stdin decoded with "surrogateescape"
-        return _BadInput(
-            f"input line {number} is not valid UTF-8 (at position {exc.start}); not sent"
-        )
+    except UnicodeEncodeError:
+        raw = line.encode(errors="surrogateescape" if _escaped_only(line) else "replace")
+        try:
+            raw.decode()
+        except UnicodeDecodeError as exc:
+            return _not_utf8(number, raw, exc.start)
+        return _BadInput(f"input line {number} is not valid Unicode text; not sent")
     return line
+
+
+def _escaped_only(line: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in line)
 
 
 def _stdin_lines(interactive: bool) -> Iterator[str | _BadInput]:
@@ -483,7 +492,7 @@ def _stdin_lines(interactive: bool) -> Iterator[str | _BadInput]:
                 print(file=sys.stderr)
                 return
             except UnicodeDecodeError as exc:  # a terminal that is not UTF-8
-                yield _not_utf8(number, exc)
+                yield _not_utf8(number, exc.object, exc.start)
                 continue
             yield _checked_line(line, number)
     stdin = sys.stdin
@@ -501,7 +510,7 @@ def _stdin_lines(interactive: bool) -> Iterator[str | _BadInput]:
         try:
             line = raw.decode()
         except UnicodeDecodeError as exc:
-            yield _not_utf8(number, exc)
+            yield _not_utf8(number, raw, exc.start)
             continue
         yield line
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
+import select
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import ROOT, cli_env, free_port, run_cli
+from conftest import ROOT, WAIT, cli_env, free_port, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from peers import Peers, ipv6_loopback
@@ -368,3 +370,53 @@ def test_the_argument_parser_only_ever_exits(argv: list[str]) -> None:
     assert (args.op_line is None) == (args.op is None) and (
         args.param == [] or args.op is not None
     )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is POSIX")
+@pytest.mark.parametrize("io_encoding", ["utf-8", "utf-8:surrogateescape"])
+def test_typed_lines_that_are_not_utf8_are_reported_and_the_session_goes_on(
+    server, io_encoding: str
+) -> None:
+    # A terminal in another encoding: input() either fails to decode the
+    # line (strict) or hands it over with lone surrogates (surrogateescape).
+    import pty  # POSIX only
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spike.client", "--port", str(server.address[1])],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=ROOT,
+        env={**cli_env(), "PYTHONIOENCODING": io_encoding},
+    )
+    os.close(terminal)
+    seen = bytearray()
+
+    def read_until(needle: bytes) -> None:
+        deadline = time.monotonic() + WAIT
+        while needle not in seen:
+            assert time.monotonic() < deadline, bytes(seen)
+            if select.select([controller], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):  # EIO once the client has exited
+                    seen.extend(os.read(controller, 4096))
+
+    try:
+        for typed, answer in [
+            (b"hi\n", b"Received: hi"),
+            (b"caf\xff\n", b"input line 2 is not valid UTF-8 (byte 0xff at position 3)"),
+            (b"ok\n", b"Received: ok"),
+        ]:
+            read_until(b"> ")
+            del seen[:]
+            os.write(controller, typed)
+            read_until(answer)
+        read_until(b"> ")
+        os.write(controller, b"\x04")  # Ctrl+D
+        assert proc.wait(WAIT) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+        os.close(controller)
+    assert b"Traceback" not in seen
