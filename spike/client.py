@@ -58,6 +58,8 @@ DEFAULT_TIMEOUT = 5.0
 #: typo, and past some point the operating system refuses them (a 1e308 s
 #: timeout fails as "timestamp out of range"); ``None`` waits forever.
 MAX_TIMEOUT = 86_400.0
+# Longest single wait for reply bytes; the deadline is kept across waits.
+_WAKE_EVERY = 0.25
 # Replies can be longer than requests (JSON escaping), so the client accepts
 # more than the server's default request limit.
 DEFAULT_MAX_REPLY_BYTES = 16 * 1_048_576
@@ -230,22 +232,21 @@ class Client:
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
-    def _time_left(self, sock: socket.socket, deadline: float | None) -> bool:
-        """Give the next socket call what is left of ``deadline``; False if none is."""
+    @staticmethod
+    def _time_left(deadline: float | None) -> float | None:
+        """Seconds until ``deadline`` (None: no deadline); TimeoutError once it has passed."""
         if deadline is None:
-            return True
+            return None
         left = deadline - time.monotonic()
         if left <= 0:
-            return False
-        sock.settimeout(left)
-        return True
+            raise TimeoutError
+        return left
 
     def _send(self, data: bytes, deadline: float | None) -> None:
         sock = self._require_socket()
         try:
-            if not self._time_left(sock, deadline):
-                raise TimeoutError
             # sendall() counts its timeout for the whole call, not per chunk.
+            sock.settimeout(self._time_left(deadline))
             sock.sendall(data)
         except TimeoutError:
             self.close()
@@ -267,10 +268,14 @@ class Client:
         while not lines:
             sock = self._require_socket()
             try:
-                if not self._time_left(sock, deadline):
-                    raise TimeoutError
+                left = self._time_left(deadline)
+                # Wait in short slices: on Windows a blocked recv() does not
+                # see Ctrl+C until it returns (CPython issue 85609).
+                sock.settimeout(_WAKE_EVERY if left is None else min(left, _WAKE_EVERY))
                 data = sock.recv(65536)
             except TimeoutError:
+                if deadline is None or time.monotonic() < deadline:
+                    continue  # only a slice ended
                 self.close()
                 raise PipeTimeout(self._late_reply()) from None
             except OSError as exc:

@@ -269,9 +269,20 @@ def test_a_timeout_that_is_no_deadline_is_refused(timeout: float) -> None:
         Client("127.0.0.1", free_port(), timeout=timeout)
 
 
-def test_no_timeout_waits_without_a_deadline(server) -> None:
-    with Client(*server.address, timeout=None) as client:
-        assert client.send_text("patient") == "patient"
+def test_no_timeout_waits_without_a_deadline(peers: Peers) -> None:
+    big = b"z" * 16_000_000  # more than the socket buffers hold: sendall() must wait
+
+    def slow_peer(conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        reader.readline()
+        time.sleep(0.6)  # longer than one slice of the client's wait for a reply
+        conn.sendall(b"first\n")
+        time.sleep(0.6)  # then let the client's send of the big line block
+        conn.sendall(b"%d\n" % len(reader.readline().rstrip(b"\n")))
+
+    with Client(*peers.start(slow_peer), timeout=None) as client:
+        assert client.send_text("patient") == "first"
+        assert client.send_text(big.decode()) == str(len(big))
 
 
 # --- replies that are not the protocol's ---------------------------------------

@@ -12,6 +12,7 @@ import io
 import math
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -420,3 +421,34 @@ def test_typed_lines_that_are_not_utf8_are_reported_and_the_session_goes_on(
             proc.wait(WAIT)
         os.close(controller)
     assert b"Traceback" not in seen
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_waiting_for_a_reply_exits_130_at_once(peers: Peers) -> None:
+    _, port = peers.start(peers.silent())
+    # Ctrl+C's default handler, whatever this test process inherited.
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from spike.client import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--port", str(port), "--timeout", "60", "hello"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=cli_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"Sent: hello\n"
+        time.sleep(0.6)  # well into the wait for the reply
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(WAIT) == 130
+        assert time.monotonic() - started < 1.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate(timeout=WAIT)
+    assert stderr == b"\n"
