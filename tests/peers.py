@@ -87,7 +87,11 @@ class Peers:
 
     def silent(self) -> Behaviour:
         """Accept, then read nothing and say nothing until the test ends."""
-        return lambda conn: self.stop.wait(2 * WAIT)
+
+        def behave(conn: socket.socket) -> None:
+            self.stop.wait(2 * WAIT)
+
+        return behave
 
     def close(self) -> None:
         self.stop.set()
