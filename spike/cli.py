@@ -32,9 +32,7 @@ from .client import (
 from .ops import default_ops
 from .protocol import (
     DEFAULT_MAX_LINE_BYTES,
-    NO_ID,
     PipeError,
-    ProtocolError,
     encode_request,
     format_address,
 )
@@ -586,12 +584,13 @@ def _run_client(args: argparse.Namespace) -> int:
 def _is_error_reply(raw: bytes) -> bool:
     """True for the JSON error reply a server gives to plain text it refuses
     (line_too_long, bad_utf8); any other reply to plain text is its echo."""
-    if not raw.startswith(b'{"'):
+    if not raw.startswith(b"{"):
         return False
     try:
-        return not check_reply(raw, NO_ID, "")["ok"]
-    except ProtocolError:
+        parsed = json.loads(raw.decode(errors="replace"))
+    except (ValueError, RecursionError):
         return False
+    return isinstance(parsed, dict) and parsed.get("ok") is False
 
 
 # --- python -m spike ----------------------------------------------------------

@@ -169,6 +169,16 @@ def test_plain_text_with_a_reply_that_is_not_utf8_is_echoed(peers: Peers) -> Non
     assert result.stdout.splitlines()[1] == "Received: caf\ufffd".encode()
 
 
+def test_plain_text_judges_a_reply_as_before(peers: Peers) -> None:
+    # Plain text is not checked as a protocol reply: any JSON with "ok": false
+    # counts as an error (exit 1), anything else as the echo.
+    reply = b'{"id":5,"ok":false,"error":{"code":"nope","message":"no"}}\n'
+    _, port = peers.start(peers.answer(reply))
+    result = run_cli("spike.client", "--port", str(port), "hi")
+    assert result.returncode == 1
+    assert result.stderr == ""
+
+
 def test_an_error_reply_without_an_id_is_an_error_reply_not_a_broken_one(peers: Peers) -> None:
     reply = b'{"ok":false,"error":{"code":"bad_json","message":"not valid JSON"}}\n'
     _, port = peers.start(peers.answer(reply))
