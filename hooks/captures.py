@@ -5,12 +5,20 @@ starts `python -m spike.server --port 0` as a subprocess, runs the real
 `python -m spike.client` against it, talks to it once more the way the
 client in Python's socket documentation does (no newline, then wait for
 the reply), stops the server with Ctrl+C (CTRL_BREAK on Windows) and keeps
-everything both sides printed. `on_page_markdown` then replaces the marker
-comment in docs/spike/demo.md with those terminals, each stamped with the
-date of the run, the Python version and the OS.
+everything both sides printed. `on_page_markdown` then puts that one run
+on two pages:
 
-Nothing is written to disk, so there is nothing generated to commit and no
-stale output to show: if the spike cannot run, the build fails.
+- `<!-- spike-capture -->` (docs/spike/demo.md): the terminals as text,
+  which can be copied;
+- `<!-- spike-screenshots -->` (the answer sheet, docs/index.md, and the
+  demo page): pictures of the server's and the client's terminal windows,
+  drawn from the same lines by Rich's `Console.export_svg()` as inline SVG,
+  so they stay sharp (vector) in the PDF.
+
+Every capture and picture is stamped with the date of the run, the Python
+version and the OS. Nothing is written to disk, so there is nothing
+generated to commit and no stale output to show: if the spike cannot run,
+the build fails.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import io
 import logging
 import os
 import platform
@@ -34,11 +43,20 @@ import uuid
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
+from rich.console import CONSOLE_SVG_FORMAT, Console
+from rich.text import Text
 
 log = logging.getLogger("mkdocs.hooks.captures")
 
 MARKER = "<!-- spike-capture -->"
+SHOTS_MARKER = "<!-- spike-screenshots -->"
 DEMO_PAGE = "spike/demo.md"
+ANSWER_SHEET = "index.md"
+# Pages that must show the terminal pictures, and where each finds the text captures.
+SHOT_PAGES = {ANSWER_SHEET: "spike/demo.md#the-captures", DEMO_PAGE: "#the-captures"}
+# Columns of the pictured terminal windows: a common terminal width, and
+# what fits across a printed US Letter page at a readable size.
+SHOT_COLUMNS = 80
 MESSAGE = "A message from CS361"
 # What the seed's client and the socket-docs client send: no trailing newline.
 RAW_MESSAGE = "A message from CS361!"
@@ -96,14 +114,18 @@ def on_pre_build(config) -> None:
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    """Put this build's captures in place of the marker on the demo page."""
-    if page.file.src_uri != DEMO_PAGE:
+    """Put this build's captures and pictures in place of the markers."""
+    src = page.file.src_uri
+    if src not in SHOT_PAGES:
         return markdown
-    if MARKER not in markdown:
+    if SHOTS_MARKER not in markdown:
+        raise PluginError(f"hooks/captures.py: {src} lost its picture marker {SHOTS_MARKER!r}")
+    if src == DEMO_PAGE and MARKER not in markdown:
         raise PluginError(f"hooks/captures.py: {DEMO_PAGE} lost its capture marker {MARKER!r}")
     if _capture is None:  # on_pre_build failed or did not run
         raise PluginError("hooks/captures.py: no spike capture for this build")
-    return markdown.replace(MARKER, render(_capture))
+    shots = render_screenshots(_capture, page_key=src, captures_link=SHOT_PAGES[src])
+    return markdown.replace(SHOTS_MARKER, shots).replace(MARKER, render(_capture))
 
 
 # --- Running the spike ---------------------------------------------------
@@ -360,3 +382,77 @@ def render(capture: Capture) -> str:
             _panel(capture.raw_client, "pycon", capture),
         ]
     )
+
+
+# --- Pictures of the terminal windows ---------------------------------------
+
+# Rich's SVG template without its @font-face rules: those fetch Fira Code
+# from a CDN, which the offline PDF print refuses. Local monospace fonts
+# draw the same cells (Rich places every run of text at its column).
+_SVG_FORMAT = re.sub(r"@font-face \{\{.*?\}\}\s*", "", CONSOLE_SVG_FORMAT, flags=re.S).replace(
+    "font-family: Fira Code, monospace;",
+    "font-family: 'DejaVu Sans Mono', Menlo, Consolas, 'Liberation Mono', monospace;",
+)
+_PROMPTS = ("$ ", "> ", ">>> ")
+_LABELS = re.compile(r"^(Sent|Received|Serving on|Connection opened|Connection closed):")
+
+
+def _styled(line: str) -> Text:
+    """One terminal line, coloured the way a shell session usually looks."""
+    text = Text(line)
+    if line.startswith(_PROMPTS):
+        text.stylize("bold green", 0, 2)
+        text.stylize("bold", 2)
+    elif match := _LABELS.match(line):
+        text.stylize("cyan", 0, match.end())
+    if MESSAGE in line and not line.startswith(_PROMPTS):
+        start = line.index(MESSAGE)
+        text.stylize("bold yellow", start, start + len(MESSAGE))
+    return text
+
+
+def terminal_svg(terminal: Terminal, unique_id: str) -> str:
+    """A picture of one terminal window (inline SVG) holding exactly its lines."""
+    console = Console(
+        record=True,
+        width=SHOT_COLUMNS,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="truecolor",
+        legacy_windows=False,
+    )
+    for line in terminal.lines:
+        # A terminal wraps a long line at the last column, not between words.
+        styled = _styled(line)
+        for row in styled.divide(range(SHOT_COLUMNS, len(line), SHOT_COLUMNS)):
+            console.print(row, no_wrap=True, overflow="ignore", crop=False)
+    svg = console.export_svg(title=terminal.title, code_format=_SVG_FORMAT, unique_id=unique_id)
+    # One line, no comments: Markdown then passes the block through untouched.
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    svg = svg.replace('class="rich-terminal"', 'class="rich-terminal" role="img"', 1)
+    return " ".join(part.strip() for part in svg.splitlines() if part.strip())
+
+
+def _label(capture: Capture, captures_link: str) -> str:
+    return (
+        "*Pictures of this build's real run, drawn from the two programs' output with "
+        "[Rich](https://rich.readthedocs.io/en/latest/console.html#exporting): "
+        f'<span class="spike-capture-meta" data-spike-run="{capture.run_id}">'
+        f"run on {capture.date} (UTC) &middot; Python {capture.python} &middot; "
+        f"{capture.os_name}</span>. The same lines as copyable text: "
+        f"[the captures]({captures_link}).*"
+    )
+
+
+def render_screenshots(capture: Capture, *, page_key: str, captures_link: str) -> str:
+    """Markdown for the server's and the client's terminal windows, with their label."""
+    slug = re.sub(r"[^a-z0-9]+", "-", page_key.lower()).strip("-")
+    pictures = "".join(
+        f'<div class="spike-shot">{terminal_svg(terminal, f"shot-{slug}-{name}")}</div>'
+        for name, terminal in (("server", capture.server), ("client", capture.client))
+    )
+    figure = (
+        f'<figure class="spike-shots" data-spike-run="{capture.run_id}" '
+        f'data-page="{slug}">{pictures}</figure>'
+    )
+    return f"{figure}\n\n{_label(capture, captures_link)}"
