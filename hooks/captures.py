@@ -455,4 +455,9 @@ def render_screenshots(capture: Capture, *, page_key: str, captures_link: str) -
         f'<figure class="spike-shots" data-spike-run="{capture.run_id}" '
         f'data-page="{slug}">{pictures}</figure>'
     )
-    return f"{figure}\n\n{_label(capture, captures_link)}"
+    # One block, so that a page can style (or, on paper, leave out) the
+    # pictures and their label together.
+    return (
+        f'<div class="spike-shots-block" markdown>\n\n{figure}\n\n'
+        f"{_label(capture, captures_link)}\n\n</div>"
+    )

@@ -211,6 +211,19 @@ def test_build_fails_when_the_capture_marker_is_gone(tmp_path):
     assert "lost its capture marker" in build.output
 
 
+def test_build_fails_when_the_answer_sheet_loses_its_pictures(tmp_path):
+    def edit(project: Path) -> None:
+        page = project / "docs/index.md"
+        page.write_text(
+            page.read_text(encoding="utf-8").replace("<!-- spike-screenshots -->", ""),
+            encoding="utf-8",
+        )
+
+    build = _broken_copy(tmp_path, edit)
+    assert build.returncode != 0
+    assert "index.md lost its picture marker" in build.output
+
+
 def _unfinished_pages() -> list[str]:
     return sorted(
         str(page.relative_to(DOCS))
@@ -233,7 +246,7 @@ def test_reader_features_are_on_the_built_pages(site):
     # Copy buttons on code blocks are a theme feature switched on in the page config.
     assert "content.code.copy" in demo
     # Admonitions, tables, Mermaid (rendered in the browser from this block).
-    assert 'class="admonition info"' in demo
+    assert 'class="admonition question"' in demo
     assert "<table>" in protocol
     assert '<pre class="mermaid"><code>sequenceDiagram' in protocol
     # The footer's Credits link works from a nested page.
