@@ -7,15 +7,23 @@ installed (Debian `chromium`, Google Chrome, Microsoft Edge) through
 Playwright, waits until every Mermaid diagram is drawn and prints it to
 `site/cs361-assignment5-brian-dy.pdf` (US Letter, page numbers).
 
-Printing works offline: Mermaid comes from `node_modules` (`npm ci`), any
-request for it to a CDN is answered from that file, and every other request
-that leaves the machine (web fonts, analytics) is refused, so the browser
-never waits on the network.
+Mermaid is local, for the PDF and the site alike (hooks/mermaid_js.py): from
+`node_modules` after `npm ci`, else from the user's cache, else downloaded
+once from the npm registry (the version package-lock.json pins, checked
+against its sha512). The hook copies it into the site and adds it to
+`extra_javascript`, so Material uses it instead of its CDN and no page makes
+a third-party request. Without a local Mermaid the site falls back to
+Material's CDN and one line says why.
+
+Printing works offline: every request that leaves the machine (web fonts,
+analytics, a CDN) is refused, except that a request for Mermaid is answered
+from the local file, so the browser never waits on the network.
 
 Only `mkdocs build` and `mkdocs gh-deploy` print; `mkdocs serve` does not.
 `SPIKE_PDF=0` skips printing; `SPIKE_PDF_BROWSER=/path/to/browser` picks
-the browser. Without a browser (or without Mermaid) the HTML site is still
-built and one line says how to get the PDF.
+the browser (a path that does not exist means "no browser"). Without a
+browser (or without Mermaid) the HTML site is still built and one line says
+how to get the PDF.
 """
 
 from __future__ import annotations
@@ -30,11 +38,17 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import mermaid_js  # hooks/mermaid_js.py: MkDocs puts this folder on sys.path for hooks
+from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
-from mkdocs.structure.files import InclusionLevel
+from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.utils import get_build_datetime
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Route
 
 log = logging.getLogger("mkdocs.hooks.pdf")
 
@@ -42,7 +56,8 @@ PDF_NAME = "cs361-assignment5-brian-dy.pdf"
 PRINT_PAGE = "print_page/index.html"
 # Relative to mkdocs.yml (the repository root).
 TEMPLATES_DIR = "docs/overrides"
-MERMAID_JS = "node_modules/mermaid/dist/mermaid.min.js"
+# Where the local Mermaid goes in the built site.
+MERMAID_SITE_DIR = "assets/javascripts"
 # Where Material (and anyone else) would fetch Mermaid from on the web.
 CDN_HOSTS = {"unpkg.com", "cdn.jsdelivr.net", "fastly.jsdelivr.net"}
 # A healthy run draws all diagrams in about a second.
@@ -100,6 +115,10 @@ FOOTER = """
 """
 
 _command: str | None = None
+# The local Mermaid of the current build (None: pages use Material's CDN).
+_mermaid: mermaid_js.Mermaid | None = None
+# Lines already logged by this process: `mkdocs serve` rebuilds often.
+_said: set[str] = set()
 
 
 def on_startup(command: str, dirty: bool) -> None:
@@ -108,12 +127,13 @@ def on_startup(command: str, dirty: bool) -> None:
     _command = command
 
 
-def on_config(config):
-    """Make the cover template and the "Download PDF" button available.
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
+    """Make the cover template, the "Download PDF" button and local Mermaid available.
 
     Also decides now whether this build will print, so that the button links
     to the PDF when there will be one and to the print page when not.
     """
+    global _mermaid
     root = Path(config.config_file_path).parent
     templates = str(root / TEMPLATES_DIR)
     # After the site's own custom_dir, before Material: our main.html adds
@@ -122,7 +142,21 @@ def on_config(config):
         position = 1 if config.theme.custom_dir else 0
         config.theme.dirs.insert(position, templates)
 
-    plan = _plan(root, Path(config.site_dir))
+    _mermaid, missing = _find_mermaid(root)
+    if _mermaid is not None:
+        # Material draws with a `mermaid` that a page already has instead of
+        # fetching its own from unpkg.com.
+        script = f"{MERMAID_SITE_DIR}/{_mermaid.site_name}"
+        if script not in [str(item) for item in config.extra_javascript]:
+            config.extra_javascript.append(script)
+
+    plan = _plan(Path(config.site_dir), missing)
+    if missing and plan is not None:
+        # No PDF line will name the problem: say what the pages do instead.
+        _say_once(
+            f"Mermaid: {missing}; pages load it from Material's CDN instead "
+            "(run `npm ci`, or `mkdocs build` once online, for a local copy)"
+        )
     config.extra["pdf_export"] = {
         "name": PDF_NAME,
         "printing": plan is None,
@@ -132,8 +166,16 @@ def on_config(config):
     return config
 
 
-def on_files(files, config):
-    """Keep the theme templates in docs/overrides out of the built site."""
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    """Keep the theme templates in docs/overrides out of the built site; add local Mermaid."""
+    if _mermaid is not None:
+        files.append(
+            File.generated(
+                config,
+                f"{MERMAID_SITE_DIR}/{_mermaid.site_name}",
+                abs_src_path=str(_mermaid.path),
+            )
+        )
     templates = Path(config.config_file_path).parent / TEMPLATES_DIR
     try:
         prefix = templates.resolve().relative_to(Path(config.docs_dir).resolve()).as_posix() + "/"
@@ -145,7 +187,7 @@ def on_files(files, config):
     return files
 
 
-def on_post_build(config):
+def on_post_build(config: MkDocsConfig) -> None:
     """Print the print-site page to the PDF (runs after print-site wrote it)."""
     settings = config.extra.get("pdf_export", {})
     if not settings.get("printing"):
@@ -158,14 +200,15 @@ def on_post_build(config):
     page = site / PRINT_PAGE
     if not page.is_file():
         raise PluginError(f"PDF: {page} is missing; is the print-site plugin enabled?")
-    root = Path(config.config_file_path).parent
+    if _mermaid is None:  # _plan() prints only with a local Mermaid
+        raise PluginError("PDF: no local Mermaid to print with")
     target = site / PDF_NAME
     try:
         pages, seconds = print_pdf(
             page,
             target,
             browser=find_browser(),
-            mermaid_js=root / MERMAID_JS,
+            mermaid_file=_mermaid.path,
             title=f"CS361 Assignment 5 \u00b7 {config.site_author or 'Brian Dy'}",
         )
     except BrowserUnavailable as error:
@@ -178,7 +221,30 @@ class BrowserUnavailable(Exception):
     """No usable Chromium-family browser: the PDF is skipped, not the build."""
 
 
-def _plan(root: Path, site: Path) -> str | None:
+def _find_mermaid(root: Path) -> tuple[mermaid_js.Mermaid | None, str | None]:
+    """(local Mermaid, None) or (None, why there is none).
+
+    A command run from the terminal downloads Mermaid when it has to; a
+    build started from Python only uses what is already there. A download
+    that does not match package-lock.json stops the build.
+    """
+    try:
+        found = mermaid_js.find(root, download=_command is not None)
+    except mermaid_js.MermaidUnavailable as error:
+        return None, str(error)
+    except mermaid_js.IntegrityError as error:
+        raise PluginError(f"Mermaid: {error}") from None
+    log.debug(f"Mermaid {found.version} from {found.source}: {found.path}")
+    return found, None
+
+
+def _say_once(line: str) -> None:
+    if line not in _said:
+        _said.add(line)
+        log.info(line)
+
+
+def _plan(site: Path, mermaid_missing: str | None) -> str | None:
     """None if this build prints the PDF, else the line saying why not."""
     if os.environ.get("SPIKE_PDF", "1").strip().lower() in {"0", "no", "false", "off"}:
         return "PDF skipped (SPIKE_PDF=0)."
@@ -195,10 +261,10 @@ def _plan(root: Path, site: Path) -> str | None:
         find_browser()
     except BrowserUnavailable as error:
         return f"PDF not written: {error}; {_by_hand(site)}."
-    if not (root / MERMAID_JS).is_file():
+    if mermaid_missing:
         return (
-            f"PDF not written: Mermaid is missing ({MERMAID_JS}): run `npm ci` once; "
-            f"{_by_hand(site)}."
+            f"PDF not written: no local Mermaid ({mermaid_missing}): run `npm ci`, or run "
+            f"`mkdocs build` once while online to download and cache it; {_by_hand(site)}."
         )
     return None
 
@@ -268,7 +334,7 @@ def _install_places() -> list[Path]:
 
 
 def print_pdf(
-    page: Path, target: Path, *, browser: Path, mermaid_js: Path, title: str
+    page: Path, target: Path, *, browser: Path, mermaid_file: Path, title: str
 ) -> tuple[int, float]:
     """Print `page` to `target` with `browser`; return (pages, seconds).
 
@@ -280,16 +346,16 @@ def print_pdf(
 
     html_text = page.read_text(encoding="utf-8")
     diagrams = len(_mermaid_sources(html_text))
-    mermaid = mermaid_js.read_bytes()
+    mermaid = mermaid_file.read_bytes()
     flags = list(BROWSER_FLAGS)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         flags.append("--no-sandbox")
 
-    def answer(route):
-        """Mermaid from node_modules; nothing else from the network."""
+    def answer(route: Route) -> None:
+        """Mermaid from the local file; nothing else from the network."""
         url = urlsplit(route.request.url)
         if url.hostname in CDN_HOSTS and "mermaid" in url.path:
-            log.debug(f"PDF: answered {route.request.url} from {mermaid_js}")
+            log.debug(f"PDF: answered {route.request.url} from {mermaid_file}")
             route.fulfill(body=mermaid, content_type="application/javascript")
         else:
             log.debug(f"PDF: refused {route.request.url}")
