@@ -151,8 +151,8 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
             config.extra_javascript.append(script)
 
     plan = _plan(Path(config.site_dir), missing)
-    if missing and plan is not None:
-        # No PDF line will name the problem: say what the pages do instead.
+    if missing and missing not in (plan or ""):
+        # No PDF line names the problem: say what the pages do instead.
         _say_once(
             f"Mermaid: {missing}; pages load it from Material's CDN instead "
             "(run `npm ci`, or `mkdocs build` once online, for a local copy)"
