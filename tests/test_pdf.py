@@ -13,10 +13,13 @@ import html
 import importlib.util
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import unicodedata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -77,8 +80,10 @@ def _why_no_pdf() -> str | None:
 can_print = pytest.mark.skipif(_why_no_pdf() is not None, reason=str(_why_no_pdf()))
 
 
-def build(site_dir: Path, **env_changes: str | None) -> subprocess.CompletedProcess:
-    """Run the real `mkdocs build` into site_dir; env_changes None removes a variable.
+def build(
+    site_dir: Path, project: Path = ROOT, **env_changes: str | None
+) -> subprocess.CompletedProcess:
+    """Run the real `mkdocs build` of project into site_dir; env_changes None removes a variable.
 
     SPIKE_PDF_BROWSER stays as the caller set it: the browser (or the "no
     browser") that `_why_no_pdf` saw is the one the build uses.
@@ -93,7 +98,7 @@ def build(site_dir: Path, **env_changes: str | None) -> subprocess.CompletedProc
             env[key] = value
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--clean", "--site-dir", str(site_dir)],
-        cwd=ROOT,
+        cwd=project,
         env=env,
         capture_output=True,
         text=True,
@@ -268,6 +273,11 @@ def test_every_pdf_page_has_a_page_number(printed):
 @can_print
 def test_mermaid_is_drawn_never_printed_as_source(printed):
     _, _, _, text, _ = printed
+    assert_diagrams_drawn(text)
+
+
+def assert_diagrams_drawn(text: str) -> None:
+    """No Mermaid source in the PDF's text, and most labels of every diagram in it."""
     for pattern in RAW_MERMAID:
         assert not pattern.search(text), f"raw Mermaid in the PDF: {pattern.pattern}"
     diagrams = mermaid_labels()
@@ -434,3 +444,76 @@ def test_overflow_check_finds_a_diagram_taller_than_its_block(tmp_path):
             assert tab.evaluate(pdf_hook.OVERFLOWING_DIAGRAMS) == [1]
         finally:
             browser.close()
+
+
+# --- A fresh clone without Node.js -------------------------------------------
+
+# What a clone holds that the build reads; node_modules is left behind.
+CLONE_PARTS = (
+    "mkdocs.yml",
+    "docs",
+    "hooks",
+    "overrides",
+    "spike",
+    "pyproject.toml",
+    "package.json",
+    "package-lock.json",
+)
+
+
+def _registry_unreachable() -> str | None:
+    """Why the real npm registry cannot be reached from here, or None."""
+    url = urlsplit(pdf_hook.mermaid_js.pinned(ROOT).tarball_url())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=10).close()
+    except OSError as error:
+        return f"the npm registry ({url.hostname}) is not reachable: {error}"
+    return None
+
+
+@can_print
+@pytest.mark.skipif(sys.platform == "win32", reason="hides Node.js with POSIX shell stand-ins")
+def test_fresh_clone_without_node_gets_mermaid_from_the_registry_and_prints(tmp_path):
+    """One command on a machine with Python, uv and a browser: the whole PDF.
+
+    A copy of the project without node_modules, a cache folder of its own
+    and `node`, `npm` and `npx` replaced by stand-ins that record any call,
+    against the real npm registry (CI reaches it).
+    """
+    unreachable = _registry_unreachable()
+    if unreachable:
+        pytest.skip(unreachable)
+    project = tmp_path / "clone"
+    project.mkdir()
+    for part in CLONE_PARTS:
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, project / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, project / part)
+    hidden = tmp_path / "no-node"
+    hidden.mkdir()
+    called = tmp_path / "node-was-called"
+    for name in ("node", "npm", "npx"):
+        shim = hidden / name
+        shim.write_text(f'#!/bin/sh\necho "{name} $*" >> "{called}"\nexit 127\n', encoding="utf-8")
+        shim.chmod(0o755)
+    site = tmp_path / "site"
+    result = build(
+        site,
+        project,
+        PATH=f"{hidden}{os.pathsep}{os.environ.get('PATH', '')}",
+        SPIKE_CACHE_DIR=str(tmp_path / "cache"),
+        SPIKE_NPM_REGISTRY=None,
+        SPIKE_PDF_BROWSER=str(pdf_hook.find_browser()),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not called.exists(), called.read_text(encoding="utf-8")
+    said = "\n".join(line for line in result.stderr.splitlines() if "Mermaid" in line)
+    assert "sha512 matches package-lock.json" in said, result.stderr[-3000:]
+    assert "PDF written:" in result.stderr, result.stderr[-3000:]
+    pin = pdf_hook.mermaid_js.pinned(ROOT)
+    assert (site / "assets" / "javascripts" / f"mermaid-{pin.version}.min.js").is_file()
+    reader = PdfReader(site / PDF_NAME)
+    assert_diagrams_drawn(flat("\n".join(page.extract_text() or "" for page in reader.pages)))
