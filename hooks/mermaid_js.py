@@ -199,7 +199,7 @@ def fetch(pin: Pin) -> tuple[bytes, str]:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
                 size, actual = _spool(response, spool)
         except (OSError, http.client.HTTPException, ValueError) as error:
-            reason = f"the download of {url} failed ({_reason(error)})"
+            reason = f"downloading {url} failed: {_reason(error)}"
             _failed[url] = reason
             raise MermaidUnavailable(reason) from None
         expected = _sha512s(pin.integrity)
@@ -322,8 +322,12 @@ def _reason(error: BaseException) -> str:
     """Why a download failed, in a few words."""
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
+        error = error.reason
+    elif isinstance(error, urllib.error.URLError):
         return _one_line(error.reason)
+    if isinstance(error, OSError) and error.strerror:
+        return _one_line(error.strerror)  # without the "[Errno 111]" prefix
     return _one_line(error)
 
 

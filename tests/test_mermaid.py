@@ -278,7 +278,7 @@ def test_offline_without_cache_the_site_builds_and_one_line_names_both_fixes(
     attempt, line = log_lines(result, "Mermaid")
     assert f"downloading {offline}/" in attempt
     assert "PDF not written: no local Mermaid" in line
-    assert f"{offline}/mermaid/-/mermaid-{VERSION}.tgz failed" in line
+    assert f"downloading {offline}/mermaid/-/mermaid-{VERSION}.tgz failed: " in line
     assert "`npm ci`" in line and "once while online" in line  # both fixes
     assert "Ctrl+P" in line
     # The pages fall back to Material's own Mermaid loading.
