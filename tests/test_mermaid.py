@@ -346,9 +346,12 @@ def test_served_pages_load_the_local_mermaid_and_draw_without_a_cdn(tmp_path: Pa
             errors="replace",
         )
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(
-            target=lambda: [lines.put(x) for x in serve.stdout or []], daemon=True
-        ).start()
+
+        def pump() -> None:
+            for line in serve.stdout or []:
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
         log: list[str] = []
         try:
             deadline = time.monotonic() + BUILD_TIMEOUT_S
