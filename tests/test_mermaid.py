@@ -297,9 +297,9 @@ def _free_port() -> int:
 
 
 def _real_mermaid() -> bytes | None:
-    """This machine's real Mermaid (node_modules or the user's cache), if it has one."""
+    """The real Mermaid, as `mkdocs build` gets it here (None when offline and not cached)."""
     try:
-        return bytes(mermaid_js.find(ROOT, download=False).path.read_bytes())
+        return bytes(mermaid_js.find(ROOT).path.read_bytes())
     except mermaid_js.MermaidUnavailable:
         return None
 
@@ -371,7 +371,7 @@ def test_served_pages_load_the_local_mermaid_and_draw_without_a_cdn(tmp_path: Pa
             if real is None or browser is None:
                 pytest.skip(
                     "pages load the local Mermaid; drawing them needs "
-                    + ("a browser" if browser is None else "a real Mermaid (npm ci or one build)")
+                    + ("a browser" if browser is None else "the real Mermaid (offline)")
                 )
             drawn, outside = _open_in_browser(browser, base + page)
         finally:
