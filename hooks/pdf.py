@@ -41,11 +41,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import mermaid_js  # hooks/mermaid_js.py: MkDocs puts this folder on sys.path for hooks
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.utils import get_build_datetime
+
+try:
+    import mermaid_js  # hooks/mermaid_js.py: MkDocs puts hooks/ on sys.path to load a hook
+except ModuleNotFoundError:  # this file loaded by its path from elsewhere (a test)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        import mermaid_js
+    finally:
+        sys.path.pop(0)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Route

@@ -84,8 +84,10 @@ def _why_no_pdf() -> str | None:
         _pdf_hook.find_browser()
     except _pdf_hook.BrowserUnavailable:
         return "no Chromium, Chrome or Edge installed (CI installs Debian chromium)"
-    if not (ROOT / _pdf_hook.MERMAID_JS).is_file():
-        return f"Mermaid is not installed ({_pdf_hook.MERMAID_JS}): run `npm ci`"
+    try:  # node_modules (npm ci) or the copy a build downloaded and cached
+        _pdf_hook.mermaid_js.find(ROOT, download=False)
+    except _pdf_hook.mermaid_js.MermaidUnavailable as error:
+        return f"no local Mermaid yet ({error}): run `npm ci` or `uv run mkdocs build` once"
     return None
 
 
