@@ -9,7 +9,9 @@ Windows the standard library offers only ``select()``, which takes at most
 numbers in groups. Every poller has one small interface:
 ``register``/``modify``/``unregister`` a socket with an owner object, and
 ``poll(timeout)`` returning ``(fd, events)`` pairs; ``owners[fd]`` is the
-object registered for ``fd``.
+object registered for ``fd``. Interest ``0`` is allowed: the socket stays
+registered but is not watched (the server stops reading a client whose
+input waits for a turn).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class SelectorPoller:
     ) -> None:
         self._selector = selector_class()
         self.owners: dict[int, Any] = {}
+        # Registered with interest 0, which selectors refuses: kept out of
+        # the selector until there is something to watch again.
+        self._parked: set[int] = set()
 
     @staticmethod
     def _mask(events: int) -> int:
@@ -46,15 +51,36 @@ class SelectorPoller:
         )
 
     def register(self, sock: socket.socket, events: int, owner: Any) -> None:
-        self._selector.register(sock, self._mask(events))
-        self.owners[sock.fileno()] = owner
+        fd = sock.fileno()
+        if fd in self.owners:
+            raise KeyError(f"{sock!r} is already registered")
+        if events:
+            self._selector.register(sock, self._mask(events))
+        else:
+            self._parked.add(fd)
+        self.owners[fd] = owner
 
     def modify(self, sock: socket.socket, events: int) -> None:
-        self._selector.modify(sock, self._mask(events))
+        fd = sock.fileno()
+        if fd not in self.owners:
+            raise KeyError(f"{sock!r} is not registered")
+        if fd in self._parked:
+            if events:
+                self._selector.register(sock, self._mask(events))
+                self._parked.discard(fd)
+        elif events:
+            self._selector.modify(sock, self._mask(events))
+        else:
+            self._selector.unregister(sock)
+            self._parked.add(fd)
 
     def unregister(self, sock: socket.socket) -> None:
-        key = self._selector.unregister(sock)
-        self.owners.pop(key.fd, None)
+        fd = sock.fileno()
+        if fd in self._parked:
+            self._parked.discard(fd)
+        else:
+            fd = self._selector.unregister(sock).fd
+        del self.owners[fd]
 
     def poll(self, timeout: float) -> list[tuple[int, int]]:
         ready = []
@@ -68,6 +94,7 @@ class SelectorPoller:
     def close(self) -> None:
         self._selector.close()
         self.owners.clear()
+        self._parked.clear()
 
 
 # Windows' select() refuses more than 512 sockets per list (CPython builds

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
+from ._logwriter import LogWriter, dropped_line
 from .client import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
@@ -39,6 +40,7 @@ from .protocol import (
 from .server import (
     DEFAULT_FLUSH_AFTER,
     DEFAULT_HOST,
+    DEFAULT_MAX_BUFFERED_BYTES,
     DEFAULT_PORT,
     Server,
     running_server,
@@ -112,12 +114,6 @@ def _say(line: str) -> None:
         print(line, flush=True)
 
 
-def _say_error(line: str) -> None:
-    """Print one line on stderr; a closed stderr must not stop the server."""
-    with contextlib.suppress(OSError, ValueError):
-        print(line, file=sys.stderr, flush=True)
-
-
 def _fail(prog: str, message: str) -> int:
     print(f"{prog}: {message}", file=sys.stderr, flush=True)
     return 1
@@ -172,6 +168,15 @@ def _server_parser() -> argparse.ArgumentParser:
         "(default %(default)s; 0 waits for the newline)",
     )
     parser.add_argument(
+        "--max-buffered-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BUFFERED_BYTES,
+        metavar="N",
+        help="most unfinished input held for all clients together, in bytes; past it "
+        "the clients holding the most get an 'overloaded' error reply and are "
+        "disconnected (default %(default)s, 256 MiB)",
+    )
+    parser.add_argument(
         "--quiet",
         action="store_true",
         help="no per-connection or per-message log: print only the start and stop "
@@ -221,14 +226,20 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     args = _server_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         _stop_on_signals()
+    # Every line the server prints goes through a writer thread: a terminal
+    # or pipe that stops taking output must never stop the server.
+    out = LogWriter(sys.stdout, name="spike-log")
+    err = LogWriter(sys.stderr, name="spike-log-errors")
     try:
-        return _serve(args)
+        status = _serve(args, out, err)
     except KeyboardInterrupt:  # Ctrl+C while starting or cleaning up
-        _say("Server stopped.")
-        return 0
+        out("Server stopped.")
+        status = 0
+    _close_logs(out, err)
+    return status
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
     _raise_open_file_limit()
     try:
         server = Server(
@@ -237,20 +248,36 @@ def _serve(args: argparse.Namespace) -> int:
             max_line_bytes=args.max_line_bytes,
             idle_timeout=args.idle_timeout,
             flush_after=args.flush_after,
-            log=None if args.quiet else _say,
-            error_log=_say_error if args.quiet else None,  # None: errors go to log
+            max_buffered_bytes=args.max_buffered_bytes,
+            log=None if args.quiet else out,
+            error_log=err if args.quiet else None,  # None: errors go to log
         )
     except PipeError as exc:
-        return _fail("spike-server", str(exc))
+        err(f"spike-server: {exc}")
+        return 1
     try:
-        _say(f"Serving on {format_address(server.address)} (press Ctrl+C to stop)")
+        out(f"Serving on {format_address(server.address)} (press Ctrl+C to stop)")
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
-    _say("Server stopped.")
+    out("Server stopped.")
     return 0
+
+
+def _close_logs(out: LogWriter, err: LogWriter) -> None:
+    """Write out what the server logged, without waiting on an output nobody reads.
+
+    If standard output lost lines that it never got to report (it is still
+    not being read), standard error says so, when it can.
+    """
+    try:
+        if not out.close() and out.dropped:
+            err(f"spike-server: {dropped_line(out.dropped)}")
+        err.close()
+    except KeyboardInterrupt:  # a second Ctrl+C: stop waiting at once
+        pass
 
 
 # --- spike-client -------------------------------------------------------------

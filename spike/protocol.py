@@ -30,8 +30,10 @@ The rules
   (starts with ``{`` but is not valid JSON), ``bad_request`` (valid JSON but
   not an object with a string ``"op"``, or parameters the op rejects),
   ``unknown_op``, ``op_failed`` (the op itself crashed; the server keeps
-  running) and ``line_too_long`` (the line exceeds the server's limit,
-  1 MiB by default; the server closes that connection after the reply).
+  running), ``line_too_long`` (the line exceeds the server's limit,
+  1 MiB by default) and ``overloaded`` (the server holds too much
+  unfinished input from all its clients together, and this connection held
+  the most); the server closes the connection after either of the last two.
   An error reply is always a JSON line, even for plain-text input. After
   any other error the connection stays usable.
 * Bytes left without a final ``\\n`` when the peer closes its side are still
@@ -75,6 +77,7 @@ __all__ = [
     "LINE_TOO_LONG",
     "NO_ID",
     "OP_FAILED",
+    "OVERLOADED",
     "UNKNOWN_OP",
     "LineFramer",
     "LineTooLong",
@@ -98,7 +101,8 @@ BAD_REQUEST = "bad_request"
 UNKNOWN_OP = "unknown_op"
 OP_FAILED = "op_failed"
 LINE_TOO_LONG = "line_too_long"
-ERROR_CODES = (BAD_UTF8, BAD_JSON, BAD_REQUEST, UNKNOWN_OP, OP_FAILED, LINE_TOO_LONG)
+OVERLOADED = "overloaded"
+ERROR_CODES = (BAD_UTF8, BAD_JSON, BAD_REQUEST, UNKNOWN_OP, OP_FAILED, LINE_TOO_LONG, OVERLOADED)
 
 
 class _NoId:

@@ -35,6 +35,7 @@ from .protocol import (
     DEFAULT_MAX_LINE_BYTES,
     NO_ID,
     OP_FAILED,
+    OVERLOADED,
     LineFramer,
     LineTooLong,
     PipeError,
@@ -61,7 +62,30 @@ DEFAULT_FLUSH_AFTER = 0.25
 # The stdlib socketserver's backlog of 5 drops connections when 1,000 clients
 # connect at once; the kernel caps this at its own maximum (somaxconn).
 DEFAULT_BACKLOG = 4096
+# Unfinished input (partial lines, and bytes received but not yet answered)
+# the server holds across all connections before it refuses the biggest holders.
+DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 _RECV_SIZE = 65536
+# A connection's share of one loop turn: the messages of one pass shared
+# among the connections with input waiting (but never fewer than the
+# minimum each), and at most this many bytes framed. The rest of what it
+# sent waits in its buffer for its next turn, so a client that sends
+# thousands of tiny lines at once cannot hold the loop while everyone else
+# waits, and a client alone still answers in large, cheap batches.
+_PASS_LINES = 1024
+_MIN_TURN_LINES = 8
+_TURN_BYTES = 65536
+# Received bytes are cut into lines this many at a time, which bounds the
+# list of lines held per connection (a 64 KiB chunk of "{\n" would be
+# 32,768 list entries).
+_WINDOW_BYTES = 4096
+# While more than this many reply bytes wait for a client to read them, the
+# server stops answering its input: a client that does not read stalls
+# only itself. It starts again once half of that has gone out.
+_OUTPUT_CAP = 256 * 1024
+# Replies to a backlog are sent in batches of about this size, not after
+# every turn: fewer system calls, and fewer wake-ups of the reader.
+_CORK_BYTES = 65536
 # Accept at most this many new clients per loop pass, so a connection storm
 # cannot starve clients that are already talking.
 _ACCEPT_BATCH = 128
@@ -74,7 +98,17 @@ _ACCEPT_RETRY_DELAY = 0.1
 _LINGER_SECONDS = 2.0
 _LINGER_MAX_BYTES = 4 * _RECV_SIZE
 _DISPLAY_CHARS = 200
-_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+_ERROR_CHARS = 2000  # an error's own text (an exception message) is shortened later
+# Everything a log reader could take for a line break or a terminal control:
+# C0 (with \n, \r, VT, FF, the FS/GS/RS separators), DEL, C1 (with NEL,
+# U+0085), and the Unicode line and paragraph separators. str.splitlines()
+# and many log viewers break lines at all of these, so a client's text
+# containing one could otherwise start a forged log line.
+_CONTROL_ESCAPES: dict[int, str] = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
 
 Log = Callable[[str], None]
 
@@ -88,9 +122,11 @@ class AddressInUseError(BindError):
 
 
 def display_text(text: str, limit: int = _DISPLAY_CHARS) -> str:
-    """Text made safe for one log line: shortened, control characters escaped."""
+    """Text made safe for one log line: shortened, line breaks and controls escaped."""
     if len(text) > limit:
         text = f"{text[:limit]}... ({len(text)} characters)"
+    elif text.isprintable():  # the common case: nothing to escape, no copy
+        return text
     return text.translate(_CONTROL_ESCAPES)
 
 
@@ -111,10 +147,12 @@ class Connection:
 
     Methods for the caller (the server loop):
         ``on_readable()`` read and answer what arrived; ``on_writable()``
-        send replies the socket could not take at once; ``flush_idle()``
-        answer an unterminated line that has sat idle for ``flush_after``;
-        ``close()`` close the socket and update the server's books;
-        ``close_idle()`` the same after ``idle_timeout`` without traffic.
+        send replies the socket could not take at once; ``take_turn()``
+        answer the next share of input left over from an earlier turn;
+        ``flush_idle()`` answer an unterminated line that has sat idle for
+        ``flush_after``; ``close()`` close the socket and update the
+        server's books; ``close_idle()`` the same after ``idle_timeout``
+        without traffic.
 
     Methods to override (in a subclass passed as ``Server(connection_class=...)``):
         ``handle_text(text) -> str`` the reply to a plain-text message
@@ -123,6 +161,12 @@ class Connection:
 
     Attributes: ``server``, ``peer`` (client's address), ``messages``
     (messages received so far), ``sock``.
+
+    How input flows: one ``recv()`` of up to 64 KiB at a time, and no
+    further ``recv()`` until every line in it is answered. Each loop turn
+    answers only a share of it (see ``_PASS_LINES``); a connection with
+    more left queues itself for the next turn, behind every other
+    connection with work waiting.
     """
 
     def __init__(self, server: Server, sock: socket.socket, peer: tuple[Any, ...]) -> None:
@@ -133,11 +177,26 @@ class Connection:
         self.framer = LineFramer(server.max_line_bytes)
         self.last_active = 0.0  # when bytes last moved either way (with idle_timeout)
         self._queued_at_check = 0  # the kernel's unsent bytes at the last idle check
+        # Received bytes not cut into lines yet, and lines not answered yet.
+        self._backlog = b""
+        self._backlog_pos = 0
+        self._lines: list[bytes] = []
+        self._line_pos = 0
+        self._held = 0  # this connection's part of the server's buffered-input total
+        self._queued = False  # waiting in the server's queue for a turn
+        # Replies not handed to the socket yet because more input is being
+        # answered (sent together once it is, or once there are enough).
+        self._corked: list[bytes] = []
+        self._corked_bytes = 0
         # Reply bytes the socket has not taken yet, as a queue of chunks: a
         # big reply is sent from a moving view, never shifted down after
         # each partial send.
         self._out: collections.deque[bytes | memoryview] = collections.deque()
+        self._out_bytes = 0
+        self._paused = False  # too many unsent replies: input waits
+        self._interest = _READ  # what the poller watches for
         self._closing = False  # no more messages: close once replies are out
+        self._lingering = False  # draining input after a fatal error reply
         self._eof = False  # the client has finished sending
         self._discarded = 0  # bytes ignored while closing
         self._closed = False
@@ -148,7 +207,6 @@ class Connection:
         self._flush_scheduled = False
         # Plain echo needs no decode/encode round trip: reply with the bytes.
         self._plain_echo = type(self).handle_text is Connection.handle_text
-        self._fast_echo = self._plain_echo and self._log is None
         self._max_reply = server.max_line_bytes + 1  # longest line plus "\n"
 
     # -- methods to override ---------------------------------------------
@@ -162,7 +220,11 @@ class Connection:
 
     # -- methods for the caller --------------------------------------------
     def on_readable(self) -> None:
-        """Read once and answer every complete line that arrived."""
+        """Read once; answer the first turn's share of what arrived."""
+        if self._paused or self._has_input():
+            # Not reading now (the poller was told so); an error or hang-up
+            # report comes anyway and is met once reading resumes.
+            return
         try:
             data = self.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -180,46 +242,90 @@ class Connection:
             return
         if self._idle_timeout is not None:
             self.server._touch(self)
-        framer = self.framer
+        if self._flush_scheduled:  # new bytes: the held line is not idle
+            self.server._unschedule_flush(self)
         # Fast path for the commonest case, one whole ASCII plain-text line
-        # echoed without logging: the reply is exactly the bytes received.
-        # Anything else (a "\r\n", "{", a held partial line, non-ASCII, an
+        # echoed: the reply is exactly the bytes received. Anything else (a
+        # "\r\n", "{", a held partial line, non-ASCII, several lines, an
         # over-long line) takes the general path through the framer below.
         if (
-            self._fast_echo
+            self._plain_echo
             and data[-1] == 10
             and data[0] != 123  # "{"
             and data.find(b"\n") == len(data) - 1
             and data[-2:-1] != b"\r"
             and len(data) <= self._max_reply
             and data.isascii()
-            and not framer.holding
+            and not self.framer.holding
             and not self._out
         ):
             self.messages += 1
+            self.server._message_count += 1
+            if self._log is not None:
+                text = data[:-1].decode()
+                if len(text) > _DISPLAY_CHARS or not text.isprintable():
+                    text = display_text(text)
+                self._log(f"Received: {text}")
             self._send(data)
             return
-        try:
-            lines = framer.feed(data)
-        except LineTooLong as exc:
-            out = self._answer_lines(exc.lines) if exc.lines else b""
-            if self._error_log is not None:  # else the operator never learns why it closed
-                self._error_log(
-                    f"Error: {format_address(self.peer)} sent a line longer than "
-                    f"{exc.limit} bytes; closing the connection"
-                )
-            self._reject(out + self._error_reply(exc))
+        self._backlog = data
+        self._backlog_pos = 0
+        self._account()
+        if not self._closing:  # the input budget may have refused this connection
+            self.take_turn()
+
+    def take_turn(self) -> None:
+        """Answer up to one turn's share of the input held; queue another turn if more is left."""
+        if self._closed or self._closing or self._paused:
             return
-        if lines:
-            self._send(self._answer(lines[0]) if len(lines) == 1 else self._answer_lines(lines))
-            if self._closed:
+        lines_left = self.server._turn_lines
+        bytes_left = _TURN_BYTES
+        replies: list[bytes] = []
+        answer = self._answer
+        while True:
+            lines, pos = self._lines, self._line_pos
+            if pos < len(lines):
+                batch = lines[pos : pos + lines_left]
+                self._line_pos = pos + len(batch)
+                lines_left -= len(batch)
+                replies.extend([answer(line) for line in batch])
+                if not lines_left:
+                    break
+                continue
+            backlog, start = self._backlog, self._backlog_pos
+            if start >= len(backlog) or bytes_left <= 0:
+                break
+            window = backlog[start : start + _WINDOW_BYTES]
+            self._backlog_pos = start + len(window)
+            bytes_left -= len(window)
+            try:
+                self._lines = self.framer.feed(window)
+            except LineTooLong as exc:
+                replies.extend([answer(line) for line in exc.lines])
+                self._refuse_long_line(exc, replies)
                 return
-        if self._flush_after:
-            # Data not ending in a newline leaves an unterminated line held.
-            if data[-1] != 10:
+            self._line_pos = 0
+        if self._line_pos >= len(self._lines):
+            self._lines = []
+            self._line_pos = 0
+        if self._backlog_pos >= len(self._backlog):
+            self._backlog = b""
+            self._backlog_pos = 0
+        self._account()
+        if replies:
+            self._queue_reply(replies[0] if len(replies) == 1 else b"".join(replies))
+        if self._closed:
+            return
+        if self._has_input():
+            if self._corked_bytes >= _CORK_BYTES:
+                self._send_corked()
+            if not self._paused and not self._closed:
+                self.server._queue_turn(self)
+        else:
+            self._send_corked()
+            if self._flush_after and self.framer.pending and not self._closed:
                 self.server._schedule_flush(self)
-            elif self._flush_scheduled:
-                self.server._unschedule_flush(self)
+        self._update_interest()
 
     def on_writable(self) -> None:
         """Send more of the replies that were waiting for buffer space."""
@@ -235,30 +341,36 @@ class Connection:
             try:
                 sent = self.sock.send(chunk)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:
                 self.close()
                 return
+            self._out_bytes -= sent
             if sent < len(chunk):
                 out[0] = memoryview(chunk)[sent:]
-                return
+                break
             out.popleft()
-        if self._closing:
+        if not out and self._closing:
             self._finish_closing()
-        else:
-            self.server._set_interest(self, _READ)
-            if self._flush_after and self.framer.pending:
+            return
+        if self._paused and self._out_bytes <= _OUTPUT_CAP // 2:
+            self._paused = False
+            if self._has_input():
+                self.server._queue_turn(self)
+            elif self._flush_after and self.framer.pending:
                 # Reading again: the held line's idle time starts now.
                 self.server._schedule_flush(self)
+        self._update_interest()
 
     def flush_idle(self) -> None:
         """Answer the unterminated line held by the framer as one message."""
-        if self._out:
-            # Not reading while replies wait (back-pressure): the rest of the
-            # line may be sitting unread in the socket. on_writable() starts
-            # the wait again once reading resumes.
+        if self._paused or self._has_input() or self._closing:
+            # Not reading (back-pressure, or earlier input still being
+            # answered): the rest of the line may be sitting unread in the
+            # socket. The wait starts again once reading resumes.
             return
         line = self.framer.flush()
+        self._account()
         if line is not None and not self._closed:
             self._send(self._answer(line))
 
@@ -272,7 +384,7 @@ class Connection:
         note = f"; idle for {self._idle_timeout:g} s"
         if self.framer.pending:
             note += f"; {_bytes(self.framer.pending)} of an unfinished line dropped"
-        unsent = sum(len(chunk) for chunk in self._out) + _queued_for_peer(self.sock)
+        unsent = self._out_bytes + self._corked_bytes + _queued_for_peer(self.sock)
         if unsent:
             note += f"; {_bytes(unsent)} of replies not delivered"
         self._close(note)
@@ -282,7 +394,47 @@ class Connection:
         """True once the connection has been closed."""
         return self._closed
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Input held for this connection: its partial line and bytes not yet answered."""
+        return self._held
+
     # -- internals ---------------------------------------------------------
+    def _has_input(self) -> bool:
+        """True while received input waits for a turn."""
+        return self._backlog_pos < len(self._backlog) or self._line_pos < len(self._lines)
+
+    def _account(self) -> None:
+        """Bring the server's buffered-input total up to date with this connection."""
+        held = self.framer.pending + len(self._backlog) - self._backlog_pos
+        change = held - self._held
+        if change:
+            self._held = held
+            self.server._buffered += change
+            if change > 0 and self.server._buffered > self.server.max_buffered_bytes:
+                self.server._enforce_budget()
+
+    def _drop_input(self) -> None:
+        """Forget every byte of input held (the connection is being refused)."""
+        self._backlog = b""
+        self._backlog_pos = 0
+        self._lines = []
+        self._line_pos = 0
+        self.framer.flush()
+        self._account()
+
+    def _update_interest(self) -> None:
+        """Tell the poller what to watch: writable while replies wait, readable
+        while the connection may take more input."""
+        if self._closed:
+            return
+        want = _WRITE if self._out else 0
+        if self._lingering or not (self._closing or self._paused or self._has_input()):
+            want |= _READ
+        if want != self._interest:
+            self._interest = want
+            self.server._set_interest(self, want)
+
     def _close(self, note: str = "") -> None:
         if self._closed:
             return
@@ -300,6 +452,7 @@ class Connection:
     def _answer(self, line: bytes) -> bytes:
         """The reply bytes for one message line (never raises)."""
         self.messages += 1
+        self.server._message_count += 1
         log = self._log
         if line[:1] != b"{":
             # The echo needs no text, only valid UTF-8 (ASCII is), and the log
@@ -332,7 +485,7 @@ class Connection:
             result = self.handle_request(request.pop("op"), request)
         except ProtocolError as exc:
             if exc.__cause__ is not None and exc.code == OP_FAILED and self._error_log is not None:
-                self._error_log(f"Error: {exc.message}")
+                self._error_log(f"Error: {display_text(exc.message, _ERROR_CHARS)}")
             if request_id is NO_ID:  # decoding failed; the error may know the id
                 request_id = exc.request_id
             return encode_error(exc.code, exc.message, request_id)
@@ -348,16 +501,37 @@ class Connection:
     ) -> bytes:
         message = f"{what} {how}: {type(exc).__name__}: {exc}"
         if self._error_log is not None:
-            self._error_log(f"Error: {message}")
+            self._error_log(f"Error: {display_text(message, _ERROR_CHARS)}")
         return encode_error(OP_FAILED, message, request_id)
 
     def _error_reply(self, exc: ProtocolError) -> bytes:
         return encode_error(exc.code, exc.message, exc.request_id)
 
+    def _queue_reply(self, data: bytes) -> None:
+        """Hold reply bytes until the input being answered is done (keeps order)."""
+        if self._out:  # already waiting for the socket: join the queue
+            self._out.append(data)
+            self._out_bytes += len(data)
+            if self._out_bytes > _OUTPUT_CAP:
+                self._paused = True
+            return
+        self._corked.append(data)
+        self._corked_bytes += len(data)
+
+    def _send_corked(self) -> None:
+        if self._corked:
+            data = self._corked[0] if len(self._corked) == 1 else b"".join(self._corked)
+            self._corked = []
+            self._corked_bytes = 0
+            self._send(data)
+
     def _send(self, data: bytes) -> None:
         """Send now what the socket takes; keep the rest for on_writable()."""
         if self._out:  # keep order behind replies already waiting
             self._out.append(data)
+            self._out_bytes += len(data)
+            if self._out_bytes > _OUTPUT_CAP:
+                self._paused = True
             return
         try:
             sent = self.sock.send(data)
@@ -372,16 +546,51 @@ class Connection:
     def _keep(self, unsent: memoryview) -> None:
         """Hold reply bytes the socket did not take, and wait until it can."""
         self._out.append(unsent)
-        # Stop reading until the client takes its replies: back-pressure
-        # bounds what a client that never reads can make us hold.
-        self.server._set_interest(self, _WRITE)
+        self._out_bytes += len(unsent)
+        if self._out_bytes > _OUTPUT_CAP:
+            # Back-pressure: a client that never reads its replies gets no
+            # more answers (and its input is not read) until it does.
+            self._paused = True
+        self._update_interest()
+
+    def _refuse_long_line(self, exc: LineTooLong, replies: list[bytes]) -> None:
+        if self._error_log is not None:  # else the operator never learns why it closed
+            self._error_log(
+                f"Error: {format_address(self.peer)} sent a line longer than "
+                f"{exc.limit} bytes; closing the connection"
+            )
+        replies.append(self._error_reply(exc))
+        self._reject(b"".join(replies))
+
+    def _refuse_overloaded(self, total: int, limit: int) -> None:
+        """Refuse this connection to keep the server within its input budget."""
+        held = self._held
+        if self._error_log is not None:
+            self._error_log(
+                f"Error: {format_address(self.peer)} refused: unfinished input on all "
+                f"connections reached {_bytes(total)} (the limit is {limit}) and this "
+                f"connection held the most ({_bytes(held)}); closing the connection"
+            )
+        self._reject(
+            encode_error(
+                OVERLOADED,
+                f"the server holds too much unfinished input from all its clients; this "
+                f"connection held the most ({_bytes(held)}), so it is closed",
+            )
+        )
 
     def _reject(self, data: bytes) -> None:
-        """Send a final error reply, then close (after a line_too_long)."""
+        """Send a final error reply, then close (after a line_too_long, or when overloaded)."""
         self._closing = True
-        self._send(data)
+        self._drop_input()
+        if self._flush_scheduled:
+            self.server._unschedule_flush(self)
+        self._queue_reply(data)
+        self._send_corked()
         if not self._closed and not self._out:
             self._finish_closing()
+        else:
+            self._update_interest()
 
     def _finish_closing(self) -> None:
         """All replies are out: close, lingering first if the client may still send."""
@@ -390,7 +599,8 @@ class Connection:
             return
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        self.server._set_interest(self, _READ)
+        self._lingering = True
+        self._update_interest()
         self.server._linger(self)
 
     def _end_of_stream(self) -> None:
@@ -401,10 +611,13 @@ class Connection:
         self._eof = True
         self._closing = True
         line = self.framer.flush()
+        self._account()
         if line is not None:
             self._send(self._answer(line))
         if not self._closed and not self._out:
             self.close()
+        else:
+            self._update_interest()
 
 
 class Server:
@@ -420,6 +633,10 @@ class Server:
     direction for this many seconds (None: never). ``flush_after``: answer
     an unterminated line after this many idle seconds (0: only a newline or
     end of stream ends a message).
+    ``max_buffered_bytes``: the most unfinished input (partial lines, and
+    bytes received but not answered yet) held across all connections; past
+    it the connections holding the most get an ``overloaded`` error reply
+    and are closed, until the total is back under seven eighths of it.
     ``backlog``: the listen queue length. ``log``: called with one line of
     text per event (None: silent). ``error_log``: called instead of ``log``
     for the lines that report errors (``"Error: ..."``: a refused accept, a
@@ -450,6 +667,7 @@ class Server:
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         idle_timeout: float | None = None,
         flush_after: float = DEFAULT_FLUSH_AFTER,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
         backlog: int = DEFAULT_BACKLOG,
         log: Log | None = None,
         error_log: Log | None = None,
@@ -463,16 +681,25 @@ class Server:
             raise ValueError("idle_timeout must be positive (or None for no timeout)")
         if flush_after < 0:
             raise ValueError("flush_after must be 0 (off) or positive")
+        if max_buffered_bytes < 1:
+            raise ValueError("max_buffered_bytes must be at least 1")
         self.ops = default_ops if ops is None else ops
         self.max_line_bytes = max_line_bytes
         self.idle_timeout = idle_timeout
         self.flush_after = flush_after
+        self.max_buffered_bytes = max_buffered_bytes
         self.log = None if log is None else _never_raising(log)
         self.error_log = self.log if error_log is None else _never_raising(error_log)
         self.connection_class = connection_class
         self.total_connections = 0
-        self._closed_messages = 0  # messages of connections already closed
+        # Kept up to date as messages arrive, so stats cost the same with
+        # ten connections or ten thousand.
+        self._message_count = 0
+        self._buffered = 0  # unfinished input held, all connections together
         self._connections: set[Connection] = set()
+        # Connections with input left over from an earlier turn, in turn order.
+        self._ready: collections.deque[Connection] = collections.deque()
+        self._turn_lines = _PASS_LINES  # a connection's share of this loop pass
         # Deadlines are "now + a constant", so insertion order is deadline
         # order: the first entry is always the next one due.
         self._flush_due: collections.OrderedDict[Connection, float] = collections.OrderedDict()
@@ -513,9 +740,12 @@ class Server:
     @property
     def total_messages(self) -> int:
         """Messages received since the server started, on all connections."""
-        # A copy: other threads (tests, the benchmark) may read this while
-        # the loop adds and removes connections.
-        return self._closed_messages + sum(conn.messages for conn in list(self._connections))
+        return self._message_count
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Unfinished input held right now, all connections together."""
+        return self._buffered
 
     @property
     def open_connections(self) -> int:
@@ -551,6 +781,7 @@ class Server:
         flush_due = self._flush_due
         idle_order = self._idle_order
         linger_due = self._linger_due
+        ready = self._ready
         ready_read, ready_write = _READY_READ, _READY_WRITE
         try:
             while not self._stop_requested:
@@ -558,7 +789,15 @@ class Server:
                     timeout = self._run_timers(poll_interval)
                 else:
                     timeout = poll_interval
-                for fd, events in poll(timeout):
+                if ready:  # input waits for its turn: look for events, do not sleep
+                    timeout = 0.0
+                happened = poll(timeout)
+                busy = len(happened) + len(ready)
+                # This pass's lines, shared among everyone who may need a turn.
+                self._turn_lines = (
+                    _PASS_LINES if busy < 2 else max(_MIN_TURN_LINES, _PASS_LINES // busy)
+                )
+                for fd, events in happened:
                     conn = owners.get(fd)
                     if conn is None:
                         if fd == listener_fd:
@@ -575,6 +814,8 @@ class Server:
                                 conn.on_writable()
                         except Exception as exc:  # a bug must cost one client, not all
                             self._drop(conn, exc)
+                if ready:
+                    self._take_turns()
         finally:
             self._stop_requested = False
             self._serving.clear()
@@ -667,6 +908,46 @@ class Server:
         with contextlib.suppress(OSError):
             conn.sock.close()
 
+    def _take_turns(self) -> None:
+        """One more turn for every connection that has input left over, in order."""
+        ready = self._ready
+        for _ in range(len(ready)):
+            conn = ready.popleft()
+            conn._queued = False
+            try:
+                conn.take_turn()
+            except Exception as exc:  # a bug must cost one client, not all
+                self._drop(conn, exc)
+
+    def _queue_turn(self, conn: Connection) -> None:
+        if not conn._queued:
+            conn._queued = True
+            self._ready.append(conn)
+
+    def _enforce_budget(self) -> None:
+        """Refuse the connections holding the most input until the total is
+        back under seven eighths of the budget.
+
+        Pausing them instead would not free anything: a client that never
+        ends its line keeps its bytes held for as long as it likes, and the
+        rest of its line waits in the socket, out of reach. Refusing frees
+        the memory at once and tells that client why. Going below the limit
+        (not just to it) makes the sort here rare: each one frees at least
+        an eighth of the budget.
+        """
+        limit = self.max_buffered_bytes
+        total = self._buffered
+        target = limit - limit // 8
+        holders = sorted(
+            (conn for conn in self._connections if conn._held and not conn._closing),
+            key=_held_bytes,
+            reverse=True,
+        )
+        for conn in holders:
+            if self._buffered <= target:
+                break
+            conn._refuse_overloaded(total, limit)
+
     def _set_interest(self, conn: Connection, events: int) -> None:
         self._poller.modify(conn.sock, events)
 
@@ -674,7 +955,8 @@ class Server:
         """Drop a closing connection from the poller and every table."""
         if conn in self._connections:
             self._connections.remove(conn)
-            self._closed_messages += conn.messages
+        self._buffered -= conn._held
+        conn._held = 0
         self._unschedule_flush(conn)
         self._idle_order.pop(conn, None)
         self._linger_due.pop(conn, None)
@@ -773,6 +1055,10 @@ else:
     def _queued_for_peer(sock: socket.socket) -> int:
         """Windows and others offer no portable way to ask: 0 (unknown)."""
         return 0
+
+
+def _held_bytes(conn: Connection) -> int:
+    return conn._held
 
 
 def _never_raising(log: Log) -> Log:

@@ -236,7 +236,7 @@ def test_bad_request_keeps_the_id_when_it_can() -> None:
     assert caught.value.request_id is NO_ID
 
 
-def test_error_codes_are_the_documented_six() -> None:
+def test_error_codes_are_the_documented_seven() -> None:
     assert set(protocol.ERROR_CODES) == {
         "bad_utf8",
         "bad_json",
@@ -244,6 +244,7 @@ def test_error_codes_are_the_documented_six() -> None:
         "unknown_op",
         "op_failed",
         "line_too_long",
+        "overloaded",
     }
     for code in protocol.ERROR_CODES:
         assert f"``{code}``" in protocol.__doc__

@@ -96,6 +96,7 @@ def test_bad_arguments() -> None:
         {"max_line_bytes": 0},
         {"idle_timeout": 0},
         {"flush_after": -1},
+        {"max_buffered_bytes": 0},
     ]
     for kwargs in bad:
         with pytest.raises(ValueError):
