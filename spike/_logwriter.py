@@ -84,8 +84,10 @@ class LogWriter:
         self._taken = 0  # characters taken off the queue (writer)
         self._dropping = 0  # lines dropped since the last one queued (loop)
         self.dropped = 0  # lines lost in all (loop)
+        # Lines queued; line ends written, and drop reports among them.
         self._queued_lines = 0  # (loop)
-        self._written_lines = 0  # (writer)
+        self._written_ends = 0  # (writer)
+        self._written_reports = 0  # (writer)
         self._progress = 0  # chunks written (writer)
         self._broken = False  # the output failed for good (writer)
         self._closing = False
@@ -136,8 +138,9 @@ class LogWriter:
                 break
         if self._thread.is_alive() or self._broken:
             # Given up on: what never went out is lost too.
-            self.dropped += self._queued_lines - self._written_lines
-            self._queued_lines = self._written_lines
+            written = self._written_ends - self._written_reports
+            self.dropped += max(0, self._queued_lines - written)
+            self._queued_lines = written
             return False
         return True
 
@@ -154,52 +157,58 @@ class LogWriter:
             self._wake.clear()
             self._hurry.clear()
             while self._queue:
-                text, lines = self._take()
-                self._write(text)
-                if not self._broken:
-                    self._written_lines += lines
+                text, reports = self._take()
+                if self._write(text):
+                    self._written_reports += reports
             last = time.monotonic()
             if self._closing and not self._queue:
                 return
 
     def _take(self) -> tuple[str, int]:
-        """Up to about one chunk of queued lines as text (drop reports in
-        place), and how many lines that is."""
+        """Up to about one chunk of queued lines as text, drop reports in
+        place; and how many reports that is."""
         parts: list[str] = []
         size = 0
-        lines = 0
+        reports = 0
         queue = self._queue
         while queue and size < _CHUNK:
             item = queue.popleft()
             if isinstance(item, int):
                 parts.append(dropped_line(item))
+                reports += 1
                 continue
             parts.append(item)
-            lines += 1
             size += len(item) + 1
         self._taken += size
         parts.append("")
         # sys.stdout turns "\n" into os.linesep; writing below it, so must we.
-        return os.linesep.join(parts), lines
+        return os.linesep.join(parts), reports
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str) -> bool:
+        """Write it all; False if the output failed (for good: it is not tried again)."""
         if self._broken:
-            return
+            return False
         try:
             if self._raw is None:
                 self._stream.write(text)
                 self._stream.flush()
+                self._written_ends += text.count("\n")
                 self._progress += 1
-                return
+                return True
             data = memoryview(text.encode(self._encoding, "backslashreplace"))
             while data:
                 written = self._raw.write(data[:_CHUNK])
                 if written is None:  # non-blocking output, full for now
                     time.sleep(_RETRY)
                     continue
+                # Lines that went out whole, counted as they go: a write
+                # stuck halfway still leaves an exact count of what was lost.
+                self._written_ends += data[:written].tobytes().count(b"\n")
                 data = data[written:]
                 self._progress += 1
         except (OSError, ValueError):
             # Closed or broken for good (EPIPE, a closed file): stop trying;
             # the server goes on without its log.
             self._broken = True
+            return False
+        return True
