@@ -58,7 +58,7 @@ class CountingRaw(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data) -> int:
         self.writes += 1
         return os.write(self.fd, data)
 
@@ -92,10 +92,12 @@ def test_a_busy_log_is_written_in_few_large_writes() -> None:
     raw = CountingRaw(write_fd)
     stream = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8")
     received = bytearray()
-    reader = threading.Thread(
-        target=lambda: [received.extend(d) for d in iter(lambda: os.read(read_fd, 65536), b"")],
-        daemon=True,
-    )
+
+    def pump() -> None:
+        while data := os.read(read_fd, 65536):
+            received.extend(data)
+
+    reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     writer = LogWriter(stream, interval=0.05)
     started = time.monotonic()
