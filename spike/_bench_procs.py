@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import io
 import os
 import queue
 import re
@@ -19,6 +20,7 @@ import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 _READY = re.compile(r"Serving on (\S+):(\d+)")
 _READY_TIMEOUT_S = 20.0
@@ -55,7 +57,10 @@ class ServerProcess:
 
     ``command`` must make the child print ``Serving on HOST:PORT`` as its first
     line. The child's output is drained on a thread (a full pipe would stall
-    it) and the last lines are kept for error messages.
+    it) and the last lines are kept for error messages. After the first line
+    the output is read in large chunks, not line by line: a logging server
+    prints a line per message, and reading those one at a time would cost
+    the benchmark's own process (where the client loops run) real time.
     """
 
     def __init__(self, name: str, command: list[str], cpu: int | None = None) -> None:
@@ -64,7 +69,7 @@ class ServerProcess:
         self.cpu = cpu
         self.host = ""
         self.port = 0
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
 
     def start(self) -> ServerProcess:
@@ -76,9 +81,6 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
                 env=env,
             )
         except OSError as exc:
@@ -102,16 +104,23 @@ class ServerProcess:
         return self
 
     def _drain(self, ready: queue.Queue[tuple[str, int] | None]) -> None:
-        announced = False
         assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
+        # Popen's pipes are buffered readers, whose read1() takes what is there.
+        stdout = cast(io.BufferedReader, self._proc.stdout)
+        for raw in stdout:
+            line = raw.decode(errors="replace")
             self._tail.append(line.rstrip())
-            match = None if announced else _READY.search(line)
+            match = _READY.search(line)
             if match:
-                announced = True
                 ready.put((match.group(1), int(match.group(2))))
-        if not announced:
+                break
+        else:
             ready.put(None)
+            return
+        rest = b""
+        while chunk := stdout.read1(1 << 20):
+            rest = (rest + chunk)[-4096:]
+        self._tail.extend(rest.decode(errors="replace").splitlines()[-20:])
 
     def alive(self) -> bool:
         """True while the child process is still running."""

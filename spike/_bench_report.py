@@ -126,12 +126,13 @@ def format_table(results: dict[str, Any]) -> str:
     )
     block(
         "pipelined",
-        ["server", "msg/s", "÷ C floor", "÷ Py floor"],
+        ["server", "msg/s", "÷ C floor", "÷ Py floor", "÷ naive lines"],
         lambda r: [
             r["label"],
             f"{r['messages_per_s']:,.0f}",
             _fmt_ratio(r.get("vs_c_floor")),
             _fmt_ratio(r.get("vs_python_floor")),
+            _fmt_ratio(r.get("vs_naive_lines")),
         ],
     )
     block(

@@ -12,6 +12,11 @@ Kinds:
 ``echo``
     A blocking socket server with one thread per connection that sends back
     every byte it reads: no framing, no parsing. This is the Python floor.
+``lines``
+    The naive lines server: read a line, send it back, one ``sendall`` per
+    line. What the pipe's plain-text mode would cost done the obvious way,
+    and the yardstick for pipelined messages (counted in messages: the byte
+    echo above answers a whole chunk of lines with one write).
 ``jsonlines``
     The naive JSON-lines server: read a line, ``json.loads`` it, answer with
     ``json.dumps``. What the pipe's JSON mode would cost done the obvious way.
@@ -67,6 +72,15 @@ def _echo_bytes(conn: socket.socket) -> None:
                 conn.sendall(data)
         except OSError:
             pass  # the peer went away; nothing to clean up beyond closing
+
+
+def _echo_lines(conn: socket.socket) -> None:
+    with conn, conn.makefile("rb") as lines:
+        try:
+            for line in lines:
+                conn.sendall(line)
+        except OSError:
+            pass
 
 
 def _echo_json_lines(conn: socket.socket) -> None:
@@ -130,12 +144,14 @@ def _serve_zmq(port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Runs one reference server until the process is killed."""
     parser = argparse.ArgumentParser(prog="python -m spike._bench_servers")
-    parser.add_argument("kind", choices=["echo", "jsonlines", "http", "zmq"])
+    parser.add_argument("kind", choices=["echo", "lines", "jsonlines", "http", "zmq"])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         if args.kind == "echo":
             _serve_threads(args.port, _echo_bytes)
+        elif args.kind == "lines":
+            _serve_threads(args.port, _echo_lines)
         elif args.kind == "jsonlines":
             _serve_threads(args.port, _echo_json_lines)
         elif args.kind == "http":

@@ -1,4 +1,9 @@
-"""A log sink that never blocks the server's loop: a writer thread and a bounded buffer.
+"""The server's log: lines made safe to show, and a sink that never blocks the loop.
+
+:func:`display_text` and :func:`display_line` turn what a client sent into
+text for one log line: shortened, and with every character that a terminal
+or a log reader could take for a line break or a control escaped, so no
+client can start a line of its own in the log.
 
 The server logs a line per message. Written one ``print(..., flush=True)``
 at a time, that is a system call per line made while every client waits,
@@ -27,15 +32,66 @@ import collections
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
-__all__ = ["LogWriter", "dropped_line"]
+__all__ = ["DISPLAY_CHARS", "LogWriter", "display_line", "display_text", "dropped_line"]
+
+DISPLAY_CHARS = 200
+# Everything a log reader could take for a line break or a terminal control:
+# C0 (with \n, \r, VT, FF, the FS/GS/RS separators), DEL, C1 (with NEL,
+# U+0085), and the Unicode line and paragraph separators. str.splitlines()
+# and many log viewers break lines at all of these, so a client's text
+# containing one could otherwise start a forged log line.
+_CONTROL_ESCAPES: dict[int, str] = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+# For checking a batch of lines in two passes: every byte that must not be
+# shown as it is (controls, DEL, non-ASCII) becomes 0, every other byte "x",
+# and the "\n" that joins the lines stays.
+_CLASSES = bytes(10 if c == 0x0A else 0 if c < 0x20 or c >= 0x7F else ord("x") for c in range(256))
+_TOO_LONG = b"x" * (DISPLAY_CHARS + 1)
+
+
+def display_text(text: str, limit: int = DISPLAY_CHARS) -> str:
+    """Text made safe for one log line: shortened, line breaks and controls escaped."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    elif text.isprintable():  # the common case: nothing to escape, no copy
+        return text
+    return text.translate(_CONTROL_ESCAPES)
+
+
+def display_line(line: bytes, limit: int = DISPLAY_CHARS) -> str:
+    """:func:`display_text` of a raw line (bad UTF-8 shown as U+FFFD),
+    decoding only the part shown when the line is ASCII."""
+    if len(line) > limit and line.isascii():
+        return f"{line[:limit].decode()}... ({len(line)} characters)".translate(_CONTROL_ESCAPES)
+    return display_text(line.decode(errors="replace"), limit)
+
+
+def _shown_as_is(joined: bytes) -> bool:
+    """True if every line of a batch is short, printable ASCII: shown as it is.
+
+    What a pipelining client sends; checked with a few calls over the whole
+    batch, so that it can be formatted the same way.
+    """
+    classes = joined.translate(_CLASSES)
+    return b"\0" not in classes and (len(joined) <= DISPLAY_CHARS or _TOO_LONG not in classes)
+
+
+# What the queue holds: a line; a drop report (how many lines were lost
+# there); raw lines to show with a prefix: (prefix, the lines joined by
+# "\n", the lines or None for a single one, characters).
+_Item = str | int | tuple[str, bytes, Sequence[bytes] | None, int]
 
 DEFAULT_INTERVAL = 0.05
 # What may wait in memory for a stalled output, in characters.
 DEFAULT_MAX_PENDING = 1 << 20
 # Write at once, without waiting out the interval, when this much waits.
-DEFAULT_LARGE = 64 << 10
+DEFAULT_LARGE = 256 << 10
 # One write call at most this big, so that close() can see progress.
 _CHUNK = 64 << 10
 # close() gives up on an output that takes nothing for this long.
@@ -72,47 +128,97 @@ class LogWriter:
         buffer = getattr(stream, "buffer", None)
         self._raw: Any = getattr(buffer, "raw", None)
         self._encoding = getattr(stream, "encoding", None) or "utf-8"
+        # sys.stdout turns "\n" into os.linesep; writing below it, so must we.
+        self._linesep = "\n" if self._raw is None else os.linesep
+        try:
+            self._ascii_ok = "a\n".encode(self._encoding) == b"a\n"
+        except LookupError:
+            self._ascii_ok = False
         self._interval = interval
         self._max_pending = max_pending
         self._large = large
-        # Lines (str) and drop reports (int: how many lines were lost at
-        # that point). The loop appends, the writer thread pops: both are
-        # single, atomic deque operations, so no lock is needed.
-        self._queue: collections.deque[str | int] = collections.deque()
+        # Lines (str), batches of raw lines to show with a prefix, and drop
+        # reports (int: how many lines were lost at that point). The loop
+        # appends, the writer thread pops: both are single, atomic deque
+        # operations, so no lock is needed.
+        self._queue: collections.deque[_Item] = collections.deque()
         # Counters each written by one thread only, so no update is lost.
         self._added = 0  # characters queued (loop)
         self._taken = 0  # characters taken off the queue (writer)
         self._dropping = 0  # lines dropped since the last one queued (loop)
         self.dropped = 0  # lines lost in all (loop)
-        # Lines queued; line ends written, and drop reports among them.
+        # Lines queued, lines written, and the bytes being written with how
+        # many of them went out: what an output that stalls has lost.
         self._queued_lines = 0  # (loop)
-        self._written_ends = 0  # (writer)
-        self._written_reports = 0  # (writer)
+        self._written_lines = 0  # (writer)
+        self._inflight: tuple[bytes, int] | None = None  # (writer)
         self._progress = 0  # chunks written (writer)
         self._broken = False  # the output failed for good (writer)
         self._closing = False
         self._wake = threading.Event()  # something waits to be written
         self._hurry = threading.Event()  # much waits, or closing: do not wait out the interval
+        # Whether the events above are set, as plain flags the loop can test
+        # for nothing (set by the loop, cleared by the writer before the
+        # events, so a line queued in between still wakes the writer).
+        self._woken = False
+        self._hurried = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def __call__(self, line: str) -> None:
         """Queue one line (no newline). Never blocks: drops it when the queue is full."""
-        size = len(line) + 1
-        pending = self._added - self._taken + size
-        if pending > self._max_pending or self._broken:
+        self._put(line, len(line) + 1, 1)
+
+    def line(self, prefix: str, raw: bytes) -> None:
+        """Queue ``prefix + display_line(raw)``: a line as a client sent it
+        (no newline), made safe and formatted on the writer thread."""
+        # The same as _put(), written out: this is the loop's per-message call.
+        size = len(raw) + len(prefix) + 1
+        if self._added - self._taken + size > self._max_pending or self._broken:
             self._dropping += 1
             self.dropped += 1
             return
         if self._dropping:
             self._queue.append(self._dropping)
             self._dropping = 0
-        self._queue.append(line)
+        self._queue.append((prefix, raw, None, size))
         self._added += size
         self._queued_lines += 1
-        if not self._wake.is_set():
+        if not self._woken:
+            self._woken = True
             self._wake.set()
-        if pending > self._large and not self._hurry.is_set():
+
+    def lines(self, prefix: str, lines: Sequence[bytes], joined: bytes | None = None) -> None:
+        """Queue ``prefix + display_line(line)`` for each raw line, as one item.
+
+        The same as calling :meth:`line` for each, with less work: the
+        server's loop hands over a pipelined burst of messages in one call.
+        ``joined`` is ``b"\\n".join(lines)``, when the caller has it already.
+        """
+        if not lines:
+            return
+        if joined is None:
+            joined = b"\n".join(lines)
+        size = len(joined) + len(lines) * len(prefix) + 1
+        self._put((prefix, joined, lines, size), size, len(lines))
+
+    def _put(self, item: _Item, size: int, count: int) -> None:
+        pending = self._added - self._taken + size
+        if pending > self._max_pending or self._broken:
+            self._dropping += count
+            self.dropped += count
+            return
+        if self._dropping:
+            self._queue.append(self._dropping)
+            self._dropping = 0
+        self._queue.append(item)
+        self._added += size
+        self._queued_lines += count
+        if not self._woken:
+            self._woken = True
+            self._wake.set()
+        if pending > self._large and not self._hurried:
+            self._hurried = True
             self._hurry.set()
 
     def close(self, stall: float = DEFAULT_STALL) -> bool:
@@ -129,6 +235,7 @@ class LogWriter:
             self._queue.append(self._dropping)
             self._dropping = 0
         self._closing = True
+        self._hurried = self._woken = True
         self._hurry.set()
         self._wake.set()
         while self._thread.is_alive():
@@ -138,7 +245,11 @@ class LogWriter:
                 break
         if self._thread.is_alive() or self._broken:
             # Given up on: what never went out is lost too.
-            written = self._written_ends - self._written_reports
+            written = self._written_lines
+            inflight = self._inflight
+            if inflight is not None:  # lines of a write stuck halfway that went out whole
+                data, done = inflight
+                written += data.count(b"\n", 0, done)
             self.dropped += max(0, self._queued_lines - written)
             self._queued_lines = written
             return False
@@ -154,61 +265,98 @@ class LogWriter:
                 self._hurry.wait(delay)
             # Clear before taking: a line queued after this is either taken
             # now or sets the event again, never left waiting unseen.
+            self._woken = self._hurried = False
             self._wake.clear()
             self._hurry.clear()
             while self._queue:
-                text, reports = self._take()
-                if self._write(text):
-                    self._written_reports += reports
+                self._write(*self._take())
             last = time.monotonic()
             if self._closing and not self._queue:
                 return
 
-    def _take(self) -> tuple[str, int]:
-        """Up to about one chunk of queued lines as text, drop reports in
-        place; and how many reports that is."""
-        parts: list[str] = []
+    def _take(self) -> tuple[bytes, int]:
+        """Up to about one chunk of queued lines, encoded, drop reports in
+        place; and how many lines (not counting reports) that is."""
+        out: list[bytes] = []
+        texts: list[str] = []
         size = 0
-        reports = 0
+        count = 0
         queue = self._queue
         while queue and size < _CHUNK:
             item = queue.popleft()
-            if isinstance(item, int):
-                parts.append(dropped_line(item))
-                reports += 1
+            if isinstance(item, str):
+                texts.append(item)
+                size += len(item) + 1
+                count += 1
                 continue
-            parts.append(item)
-            size += len(item) + 1
+            if isinstance(item, int):
+                texts.append(dropped_line(item))
+                continue
+            # Raw lines (one, or a batch), with the raw lines queued right
+            # after them that share their prefix: checked and formatted at once.
+            prefix, joined, lines, chars = item
+            joins, batches = [joined], [lines or (joined,)]
+            size += chars
+            while queue and size < _CHUNK:
+                following = queue[0]
+                if not isinstance(following, tuple) or following[0] != prefix:
+                    break
+                queue.popleft()
+                joins.append(following[1])
+                batches.append(following[2] or (following[1],))
+                size += following[3]
+            joined = joins[0] if len(joins) == 1 else b"\n".join(joins)
+            lines_here = sum(map(len, batches))
+            count += lines_here
+            # A line holding a "\n" itself (never from the server) must not
+            # pass for two lines: the count of line ends settles it.
+            if self._ascii_ok and _shown_as_is(joined) and joined.count(b"\n") == lines_here - 1:
+                if texts:
+                    out.append(self._encode(texts))
+                    texts = []
+                out.append(self._bytes_as_is(prefix, joined))
+            else:
+                texts.extend([prefix + display_line(line) for part in batches for line in part])
+        if texts:
+            out.append(self._encode(texts))
         self._taken += size
-        parts.append("")
-        # sys.stdout turns "\n" into os.linesep; writing below it, so must we.
-        return os.linesep.join(parts), reports
+        return b"".join(out), count
 
-    def _write(self, text: str) -> bool:
-        """Write it all; False if the output failed (for good: it is not tried again)."""
+    def _bytes_as_is(self, prefix: str, joined: bytes) -> bytes:
+        """``prefix`` before each line of ``joined``, which needs no escaping."""
+        sep = self._linesep.encode()
+        head = sep + prefix.encode()
+        return head[len(sep) :] + joined.replace(b"\n", head) + sep
+
+    def _encode(self, texts: list[str]) -> bytes:
+        sep = self._linesep
+        return (sep.join(texts) + sep).encode(self._encoding, "backslashreplace")
+
+    def _write(self, encoded: bytes, lines: int) -> None:
+        """Write it all, ``lines`` lines; give up on an output that fails for good."""
         if self._broken:
-            return False
+            return
+        self._inflight = (encoded, 0)
         try:
-            if self._raw is None:
-                self._stream.write(text)
+            if self._raw is None:  # a stream without a file below it (a test's StringIO)
+                self._stream.write(encoded.decode(self._encoding))
                 self._stream.flush()
-                self._written_ends += text.count("\n")
-                self._progress += 1
-                return True
-            data = memoryview(text.encode(self._encoding, "backslashreplace"))
-            while data:
-                written = self._raw.write(data[:_CHUNK])
-                if written is None:  # non-blocking output, full for now
-                    time.sleep(_RETRY)
-                    continue
-                # Lines that went out whole, counted as they go: a write
-                # stuck halfway still leaves an exact count of what was lost.
-                self._written_ends += data[:written].tobytes().count(b"\n")
-                data = data[written:]
-                self._progress += 1
+            else:
+                view = memoryview(encoded)
+                done = 0
+                while done < len(encoded):
+                    written = self._raw.write(view[done : done + _CHUNK])
+                    if written is None:  # non-blocking output, full for now
+                        time.sleep(_RETRY)
+                        continue
+                    done += written
+                    self._inflight = (encoded, done)
+                    self._progress += 1
         except (OSError, ValueError):
             # Closed or broken for good (EPIPE, a closed file): stop trying;
             # the server goes on without its log.
             self._broken = True
-            return False
-        return True
+            return
+        self._inflight = None
+        self._written_lines += lines
+        self._progress += 1

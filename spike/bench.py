@@ -16,10 +16,17 @@ What it measures:
   Python socket echo server (the Python floor), a naive JSON-lines server,
   ZeroMQ REQ/REP (when pyzmq is installed) and HTTP/1.1 keep-alive
   (``http.server`` + ``http.client``);
-* pipelined messages/s on one connection (a writer thread and a reader);
+* pipelined messages/s on one connection (a writer thread and a reader),
+  against the floors and a naive Python lines server;
 * 1,000 connections x 20 round trips at once (requests/s, p99, errors)
   against the spike and a C epoll server;
 * one 8 MiB message echoed (MiB/s), the spike with a raised line limit.
+
+The spike runs as users run it: ``spike-server`` with its default log, a
+line per connection and per message, written to a pipe that this process
+reads. A second spike server started with ``--quiet`` runs beside it in the
+round-trip, pipelined and many-connection tests, so the cost of the log is
+measured too.
 """
 
 from __future__ import annotations
@@ -52,16 +59,18 @@ SCHEMA = 1
 BIG_REPEATS = 5
 MESSAGE = "A message from CS361!"
 
-# Targets from the spike's issue: evaluated and printed, never asserted.
-TARGET_TEXT_VS_C = 1.3
-TARGET_JSON_VS_C = 2.0
-TARGET_CONNS_VS_EPOLL = 0.6
+# Targets (issue 13), evaluated for the default, logging server and printed,
+# never asserted. Each compares the spike with what Python itself reaches in
+# the same run: set against the C floor instead, they would pass or fail
+# with how fast the machine's kernel path is, not with the spike.
+TARGET_TEXT_VS_PY = 1.25  # plain-text round trip p50 / Python socket echo p50
+TARGET_JSON_VS_NAIVE = 1.0  # JSON echo p50 / naive JSON-lines server p50
+TARGET_CONNS_VS_EPOLL = 0.6  # 1,000 connections req/s / C epoll req/s
 TARGET_CONNS_P99_MS = 50.0
-# The same targets restated against the Python floor, used only when no C
-# compiler is available (the C floor measured 13.6 us and the Python floor
-# 15.8 us on the machine the targets were set on).
-TARGET_TEXT_VS_PY = 1.12
-TARGET_JSON_VS_PY = 1.7
+TARGET_PIPELINED_VS_LINES = 0.7  # messages/s / naive Python lines server
+# What the log may cost: the default server against the same one --quiet.
+TARGET_LOG_ROUND_TRIP = 1.15  # p50 ratio, at most
+TARGET_LOG_THROUGHPUT = 0.8  # pipelined and 1,000-connection rates, at least
 
 
 @dataclasses.dataclass
@@ -165,22 +174,30 @@ def _subjects(settings: Settings, use_c: bool, notes: list[str]) -> dict[str, Su
     """Every server this run can start, with a note for each one it cannot."""
     big_limit = str(int(settings.big_mib * 2**20) * 2)
     subjects = {
-        "spike": Subject(
-            "spike", "spike", "spike", python_command("spike.server", "--port", "0", "--quiet")
+        "spike": Subject("spike", "spike", "spike", python_command("spike.server", "--port", "0")),
+        "spike_quiet": Subject(
+            "spike_quiet",
+            "spike --quiet",
+            "spike",
+            python_command("spike.server", "--port", "0", "--quiet"),
         ),
         "spike_big": Subject(
             "spike_big",
             "spike (line limit raised)",
             "spike",
-            python_command(
-                "spike.server", "--port", "0", "--quiet", "--max-line-bytes", big_limit
-            ),
+            python_command("spike.server", "--port", "0", "--max-line-bytes", big_limit),
         ),
         "py_echo": Subject(
             "py_echo",
             "Python socket echo (floor)",
             "floor",
             python_command("spike._bench_servers", "echo"),
+        ),
+        "py_lines": Subject(
+            "py_lines",
+            "naive lines server (Python)",
+            "reference",
+            python_command("spike._bench_servers", "lines"),
         ),
         "py_json": Subject(
             "py_json",
@@ -310,16 +327,21 @@ def _plan(settings: Settings, subjects: dict[str, Subject]) -> list[Case]:
     add("round_trip", "c_blocking", text_rt)
     add("round_trip", "py_echo", text_rt)
     add("round_trip", "spike", text_rt, "spike, plain text", "spike_text")
+    add("round_trip", "spike_quiet", text_rt, "spike --quiet, plain text", "spike_quiet_text")
     add("round_trip", "spike", json_rt, "spike, JSON echo", "spike_json")
+    add("round_trip", "spike_quiet", json_rt, "spike --quiet, JSON echo", "spike_quiet_json")
     add("round_trip", "spike", client_rt, "spike, JSON via spike.Client", "spike_client")
     add("round_trip", "py_json", json_rt)
     add("round_trip", "zmq", zmq_rt)
     add("round_trip", "http", http_rt)
     add("pipelined", "c_blocking", piped)
     add("pipelined", "py_echo", piped)
+    add("pipelined", "py_lines", piped)
     add("pipelined", "spike", piped, "spike, plain text")
+    add("pipelined", "spike_quiet", piped, "spike --quiet, plain text")
     add("connections", "c_epoll", many)
     add("connections", "spike", many)
+    add("connections", "spike_quiet", many)
     # Not a floor here: a thread per connection is the design the spike avoided.
     add(
         "connections",
@@ -439,86 +461,124 @@ def _results(cases: list[Case]) -> dict[str, Any]:
     for case, row in tests.get("connections", {}).get("rows", []):
         if "requests_per_s" in row:
             row["vs_c_epoll"] = _paired_ratio(case, epoll, "requests_per_s")
+    # Against the naive Python servers, and the default (logging) spike
+    # against the same server --quiet: (test, field, base row, rows compared).
+    comparisons = [
+        ("round_trip", "vs_naive_json", "py_json", ("spike_json", "spike_quiet_json")),
+        ("round_trip", "vs_quiet", "spike_quiet_text", ("spike_text",)),
+        ("round_trip", "vs_quiet", "spike_quiet_json", ("spike_json",)),
+        ("pipelined", "vs_naive_lines", "py_lines", ("spike", "spike_quiet")),
+        ("pipelined", "vs_quiet", "spike_quiet", ("spike",)),
+        ("connections", "vs_quiet", "spike_quiet", ("spike",)),
+    ]
+    metric["connections"] = "requests_per_s"
+    for test, field, base_key, keys in comparisons:
+        for case, row in tests.get(test, {}).get("rows", []):
+            if case.key in keys and metric[test] in row:
+                row[field] = _paired_ratio(case, base(test, base_key), metric[test])
     for table in tests.values():
         table["rows"] = [row for _, row in table["rows"]]
     return tests
 
 
 def _targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
-    rows = {r["id"]: r for r in tests.get("round_trip", {}).get("rows", []) if "failure" not in r}
-    text = rows.get("spike_text")
-    as_json = rows.get("spike_json")
-    conns = next(
-        (r for r in tests.get("connections", {}).get("rows", []) if r["subject"] == "spike"), None
-    )
+    """The spike's targets, for the default (logging) server, each met, missed or not measured."""
+
+    def row(test: str, key: str) -> dict[str, Any] | None:
+        found = next((r for r in tests.get(test, {}).get("rows", []) if r["id"] == key), None)
+        return None if found is None or "failure" in found else found
+
     targets: list[dict[str, Any]] = []
 
-    def latency_target(
-        name: str, row: dict[str, Any] | None, c_limit: float, py_limit: float
+    def target(
+        name: str,
+        measure: str,
+        found: dict[str, Any] | None,
+        field: str,
+        compare: str,
+        limit: float,
     ) -> None:
-        if row and row.get("vs_c_floor") is not None:
-            value, limit, base = row["vs_c_floor"], c_limit, "C blocking echo"
-        elif row and row.get("vs_python_floor") is not None:
-            value, limit, base = row["vs_python_floor"], py_limit, "Python socket echo"
-        else:
+        value = None if found is None else found.get(field)
+        if value is None:
             targets.append(
-                {"name": name, "measure": "p50 ratio", "met": None, "detail": "not measured"}
+                {"name": name, "measure": measure, "met": None, "detail": "not measured"}
             )
             return
+        met = value <= limit if compare == "<=" else value >= limit
         targets.append(
             {
                 "name": name,
-                "measure": f"p50 / {base} p50",
+                "measure": measure,
                 "value": value,
                 "limit": limit,
-                "compare": "<=",
-                "met": value <= limit,
+                "compare": compare,
+                "met": met,
             }
         )
 
-    latency_target("plain-text round trip", text, TARGET_TEXT_VS_C, TARGET_TEXT_VS_PY)
-    latency_target("JSON echo round trip", as_json, TARGET_JSON_VS_C, TARGET_JSON_VS_PY)
-    if conns and "failure" not in conns and "requests_per_s" in conns:
-        ratio = conns.get("vs_c_epoll")
-        targets.append(
-            {
-                "name": f"{connections:,} connections: throughput",
-                "measure": "req/s / C epoll req/s",
-                "value": ratio,
-                "limit": TARGET_CONNS_VS_EPOLL,
-                "compare": ">=",
-                "met": None if ratio is None else ratio >= TARGET_CONNS_VS_EPOLL,
-            }
-        )
-        targets.append(
-            {
-                "name": f"{connections:,} connections: p99",
-                "measure": "p99 ms",
-                "value": conns["p99_ms"],
-                "limit": TARGET_CONNS_P99_MS,
-                "compare": "<=",
-                "met": conns["p99_ms"] <= TARGET_CONNS_P99_MS,
-            }
-        )
-        targets.append(
-            {
-                "name": f"{connections:,} connections: errors",
-                "measure": "failed requests",
-                "value": conns["errors"],
-                "limit": 0,
-                "compare": "<=",
-                "met": conns["errors"] == 0,
-            }
-        )
-    else:
-        targets.append(
-            {
-                "name": f"{connections:,} connections",
-                "measure": "req/s, p99, errors",
-                "met": None,
-                "detail": "not measured",
-            }
-        )
+    text = row("round_trip", "spike_text")
+    as_json = row("round_trip", "spike_json")
+    conns = row("connections", "spike")
+    piped = row("pipelined", "spike")
+    many = f"{connections:,} connections"
+    target(
+        "plain-text round trip",
+        "p50 / Python socket echo p50",
+        text,
+        "vs_python_floor",
+        "<=",
+        TARGET_TEXT_VS_PY,
+    )
+    target(
+        "JSON echo round trip",
+        "p50 / naive JSON-lines p50",
+        as_json,
+        "vs_naive_json",
+        "<=",
+        TARGET_JSON_VS_NAIVE,
+    )
+    target(
+        f"{many}: throughput",
+        "req/s / C epoll req/s",
+        conns,
+        "vs_c_epoll",
+        ">=",
+        TARGET_CONNS_VS_EPOLL,
+    )
+    target(f"{many}: p99", "p99 ms", conns, "p99_ms", "<=", TARGET_CONNS_P99_MS)
+    target(f"{many}: errors", "failed requests", conns, "errors", "<=", 0)
+    target(
+        "pipelined plain text",
+        "msg/s / naive lines server msg/s",
+        piped,
+        "vs_naive_lines",
+        ">=",
+        TARGET_PIPELINED_VS_LINES,
+    )
+    target(
+        "cost of the log: round trip",
+        "p50 / spike --quiet p50",
+        text,
+        "vs_quiet",
+        "<=",
+        TARGET_LOG_ROUND_TRIP,
+    )
+    target(
+        "cost of the log: pipelined",
+        "msg/s / spike --quiet msg/s",
+        piped,
+        "vs_quiet",
+        ">=",
+        TARGET_LOG_THROUGHPUT,
+    )
+    target(
+        f"cost of the log: {many}",
+        "req/s / spike --quiet req/s",
+        conns,
+        "vs_quiet",
+        ">=",
+        TARGET_LOG_THROUGHPUT,
+    )
     return targets
 
 

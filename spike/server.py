@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._logwriter import LogWriter, display_text
+from ._logwriter import display_line as _display_line
 from ._poller import READ as _READ
 from ._poller import READY_READ as _READY_READ
 from ._poller import READY_WRITE as _READY_WRITE
@@ -52,6 +54,7 @@ __all__ = [
     "BindError",
     "Connection",
     "Server",
+    "display_text",
     "main",
     "running_server",
 ]
@@ -97,18 +100,7 @@ _ACCEPT_RETRY_DELAY = 0.1
 # which can destroy the error reply before the client reads it.
 _LINGER_SECONDS = 2.0
 _LINGER_MAX_BYTES = 4 * _RECV_SIZE
-_DISPLAY_CHARS = 200
 _ERROR_CHARS = 2000  # an error's own text (an exception message) is shortened later
-# Everything a log reader could take for a line break or a terminal control:
-# C0 (with \n, \r, VT, FF, the FS/GS/RS separators), DEL, C1 (with NEL,
-# U+0085), and the Unicode line and paragraph separators. str.splitlines()
-# and many log viewers break lines at all of these, so a client's text
-# containing one could otherwise start a forged log line.
-_CONTROL_ESCAPES: dict[int, str] = {
-    **{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
-    0x2028: "\\u2028",
-    0x2029: "\\u2029",
-}
 
 Log = Callable[[str], None]
 
@@ -121,25 +113,8 @@ class AddressInUseError(BindError):
     """Another program already listens on that host and port."""
 
 
-def display_text(text: str, limit: int = _DISPLAY_CHARS) -> str:
-    """Text made safe for one log line: shortened, line breaks and controls escaped."""
-    if len(text) > limit:
-        text = f"{text[:limit]}... ({len(text)} characters)"
-    elif text.isprintable():  # the common case: nothing to escape, no copy
-        return text
-    return text.translate(_CONTROL_ESCAPES)
-
-
 def _bytes(count: int) -> str:
     return f"{count} byte" + ("" if count == 1 else "s")
-
-
-def _display_line(line: bytes, limit: int = _DISPLAY_CHARS) -> str:
-    """:func:`display_text` of a raw line (bad UTF-8 shown as U+FFFD),
-    decoding only the part shown when the line is ASCII."""
-    if len(line) > limit and line.isascii():
-        return f"{line[:limit].decode()}... ({len(line)} characters)".translate(_CONTROL_ESCAPES)
-    return display_text(line.decode(errors="replace"), limit)
 
 
 class Connection:
@@ -201,6 +176,8 @@ class Connection:
         self._discarded = 0  # bytes ignored while closing
         self._closed = False
         self._log = server.log
+        self._log_line = server._log_line
+        self._log_lines = server._log_lines
         self._error_log = server.error_log
         self._idle_timeout = server.idle_timeout
         self._flush_after = server.flush_after
@@ -221,9 +198,9 @@ class Connection:
     # -- methods for the caller --------------------------------------------
     def on_readable(self) -> None:
         """Read once; answer the first turn's share of what arrived."""
-        if self._paused or self._has_input():
-            # Not reading now (the poller was told so); an error or hang-up
-            # report comes anyway and is met once reading resumes.
+        if not self._interest & _READ:
+            # Not reading now (paused, or input waits for its turn); an error
+            # or hang-up report comes anyway and is met once reading resumes.
             return
         try:
             data = self.sock.recv(_RECV_SIZE)
@@ -261,12 +238,25 @@ class Connection:
         ):
             self.messages += 1
             self.server._message_count += 1
-            if self._log is not None:
-                text = data[:-1].decode()
-                if len(text) > _DISPLAY_CHARS or not text.isprintable():
-                    text = display_text(text)
-                self._log(f"Received: {text}")
+            if self._log_line is not None:
+                self._log_line("Received: ", data[:-1])
+            elif self._log is not None:
+                self._log(f"Received: {_display_line(data[:-1])}")
             self._send(data)
+            return
+        if (
+            data[-1] == 10
+            and data.find(b"\n") == len(data) - 1
+            and not self.framer.holding
+            and not self._out
+        ):
+            # One whole line (a JSON request, say): answered at once.
+            try:
+                (line,) = self.framer.feed(data)
+            except LineTooLong as exc:
+                self._refuse_long_line(exc, [])
+                return
+            self._send(self._answer(line))
             return
         self._backlog = data
         self._backlog_pos = 0
@@ -278,7 +268,9 @@ class Connection:
         """Answer up to one turn's share of the input held; queue another turn if more is left."""
         if self._closed or self._closing or self._paused:
             return
-        lines_left = self.server._turn_lines
+        # This pass's lines, shared among everyone who may need a turn.
+        busy = len(self.server._happened) + len(self.server._ready)
+        lines_left = _PASS_LINES if busy < 2 else max(_MIN_TURN_LINES, _PASS_LINES // busy)
         bytes_left = _TURN_BYTES
         replies: list[bytes] = []
         answer = self._answer
@@ -288,7 +280,11 @@ class Connection:
                 batch = lines[pos : pos + lines_left]
                 self._line_pos = pos + len(batch)
                 lines_left -= len(batch)
-                replies.extend([answer(line) for line in batch])
+                echoed = self._echo_batch(batch) if self._plain_echo else None
+                if echoed is not None:
+                    replies.append(echoed)
+                else:
+                    replies.extend([answer(line) for line in batch])
                 if not lines_left:
                     break
                 continue
@@ -446,37 +442,44 @@ class Connection:
             count = f"{self.messages} message" + ("" if self.messages == 1 else "s")
             self._log(f"Connection closed: {format_address(self.peer)} ({count}{note})")
 
-    def _answer_lines(self, lines: list[bytes]) -> bytes:
-        return b"".join([self._answer(line) for line in lines])
+    def _echo_batch(self, lines: list[bytes]) -> bytes | None:
+        """The replies to lines that are all plain ASCII text, echoed with a
+        few calls for the whole batch; None if any line needs more care."""
+        joined = b"\n".join(lines)
+        if not joined.isascii() or joined[:1] == b"{" or b"\n{" in joined:
+            return None
+        count = len(lines)
+        self.messages += count
+        self.server._message_count += count
+        if self._log_lines is not None:
+            self._log_lines("Received: ", lines, joined)
+        elif self._log is not None:
+            for line in lines:
+                self._log(f"Received: {_display_line(line)}")
+        return joined + b"\n"
 
     def _answer(self, line: bytes) -> bytes:
         """The reply bytes for one message line (never raises)."""
         self.messages += 1
         self.server._message_count += 1
-        log = self._log
+        if self._log_line is not None:
+            self._log_line("Received: ", line)
+        elif self._log is not None:
+            self._log(f"Received: {_display_line(line)}")
         if line[:1] != b"{":
-            # The echo needs no text, only valid UTF-8 (ASCII is), and the log
-            # shows only the start of a long line: skip decoding it whole.
+            # The echo needs no text, only valid UTF-8 (ASCII is).
             if self._plain_echo and line.isascii():
-                if log is not None:
-                    log(f"Received: {_display_line(line)}")
                 return line + b"\n"
             try:
                 text = line.decode()
             except UnicodeDecodeError as exc:
-                if log is not None:
-                    log(f"Received: {_display_line(line)}")
                 return encode_error(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})")
-            if log is not None:
-                log(f"Received: {display_text(text)}")
             if self._plain_echo:
                 return line + b"\n"
             try:
                 return encode_text(self.handle_text(text))
             except Exception as exc:
                 return self._failed("handle_text", exc)
-        if log is not None:
-            log(f"Received: {_display_line(line)}")
         request_id = NO_ID
         try:
             request = decode_message(line)
@@ -690,6 +693,10 @@ class Server:
         self.max_buffered_bytes = max_buffered_bytes
         self.log = None if log is None else _never_raising(log)
         self.error_log = self.log if error_log is None else _never_raising(error_log)
+        # A LogWriter never raises, and formats a batch of received lines
+        # on its own thread: the loop hands over a pipelined burst at once.
+        self._log_lines = log.lines if isinstance(log, LogWriter) else None
+        self._log_line = log.line if isinstance(log, LogWriter) else None
         self.connection_class = connection_class
         self.total_connections = 0
         # Kept up to date as messages arrive, so stats cost the same with
@@ -699,7 +706,7 @@ class Server:
         self._connections: set[Connection] = set()
         # Connections with input left over from an earlier turn, in turn order.
         self._ready: collections.deque[Connection] = collections.deque()
-        self._turn_lines = _PASS_LINES  # a connection's share of this loop pass
+        self._happened: list[tuple[int, int]] = []  # this loop pass's events
         # Deadlines are "now + a constant", so insertion order is deadline
         # order: the first entry is always the next one due.
         self._flush_due: collections.OrderedDict[Connection, float] = collections.OrderedDict()
@@ -791,12 +798,8 @@ class Server:
                     timeout = poll_interval
                 if ready:  # input waits for its turn: look for events, do not sleep
                     timeout = 0.0
-                happened = poll(timeout)
-                busy = len(happened) + len(ready)
-                # This pass's lines, shared among everyone who may need a turn.
-                self._turn_lines = (
-                    _PASS_LINES if busy < 2 else max(_MIN_TURN_LINES, _PASS_LINES // busy)
-                )
+                # Kept for take_turn(): who may want a share of this pass.
+                self._happened = happened = poll(timeout)
                 for fd, events in happened:
                     conn = owners.get(fd)
                     if conn is None:
@@ -1064,6 +1067,8 @@ def _held_bytes(conn: Connection) -> int:
 def _never_raising(log: Log) -> Log:
     """Wrap a log callable so that a failing one (say, a closed stdout)
     can never stop the server: its errors are ignored."""
+    if isinstance(log, LogWriter):  # never raises; calling it directly is cheaper
+        return log
 
     def safe_log(line: str) -> None:
         with contextlib.suppress(Exception):
