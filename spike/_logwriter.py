@@ -170,8 +170,11 @@ class LogWriter:
         self._put(line, len(line) + 1, 1)
 
     def line(self, prefix: str, raw: bytes) -> None:
-        """Queue ``prefix + display_line(raw)``: a line as a client sent it
-        (no newline), made safe and formatted on the writer thread."""
+        """Queue ``prefix + display_line(raw)``: a line as a client sent it,
+        made safe and formatted on the writer thread."""
+        if b"\n" in raw:  # would read as two lines if written as it is
+            self(prefix + display_line(raw))
+            return
         # The same as _put(), written out: this is the loop's per-message call.
         size = len(raw) + len(prefix) + 1
         if self._added - self._taken + size > self._max_pending or self._broken:
@@ -193,7 +196,8 @@ class LogWriter:
 
         The same as calling :meth:`line` for each, with less work: the
         server's loop hands over a pipelined burst of messages in one call.
-        ``joined`` is ``b"\\n".join(lines)``, when the caller has it already.
+        No line may hold a ``"\\n"`` (a framer's lines never do); ``joined``
+        is ``b"\\n".join(lines)``, when the caller has it already.
         """
         if not lines:
             return
@@ -292,41 +296,40 @@ class LogWriter:
             if isinstance(item, int):
                 texts.append(dropped_line(item))
                 continue
-            # Raw lines (one, or a batch), with the raw lines queued right
-            # after them that share their prefix: checked and formatted at once.
+            # Raw lines: a batch, or single lines merged with the ones queued
+            # right after them, checked and formatted a whole run at once.
             prefix, joined, lines, chars = item
-            joins, batches = [joined], [lines or (joined,)]
             size += chars
-            while queue and size < _CHUNK:
-                following = queue[0]
-                if not isinstance(following, tuple) or following[0] != prefix:
-                    break
-                queue.popleft()
-                joins.append(following[1])
-                batches.append(following[2] or (following[1],))
-                size += following[3]
-            joined = joins[0] if len(joins) == 1 else b"\n".join(joins)
-            lines_here = sum(map(len, batches))
-            count += lines_here
-            # A line holding a "\n" itself (never from the server) must not
-            # pass for two lines: the count of line ends settles it.
-            if self._ascii_ok and _shown_as_is(joined) and joined.count(b"\n") == lines_here - 1:
+            if lines is None:
+                joins = [joined]
+                while queue and size < _CHUNK:
+                    following = queue[0]
+                    if (
+                        not isinstance(following, tuple)
+                        or following[2] is not None
+                        or following[0] != prefix
+                    ):
+                        break
+                    queue.popleft()
+                    joins.append(following[1])
+                    size += following[3]
+                lines = joins
+                if len(joins) > 1:
+                    joined = b"\n".join(joins)
+            count += len(lines)
+            if self._ascii_ok and _shown_as_is(joined):
                 if texts:
                     out.append(self._encode(texts))
                     texts = []
-                out.append(self._bytes_as_is(prefix, joined))
+                sep = self._linesep.encode()
+                head = sep + prefix.encode()
+                out += (head[len(sep) :], joined.replace(b"\n", head), sep)
             else:
-                texts.extend([prefix + display_line(line) for part in batches for line in part])
+                texts.extend([prefix + display_line(line) for line in lines])
         if texts:
             out.append(self._encode(texts))
         self._taken += size
         return b"".join(out), count
-
-    def _bytes_as_is(self, prefix: str, joined: bytes) -> bytes:
-        """``prefix`` before each line of ``joined``, which needs no escaping."""
-        sep = self._linesep.encode()
-        head = sep + prefix.encode()
-        return head[len(sep) :] + joined.replace(b"\n", head) + sep
 
     def _encode(self, texts: list[str]) -> bytes:
         sep = self._linesep
