@@ -9,6 +9,7 @@ The numbers come from docs/data/benchmark.json, written by a real run of
                                  (TEST: round_trip, pipelined, connections, big_message)
 ``<!-- benchmark:chart -->``     round-trip bar chart (inline SVG, prints in a PDF)
 ``<!-- benchmark:conn-chart -->``  1,000-connection throughput bar chart
+``<!-- benchmark:log-cost -->``  the default (logging) server beside ``--quiet``
 ``<!-- benchmark:targets -->``   the spike's targets, met or missed
 ``<!-- benchmark:notes -->``     what the run skipped, and why
 
@@ -92,6 +93,7 @@ def render_page(markdown: str, results: dict) -> str:
         **{f"table-{test}": functools.partial(render_tables, only=test) for test in TESTS},
         "chart": render_round_trip_chart,
         "conn-chart": render_connections_chart,
+        "log-cost": render_log_cost,
         "targets": render_targets,
         "notes": render_notes,
     }
@@ -247,12 +249,13 @@ def render_tables(results: dict, only: str | None = None) -> str:
     )
     section(
         "pipelined",
-        ["Server", "Messages/s", "÷ C floor", "÷ Python floor"],
-        ["l", "r", "r", "r"],
+        ["Server", "Messages/s", "÷ C floor", "÷ Python floor", "÷ naive lines"],
+        ["l", "r", "r", "r", "r"],
         lambda r: [
             f"{r['messages_per_s']:,.0f}",
             _ratio_cell(r.get("vs_c_floor")),
             _ratio_cell(r.get("vs_python_floor")),
+            _ratio_cell(r.get("vs_naive_lines")),
         ],
     )
     settings = results["settings"]
@@ -282,6 +285,39 @@ def render_tables(results: dict, only: str | None = None) -> str:
     if only and not parts:
         return f"*This test was not part of the run ({results.get('command', '')}).*"
     return "\n\n".join(parts)
+
+
+# (what, test, default row, --quiet row, field, how to show it)
+LOG_COST_ROWS = (
+    ("Plain-text round trip, p50", "round_trip", "spike_text", "spike_quiet_text", "p50_us"),
+    ("JSON echo round trip, p50", "round_trip", "spike_json", "spike_quiet_json", "p50_us"),
+    ("Pipelined messages/s", "pipelined", "spike", "spike_quiet", "messages_per_s"),
+    ("Many connections, requests/s", "connections", "spike", "spike_quiet", "requests_per_s"),
+)
+
+
+def render_log_cost(results: dict) -> str:
+    """The default server (logging every message) beside the same server ``--quiet``."""
+    rows = []
+    for what, test, default_id, quiet_id, field in LOG_COST_ROWS:
+        default, quiet = _row(results, test, default_id), _row(results, test, quiet_id)
+        if not default or not quiet or field not in default or field not in quiet:
+            rows.append([what, "–", "–", "not measured"])
+            continue
+        ratio = default.get("vs_quiet")
+        rows.append(
+            [
+                what,
+                _format(field, default[field]),
+                _format(field, quiet[field]),
+                _ratio_cell(ratio),
+            ]
+        )
+    return _table(
+        ["Measure", "Default (logging)", "`--quiet`", "Default ÷ quiet"],
+        ["l", "r", "r", "r"],
+        rows,
+    )
 
 
 def render_targets(results: dict) -> str:

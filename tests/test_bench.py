@@ -92,9 +92,18 @@ def test_results_file_has_every_measurement(tiny_run):
     assert results["settings"]["connections"] == 20
 
     expected = {
-        "round_trip": {"py_echo", "spike_text", "spike_json", "spike_client", "py_json", "http"},
-        "pipelined": {"py_echo", "spike"},
-        "connections": {"spike"},
+        "round_trip": {
+            "py_echo",
+            "spike_text",
+            "spike_quiet_text",
+            "spike_json",
+            "spike_quiet_json",
+            "spike_client",
+            "py_json",
+            "http",
+        },
+        "pipelined": {"py_echo", "py_lines", "spike", "spike_quiet"},
+        "connections": {"spike", "spike_quiet"},
         "big_message": {"py_echo", "spike_big"},
     }
     if HAS_C:
@@ -125,12 +134,30 @@ def test_results_file_has_every_measurement(tiny_run):
         assert spike_text["vs_c_floor"] > 0
         assert _rows(results, "connections")["spike"]["vs_c_epoll"] > 0
 
+    # The default (logging) server against the same server --quiet, and the
+    # naive Python servers.
+    assert _rows(results, "round_trip")["spike_text"]["vs_quiet"] > 0
+    assert _rows(results, "round_trip")["spike_json"]["vs_naive_json"] > 0
+    assert _rows(results, "pipelined")["spike"]["vs_naive_lines"] > 0
+    assert _rows(results, "pipelined")["spike"]["vs_quiet"] > 0
+    assert _rows(results, "connections")["spike"]["vs_quiet"] > 0
+
     targets = {t["name"]: t for t in results["targets"]}
-    assert {"plain-text round trip", "JSON echo round trip", "20 connections: errors"} <= set(
-        targets
-    )
+    names = {
+        "plain-text round trip",
+        "JSON echo round trip",
+        "20 connections: p99",
+        "20 connections: errors",
+        "pipelined plain text",
+        "cost of the log: round trip",
+        "cost of the log: pipelined",
+        "cost of the log: 20 connections",
+    }
+    assert names <= set(targets)
     # Evaluated, whatever the outcome: a verdict, never a missing value.
-    assert targets["plain-text round trip"]["met"] in (True, False)
+    for name in names:
+        assert targets[name]["met"] in (True, False), targets[name]
+    assert targets["plain-text round trip"]["measure"] == "p50 / Python socket echo p50"
     assert targets["20 connections: errors"]["met"] is True
 
 
@@ -171,6 +198,10 @@ def test_hook_renders_the_page_from_a_results_file(tiny_run):
     assert "{{bench" not in page
     # A Markdown table with the spike's row and the floors' ratios...
     assert "| Server | p50 | p99 | Requests/s | ÷ C floor | ÷ Python floor |" in page
+    # ...the cost of the log, default beside --quiet...
+    assert "| Measure | Default (logging) | `--quiet` | Default ÷ quiet |" in page
+    log_rows = [line for line in page.splitlines() if line.startswith("| Pipelined messages/s |")]
+    assert len(log_rows) == 1 and "not measured" not in log_rows[0]
     spike_line = next(
         line
         for line in page.splitlines()
@@ -190,6 +221,8 @@ def test_saved_results_render(tmp_path):
     page = hook.render_page(PAGE.read_text(encoding="utf-8"), hook.load_results(SAVED))
     assert "| **spike, JSON echo** |" in page
     assert "n/a" not in page, "the committed results lack a value the page quotes"
+    log_cost = [line for line in page.splitlines() if line.startswith("| Pipelined messages/s |")]
+    assert log_cost and "not measured" not in log_cost[0], "no default-vs-quiet figures saved"
 
 
 def test_hook_errors_are_clear(tmp_path):
