@@ -70,7 +70,10 @@ class ServerProcess:
         self.host = ""
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._drainer: threading.Thread | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
+        # Set if the server reported losing log lines: its log could not keep up.
+        self.dropped_log_lines = False
 
     def start(self) -> ServerProcess:
         """Starts the child and returns once it listens (or raises)."""
@@ -90,7 +93,8 @@ class ServerProcess:
             # started without a pinned parent is still on the chosen core.
             os.sched_setaffinity(self._proc.pid, {self.cpu})
         ready: queue.Queue[tuple[str, int] | None] = queue.Queue()
-        threading.Thread(target=self._drain, args=(ready,), daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, args=(ready,), daemon=True)
+        self._drainer.start()
         try:
             address = ready.get(timeout=_READY_TIMEOUT_S)
         except queue.Empty:
@@ -119,7 +123,10 @@ class ServerProcess:
             return
         rest = b""
         while chunk := stdout.read1(1 << 20):
-            rest = (rest + chunk)[-4096:]
+            rest = rest[-64:] + chunk
+            if b" log lines dropped: " in rest or b" log line dropped: " in rest:
+                self.dropped_log_lines = True
+            rest = rest[-4096:]
         self._tail.extend(rest.decode(errors="replace").splitlines()[-20:])
 
     def alive(self) -> bool:
@@ -140,6 +147,8 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait(timeout=5)
+        if self._drainer is not None:
+            self._drainer.join(timeout=2)  # its last words (a report of lost log lines)
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -296,27 +296,23 @@ class LogWriter:
             if isinstance(item, int):
                 texts.append(dropped_line(item))
                 continue
-            # Raw lines: a batch, or single lines merged with the ones queued
-            # right after them, checked and formatted a whole run at once.
+            # Raw lines (a batch, or one), merged with the raw lines queued
+            # right after them: checked and formatted a whole run at once.
             prefix, joined, lines, chars = item
             size += chars
-            if lines is None:
-                joins = [joined]
-                while queue and size < _CHUNK:
-                    following = queue[0]
-                    if (
-                        not isinstance(following, tuple)
-                        or following[2] is not None
-                        or following[0] != prefix
-                    ):
-                        break
-                    queue.popleft()
-                    joins.append(following[1])
-                    size += following[3]
-                lines = joins
-                if len(joins) > 1:
-                    joined = b"\n".join(joins)
-            count += len(lines)
+            joins = [joined]
+            batches = [(joined,) if lines is None else lines]
+            while queue and size < _CHUNK:
+                following = queue[0]
+                if not isinstance(following, tuple) or following[0] != prefix:
+                    break
+                queue.popleft()
+                joins.append(following[1])
+                batches.append((following[1],) if following[2] is None else following[2])
+                size += following[3]
+            if len(joins) > 1:
+                joined = b"\n".join(joins)
+            count += sum(map(len, batches))
             if self._ascii_ok and _shown_as_is(joined):
                 if texts:
                     out.append(self._encode(texts))
@@ -325,7 +321,7 @@ class LogWriter:
                 head = sep + prefix.encode()
                 out += (head[len(sep) :], joined.replace(b"\n", head), sep)
             else:
-                texts.extend([prefix + display_line(line) for line in lines])
+                texts.extend([prefix + display_line(line) for part in batches for line in part])
         if texts:
             out.append(self._encode(texts))
         self._taken += size

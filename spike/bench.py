@@ -707,6 +707,12 @@ def run(
     finally:
         for server in servers.values():
             server.stop()
+    for key, server in servers.items():
+        if server.dropped_log_lines:
+            notes.append(
+                f"{subjects[key].label} dropped log lines (its log output could not keep up), "
+                "so its figures include less logging than it was asked to do."
+            )
     for case in cases:
         if case.subject not in servers and not case.failure:
             case.failure = "server did not start"

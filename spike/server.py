@@ -307,9 +307,11 @@ class Connection:
         if self._backlog_pos >= len(self._backlog):
             self._backlog = b""
             self._backlog_pos = 0
-        self._account()
         if replies:
             self._queue_reply(replies[0] if len(replies) == 1 else b"".join(replies))
+        # (Framing moves bytes from the backlog to a partial line: the total
+        # held never grows here, so this cannot refuse the connection.)
+        self._account()
         if self._closed:
             return
         if self._has_input():
@@ -655,6 +657,10 @@ class Server:
         the loop runs; ``stats()`` the numbers the ``stats`` op reports.
         Attributes: ``address`` (the bound host and port), ``uptime``,
         ``open_connections``, ``total_connections``, ``total_messages``.
+
+    ``log`` and ``error_log`` are called on the loop's thread, so they must
+    not block: a :class:`~spike._logwriter.LogWriter` (what ``spike-server``
+    uses) hands the lines to a thread of its own and never does.
 
     To change what the server does, do not subclass it: pass ``ops`` (new
     JSON ops) or a ``connection_class`` that overrides
