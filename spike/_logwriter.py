@@ -172,7 +172,9 @@ class LogWriter:
     def line(self, prefix: str, raw: bytes) -> None:
         """Queue ``prefix + display_line(raw)``: a line as a client sent it,
         made safe and formatted on the writer thread."""
-        if b"\n" in raw:  # would read as two lines if written as it is
+        if len(raw) > DISPLAY_CHARS or b"\n" in raw:
+            # Shown shortened (holding a big message here would cost its
+            # size in memory), or it would read as two lines as it is.
             self(prefix + display_line(raw))
             return
         # The same as _put(), written out: this is the loop's per-message call.

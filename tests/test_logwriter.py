@@ -252,3 +252,14 @@ def test_a_batch_of_raw_lines_reads_as_one_line_each() -> None:
     pipe.close()
     expected = [f"Received: {display_line(line)}" for line in [*batch[:2], *batch, *batch]]
     assert pipe.text().splitlines() == [*expected, "Received: a\\x0aError: forged", "done"]
+
+
+def test_a_huge_line_is_shown_short_and_costs_no_queue_room() -> None:
+    pipe = Pipe()
+    pipe.start_reading()
+    writer = LogWriter(pipe.stream, max_pending=1000)
+    writer.line("Received: ", b"z" * 100_000)  # far more than the queue may hold
+    assert writer.close()
+    pipe.close()
+    assert writer.dropped == 0
+    assert pipe.text().splitlines() == ["Received: " + "z" * 200 + "... (100000 characters)"]
