@@ -353,9 +353,9 @@ class LogWriter:
                     done += written
                     self._inflight = (encoded, done)
                     self._progress += 1
-        except (OSError, ValueError):
-            # Closed or broken for good (EPIPE, a closed file): stop trying;
-            # the server goes on without its log.
+        except Exception:
+            # Closed or broken for good (EPIPE, a closed file, no stdout at
+            # all): stop trying; the server goes on without its log.
             self._broken = True
             return
         self._inflight = None
