@@ -170,10 +170,13 @@ def render_machine(results: dict) -> str:
     ]
     if m.get("load_average_after"):
         one, five, fifteen = m["load_average_after"]
+        before = ""
+        if m.get("load_average_before"):
+            before = "{}, {}, {} before it; ".format(*m["load_average_before"])
         lines.append(
-            f"- **Load average just after the run** (1, 5, 15 min): {one}, {five}, {fifteen} "
-            "(the benchmark's own work included; other programs running at the same time add "
-            "noise)"
+            f"- **Load average** (1, 5, 15 min): {before}{one}, {five}, {fifteen} just after "
+            "it (the benchmark's own work included; other programs running at the same time "
+            "add noise)"
         )
     extras = []
     if m.get("c_compiler"):

@@ -53,7 +53,15 @@ def _compiler_version() -> str | None:
     return first[0] if first else None
 
 
-def machine_info(pinning: str) -> dict[str, Any]:
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None on Windows, which has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info(pinning: str, load_before: list[float] | None = None) -> dict[str, Any]:
     """The facts about this machine that belong next to its results."""
     try:
         import zmq  # noqa: PLC0415  (optional: the 'bench' extra)
@@ -62,18 +70,16 @@ def machine_info(pinning: str) -> dict[str, Any]:
         libzmq = zmq.zmq_version()
     except ImportError:
         pyzmq = libzmq = None  # type: ignore[assignment, unused-ignore]
-    try:
-        # Busy neighbours show up here; a high figure means noisier numbers.
-        load_average = [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):  # Windows has no load average
-        load_average = None
+    # Busy neighbours show up here; a high figure means noisier numbers.
+    load_after = load_average()
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "os": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "pinning": pinning,
-        "load_average_after": load_average,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
         "c_compiler": _compiler_version(),
         "pyzmq": pyzmq,
         "libzmq": libzmq,

@@ -205,6 +205,12 @@ class LogWriter:
             return
         if joined is None:
             joined = b"\n".join(lines)
+        if len(joined) > _CHUNK:
+            # A long line among them (the framer's windows are far smaller):
+            # one at a time, so that it is shortened now, not held whole.
+            for line in lines:
+                self.line(prefix, line)
+            return
         size = len(joined) + len(lines) * len(prefix) + 1
         self._put((prefix, joined, lines, size), size, len(lines))
 

@@ -53,7 +53,7 @@ from spike._bench_procs import (
     pin_to_cpu,
     python_command,
 )
-from spike._bench_report import format_table, machine_info
+from spike._bench_report import format_table, load_average, machine_info
 
 SCHEMA = 1
 BIG_REPEATS = 5
@@ -678,6 +678,7 @@ def run(
 ) -> dict[str, Any]:
     """Runs the whole benchmark and returns the results as a JSON-ready dict."""
     notes: list[str] = []
+    load_before = load_average()
     pinning = pin_to_cpu(cpu)
     cap = load.max_select_sockets()
     if cap is not None and settings.connections > cap:
@@ -726,7 +727,7 @@ def run(
         "mode": mode,
         "command": command,
         "message": MESSAGE,
-        "machine": machine_info(pinning),
+        "machine": machine_info(pinning, load_before),
         "settings": dataclasses.asdict(settings),
         "notes": notes,
         "tests": tests,
@@ -760,6 +761,11 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {machine['cpu_count']} CPUs, {machine['cpu_model']}; {machine['os']}; "
         f"{machine['python']}; {machine['pinning']}"
     )
+    if machine.get("load_average_after"):
+        print(
+            f"load average (1, 5, 15 min): {machine.get('load_average_before')} before, "
+            f"{machine['load_average_after']} after (other programs running add noise)"
+        )
     print(format_table(results))
     for note in results["notes"]:
         print(f"note: {note}")
