@@ -135,23 +135,26 @@ class LogWriter:
         except LookupError:
             self._ascii_ok = False
         self._interval = interval
+        # The bound on what waits: characters of lines and batches, and a
+        # number of single raw lines (at most DISPLAY_CHARS each). Past
+        # calm_items the writer is hurried, past max_items lines are dropped.
         self._max_pending = max_pending
         self._large = large
-        # Lines (str), batches of raw lines to show with a prefix, and drop
-        # reports (int: how many lines were lost at that point). The loop
-        # appends, the writer thread pops: both are single, atomic deque
-        # operations, so no lock is needed.
+        self._max_items = max(1, max_pending // (DISPLAY_CHARS + 56))
+        self._calm_items = max(1, large // (DISPLAY_CHARS + 56))
+        # Lines (str), raw lines to show with a prefix, and drop reports
+        # (int: how many lines were lost at that point). The loop appends,
+        # the writer thread pops: both are single, atomic deque operations,
+        # so no lock is needed.
         self._queue: collections.deque[_Item] = collections.deque()
         # Counters each written by one thread only, so no update is lost.
         self._added = 0  # characters queued (loop)
         self._taken = 0  # characters taken off the queue (writer)
         self._dropping = 0  # lines dropped since the last one queued (loop)
         self.dropped = 0  # lines lost in all (loop)
-        # Lines queued, lines written, and the bytes being written with how
-        # many of them went out: what an output that stalls has lost.
-        self._queued_lines = 0  # (loop)
-        self._written_lines = 0  # (writer)
-        self._inflight: tuple[bytes, int] | None = None  # (writer)
+        # What is being written, how much of it went out, and how many lines
+        # it holds: what an output that stalls halfway has lost.
+        self._inflight: tuple[bytes, int, int] | None = None  # (writer)
         self._progress = 0  # chunks written (writer)
         self._broken = False  # the output failed for good (writer)
         self._closing = False
@@ -172,26 +175,26 @@ class LogWriter:
     def line(self, prefix: str, raw: bytes) -> None:
         """Queue ``prefix + display_line(raw)``: a line as a client sent it,
         made safe and formatted on the writer thread."""
+        # The loop's call for every message: as little as possible on the
+        # common path (a short line, the queue far from full).
+        queue = self._queue
+        if (
+            len(queue) < self._calm_items
+            and not self._dropping
+            and len(raw) <= DISPLAY_CHARS
+            and b"\n" not in raw
+        ):
+            queue.append((prefix, raw, None, 0))
+            if not self._woken:
+                self._woken = True
+                self._wake.set()
+            return
         if len(raw) > DISPLAY_CHARS or b"\n" in raw:
             # Shown shortened (holding a big message here would cost its
             # size in memory), or it would read as two lines as it is.
             self(prefix + display_line(raw))
-            return
-        # The same as _put(), written out: this is the loop's per-message call.
-        size = len(raw) + len(prefix) + 1
-        if self._added - self._taken + size > self._max_pending or self._broken:
-            self._dropping += 1
-            self.dropped += 1
-            return
-        if self._dropping:
-            self._queue.append(self._dropping)
-            self._dropping = 0
-        self._queue.append((prefix, raw, None, size))
-        self._added += size
-        self._queued_lines += 1
-        if not self._woken:
-            self._woken = True
-            self._wake.set()
+        else:
+            self._put((prefix, raw, None, 0), 0, 1)
 
     def lines(self, prefix: str, lines: Sequence[bytes], joined: bytes | None = None) -> None:
         """Queue ``prefix + display_line(line)`` for each raw line, as one item.
@@ -215,21 +218,21 @@ class LogWriter:
         self._put((prefix, joined, lines, size), size, len(lines))
 
     def _put(self, item: _Item, size: int, count: int) -> None:
+        queue = self._queue
         pending = self._added - self._taken + size
-        if pending > self._max_pending or self._broken:
+        if pending > self._max_pending or len(queue) >= self._max_items or self._broken:
             self._dropping += count
             self.dropped += count
             return
         if self._dropping:
-            self._queue.append(self._dropping)
+            queue.append(self._dropping)
             self._dropping = 0
-        self._queue.append(item)
+        queue.append(item)
         self._added += size
-        self._queued_lines += count
         if not self._woken:
             self._woken = True
             self._wake.set()
-        if pending > self._large and not self._hurried:
+        if (pending > self._large or len(queue) >= self._calm_items) and not self._hurried:
             self._hurried = True
             self._hurry.set()
 
@@ -257,15 +260,22 @@ class LogWriter:
                 break
         if self._thread.is_alive() or self._broken:
             # Given up on: what never went out is lost too.
-            written = self._written_lines
-            inflight = self._inflight
-            if inflight is not None:  # lines of a write stuck halfway that went out whole
-                data, done = inflight
-                written += data.count(b"\n", 0, done)
-            self.dropped += max(0, self._queued_lines - written)
-            self._queued_lines = written
+            self.dropped += self._unwritten()
             return False
         return True
+
+    def _unwritten(self) -> int:
+        """Lines still queued, or written only in part, once the writer is given up on."""
+        try:
+            queued = list(self._queue)
+        except RuntimeError:  # the writer woke up after all and took some
+            queued = []
+        lost = sum(_lines_in(item) for item in queued)
+        inflight = self._inflight
+        if inflight is not None:
+            data, done, lines = inflight
+            lost += max(0, lines - data.count(b"\n", 0, done))
+        return lost
 
     # -- the writer thread -------------------------------------------------
     def _run(self) -> None:
@@ -288,7 +298,7 @@ class LogWriter:
 
     def _take(self) -> tuple[bytes, int]:
         """Up to about one chunk of queued lines, encoded, drop reports in
-        place; and how many lines (not counting reports) that is."""
+        place; and how many lines (reports included) that is."""
         out: list[bytes] = []
         texts: list[str] = []
         size = 0
@@ -303,11 +313,12 @@ class LogWriter:
                 continue
             if isinstance(item, int):
                 texts.append(dropped_line(item))
+                count += 1
                 continue
             # Raw lines (a batch, or one), merged with the raw lines queued
             # right after them: checked and formatted a whole run at once.
             prefix, joined, lines, chars = item
-            size += chars
+            size += chars or len(joined)
             joins = [joined]
             batches = [(joined,) if lines is None else lines]
             while queue and size < _CHUNK:
@@ -317,7 +328,7 @@ class LogWriter:
                 queue.popleft()
                 joins.append(following[1])
                 batches.append((following[1],) if following[2] is None else following[2])
-                size += following[3]
+                size += following[3] or len(following[1])
             if len(joins) > 1:
                 joined = b"\n".join(joins)
             count += sum(map(len, batches))
@@ -343,7 +354,7 @@ class LogWriter:
         """Write it all, ``lines`` lines; give up on an output that fails for good."""
         if self._broken:
             return
-        self._inflight = (encoded, 0)
+        self._inflight = (encoded, 0, lines)
         try:
             if self._raw is None:  # a stream without a file below it (a test's StringIO)
                 self._stream.write(encoded.decode(self._encoding))
@@ -357,13 +368,24 @@ class LogWriter:
                         time.sleep(_RETRY)
                         continue
                     done += written
-                    self._inflight = (encoded, done)
+                    self._inflight = (encoded, done, lines)
                     self._progress += 1
         except Exception:
             # Closed or broken for good (EPIPE, a closed file, no stdout at
-            # all): stop trying; the server goes on without its log.
+            # all): stop trying; the server goes on without its log, and
+            # every line from now on is counted as lost (none takes line()'s
+            # quick way past the count).
+            self._calm_items = 0
             self._broken = True
             return
         self._inflight = None
-        self._written_lines += lines
         self._progress += 1
+
+
+def _lines_in(item: _Item) -> int:
+    """How many log lines a queued item stands for (a drop report: none of its own)."""
+    if isinstance(item, str):
+        return 1
+    if isinstance(item, int):
+        return 0
+    return 1 if item[2] is None else len(item[2])
