@@ -523,7 +523,7 @@ def _targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
     many = f"{connections:,} connections"
     target(
         "plain-text round trip",
-        "p50 / Python socket echo p50",
+        "p50 ÷ Python floor",
         text,
         "vs_python_floor",
         "<=",
@@ -531,7 +531,7 @@ def _targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
     )
     target(
         "JSON echo round trip",
-        "p50 / naive JSON-lines p50",
+        "p50 ÷ naive JSON-lines",
         as_json,
         "vs_naive_json",
         "<=",
@@ -539,7 +539,7 @@ def _targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
     )
     target(
         f"{many}: throughput",
-        "req/s / C epoll req/s",
+        "req/s ÷ C epoll",
         conns,
         "vs_c_epoll",
         ">=",
@@ -549,7 +549,7 @@ def _targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
     target(f"{many}: errors", "failed requests", conns, "errors", "<=", 0)
     target(
         "pipelined plain text",
-        "msg/s / naive lines server msg/s",
+        "msg/s ÷ naive lines",
         piped,
         "vs_naive_lines",
         ">=",
@@ -557,7 +557,7 @@ def _targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
     )
     target(
         "cost of the log: round trip",
-        "p50 / spike --quiet p50",
+        "p50 ÷ --quiet",
         text,
         "vs_quiet",
         "<=",
@@ -565,7 +565,7 @@ def _targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
     )
     target(
         "cost of the log: pipelined",
-        "msg/s / spike --quiet msg/s",
+        "msg/s ÷ --quiet",
         piped,
         "vs_quiet",
         ">=",
@@ -573,7 +573,7 @@ def _targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
     )
     target(
         f"cost of the log: {many}",
-        "req/s / spike --quiet req/s",
+        "req/s ÷ --quiet",
         conns,
         "vs_quiet",
         ">=",

@@ -135,7 +135,7 @@ class Connection:
         the result of a JSON request (default: the server's op registry).
 
     Attributes: ``server``, ``peer`` (client's address), ``messages``
-    (messages received so far), ``sock``.
+    (messages received so far), ``sock``, ``buffered_bytes`` (input held).
 
     How input flows: one ``recv()`` of up to 64 KiB at a time, and no
     further ``recv()`` until every line in it is answered. Each loop turn
@@ -853,6 +853,7 @@ class Server:
             return
         self.shutdown()
         self._closed = True
+        self._ready.clear()
         for conn in list(self._connections):
             conn.close()
         with contextlib.suppress(KeyError, ValueError, OSError):

@@ -157,7 +157,7 @@ def test_results_file_has_every_measurement(tiny_run):
     # Evaluated, whatever the outcome: a verdict, never a missing value.
     for name in names:
         assert targets[name]["met"] in (True, False), targets[name]
-    assert targets["plain-text round trip"]["measure"] == "p50 / Python socket echo p50"
+    assert targets["plain-text round trip"]["measure"] == "p50 ÷ Python floor"
     assert targets["20 connections: errors"]["met"] is True
 
 
