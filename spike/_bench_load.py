@@ -314,26 +314,6 @@ def big_message(host: str, port: int, size: int) -> float:
     return elapsed
 
 
-def raise_open_file_limit(wanted: int) -> str:
-    """Raises the soft limit on open files towards ``wanted`` where POSIX allows.
-
-    Returns a note when the limit stays too low (the caller then opens fewer
-    connections), or an empty string.
-    """
-    try:
-        import resource  # noqa: PLC0415  (POSIX only)
-    except ImportError:  # Windows: no such limit on sockets
-        return ""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return ""
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return "" if soft >= wanted else f"open-file limit is {soft}, below the {wanted} needed"
-
-
 def max_select_sockets() -> int | None:
     """How many sockets one selector can watch here, when that is limited.
 

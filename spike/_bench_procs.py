@@ -12,7 +12,6 @@ import hashlib
 import io
 import os
 import queue
-import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import cast
 
-_READY = re.compile(r"Serving on (\S+):(\d+)")
+from spike.cli import serving_port
+
 _READY_TIMEOUT_S = 20.0
 
 
@@ -114,9 +114,9 @@ class ServerProcess:
         for raw in stdout:
             line = raw.decode(errors="replace")
             self._tail.append(line.rstrip())
-            match = _READY.search(line)
-            if match:
-                ready.put((match.group(1), int(match.group(2))))
+            address = serving_port(line)
+            if address is not None:
+                ready.put(address)
                 break
         else:
             ready.put(None)

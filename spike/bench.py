@@ -54,6 +54,8 @@ from spike._bench_procs import (
     python_command,
 )
 from spike._bench_report import format_table, load_average, machine_info
+from spike._limits import raise_open_file_limit
+from spike.cli import positive_int
 
 SCHEMA = 1
 BIG_REPEATS = 5
@@ -607,13 +609,6 @@ def _write_json(path: Path, results: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -649,16 +644,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sizes = parser.add_argument_group("sizes (override the --quick or full defaults)")
     sizes.add_argument(
-        "--rounds", type=_positive_int, help="interleaved rounds; figures are medians over them"
+        "--rounds", type=positive_int, help="interleaved rounds; figures are medians over them"
     )
-    sizes.add_argument("--requests", type=_positive_int, help="round trips per case per round")
+    sizes.add_argument("--requests", type=positive_int, help="round trips per case per round")
     sizes.add_argument(
         "--warmup", type=_non_negative_int, help="untimed round trips before each timed batch"
     )
-    sizes.add_argument("--pipeline", type=_positive_int, help="messages per pipelined batch")
-    sizes.add_argument("--connections", type=_positive_int, help="concurrent connections")
+    sizes.add_argument("--pipeline", type=positive_int, help="messages per pipelined batch")
+    sizes.add_argument("--connections", type=positive_int, help="concurrent connections")
     sizes.add_argument(
-        "--conn-requests", type=_positive_int, help="round trips per concurrent connection"
+        "--conn-requests", type=positive_int, help="round trips per concurrent connection"
     )
     sizes.add_argument("--big-mib", type=_positive_float, help="size of the big message in MiB")
     return parser
@@ -687,7 +682,7 @@ def run(
             "watches at most 512 sockets."
         )
         settings.connections = cap
-    limit_note = load.raise_open_file_limit(settings.connections + 256)
+    limit_note = raise_open_file_limit(settings.connections + 256)
     if limit_note:
         notes.append(limit_note)
     plural = "s" if settings.rounds != 1 else ""

@@ -15,12 +15,14 @@ import ipaddress
 import itertools
 import json
 import math
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
+from ._limits import raise_open_file_limit
 from ._logwriter import LogWriter, dropped_line
 from .client import (
     DEFAULT_TIMEOUT,
@@ -32,21 +34,34 @@ from .client import (
 )
 from .ops import default_ops
 from .protocol import (
+    DEFAULT_HOST,
     DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PORT,
     PipeError,
     encode_request,
     format_address,
 )
 from .server import (
     DEFAULT_FLUSH_AFTER,
-    DEFAULT_HOST,
     DEFAULT_MAX_BUFFERED_BYTES,
-    DEFAULT_PORT,
     Server,
     running_server,
 )
 
-__all__ = ["client_main", "demo_main", "server_main"]
+__all__ = ["SERVING_LINE", "client_main", "demo_main", "server_main", "serving_port"]
+
+#: The first line ``spike-server`` prints (the benchmark's reference servers
+#: print it too); whoever starts a server with ``--port 0`` reads the port here.
+SERVING_LINE = re.compile(r"^Serving on (?P<host>\[[^\]]+\]|[^\s:]+):(?P<port>\d+)")
+
+
+def serving_port(line: str) -> tuple[str, int] | None:
+    """``(host, port)`` from a server's "Serving on HOST:PORT" line, or None."""
+    match = SERVING_LINE.match(line)
+    if match is None:
+        return None
+    return match["host"].strip("[]"), int(match["port"])
+
 
 DEMO_MESSAGE = "A message from CS361!"
 
@@ -68,7 +83,7 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -144,7 +159,7 @@ def _server_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-line-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_LINE_BYTES,
         metavar="N",
         help="longest accepted message in bytes; a longer one gets an error "
@@ -169,7 +184,7 @@ def _server_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-buffered-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_BUFFERED_BYTES,
         metavar="N",
         help="most unfinished input held for all clients together, in bytes; past it "
@@ -201,25 +216,6 @@ def _stop_on_signals() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def _raise_open_file_limit(wanted: int = 65536) -> None:
-    """Let the server hold thousands of connections: lift the soft limit on
-    open files (often 1024 on Linux, 256 on macOS) toward the hard limit."""
-    try:
-        import resource  # noqa: PLC0415  (POSIX only)
-    except ImportError:  # Windows: no such limit to lift
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    for value in (target, min(target, 10240)):  # macOS caps at OPEN_MAX
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
-            return
-        except (ValueError, OSError):
-            continue
-
-
 def server_main(argv: Sequence[str] | None = None) -> int:
     """``spike-server``: run a server in the foreground until Ctrl+C."""
     _prepare_stdout()
@@ -240,7 +236,7 @@ def server_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
-    _raise_open_file_limit()
+    raise_open_file_limit(65536)
     try:
         server = Server(
             args.host,

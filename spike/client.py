@@ -37,6 +37,8 @@ from .protocol import (
     BAD_JSON,
     BAD_REQUEST,
     BAD_UTF8,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
     NO_ID,
     LineFramer,
     LineTooLong,
@@ -51,8 +53,6 @@ from .protocol import decode_reply as _decode_reply
 
 __all__ = ["Client", "ConnectError", "ConnectionClosed", "PipeTimeout", "main"]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 3000
 DEFAULT_TIMEOUT = 5.0
 #: The longest ``timeout`` accepted, in seconds (a day). Longer waits are a
 #: typo, and past some point the operating system refuses them (a 1e308 s

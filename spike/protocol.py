@@ -71,7 +71,9 @@ __all__ = [
     "BAD_JSON",
     "BAD_REQUEST",
     "BAD_UTF8",
+    "DEFAULT_HOST",
     "DEFAULT_MAX_LINE_BYTES",
+    "DEFAULT_PORT",
     "ERROR_CODES",
     "JSON_BACKEND",
     "LINE_TOO_LONG",
@@ -94,6 +96,9 @@ __all__ = [
 ]
 
 DEFAULT_MAX_LINE_BYTES = 1_048_576
+#: Where a server listens, and a client connects, unless told otherwise.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3000
 
 BAD_UTF8 = "bad_utf8"
 BAD_JSON = "bad_json"

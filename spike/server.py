@@ -34,7 +34,9 @@ from ._poller import Poller
 from .ops import OpRegistry, default_ops
 from .protocol import (
     BAD_UTF8,
+    DEFAULT_HOST,
     DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PORT,
     NO_ID,
     OP_FAILED,
     OVERLOADED,
@@ -59,8 +61,6 @@ __all__ = [
     "running_server",
 ]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 3000
 DEFAULT_FLUSH_AFTER = 0.25
 # The stdlib socketserver's backlog of 5 drops connections when 1,000 clients
 # connect at once; the kernel caps this at its own maximum (somaxconn).

@@ -16,24 +16,15 @@ from pathlib import Path
 import pytest
 
 from spike import running_server
+from spike._limits import raise_open_file_limit
+from spike.cli import serving_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 5.0  # generous bound for anything that should happen "at once"
 
 
-def _raise_open_file_limit(wanted: int = 8192) -> None:
-    """The concurrency tests hold ~2 sockets per client in this process."""
-    try:
-        import resource
-    except ImportError:  # Windows has no RLIMIT_NOFILE
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-_raise_open_file_limit()
+# The concurrency tests hold about two sockets per client in this process.
+raise_open_file_limit(8192)
 
 
 class LogCapture:
@@ -187,7 +178,9 @@ class ServerProcess:
         self._out = _LinePump(self.proc.stdout)
         self._err = _LinePump(self.proc.stderr)
         self.first_line = self.next_line()
-        self.port = int(self.first_line.split(" (")[0].rsplit(":", 1)[1])
+        address = serving_port(self.first_line)
+        assert address is not None, self.first_line
+        self.port = address[1]
 
     def next_line(self, timeout: float = WAIT) -> str:
         """The next stdout line; fails if none comes within ``timeout``."""

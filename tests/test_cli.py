@@ -15,8 +15,7 @@ import pytest
 from conftest import ROOT, WAIT, free_port, run_cli
 
 from spike import Server
-
-SERVING = re.compile(r"^Serving on 127\.0\.0\.1:(\d+) \(press Ctrl\+C to stop\)$")
+from spike.cli import serving_port
 
 
 def assert_one_line_error(stderr: str, *needles: str) -> None:
@@ -30,9 +29,9 @@ def assert_one_line_error(stderr: str, *needles: str) -> None:
 # --- spike-server ---------------------------------------------------------------
 def test_server_prints_its_real_port_then_one_line_per_event(server_process) -> None:
     proc = server_process("--port", "0")
-    match = SERVING.match(proc.first_line)
-    assert match, proc.first_line
-    port = int(match.group(1))
+    assert proc.first_line.endswith(" (press Ctrl+C to stop)"), proc.first_line
+    assert serving_port(proc.first_line) == ("127.0.0.1", proc.port)
+    port = proc.port
     assert port > 0
     result = run_cli("spike.client", "--port", str(port), "A message from CS361!")
     assert result.returncode == 0, result.stderr
@@ -45,7 +44,7 @@ def test_server_prints_its_real_port_then_one_line_per_event(server_process) -> 
 
 def test_quiet_server_logs_no_events(server_process) -> None:
     proc = server_process("--port", "0", "--quiet")
-    assert SERVING.match(proc.first_line)
+    assert serving_port(proc.first_line) is not None
     assert run_cli("spike.client", "--port", str(proc.port), "hi").returncode == 0
     proc.proc.kill()
     assert proc.rest() == []
@@ -90,8 +89,8 @@ def test_server_lifts_its_open_file_limit_for_many_clients() -> None:
         "import resource, sys\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
-        "from spike.cli import _raise_open_file_limit\n"
-        "_raise_open_file_limit()\n"
+        "from spike._limits import raise_open_file_limit\n"
+        "raise_open_file_limit(65536)\n"
         "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
     )
     result = subprocess.run(

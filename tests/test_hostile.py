@@ -27,6 +27,7 @@ import pytest
 from conftest import ROOT, WAIT, LineReader, LogCapture, cli_env, connect, round_trip
 
 from spike import Connection, default_ops, running_server
+from spike.cli import serving_port
 
 LINUX = sys.platform.startswith("linux")
 MiB = 1024 * 1024
@@ -54,8 +55,9 @@ class QuietServer:
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         first = self.proc.stdout.readline().decode()
-        assert first.startswith("Serving on "), first
-        self.address = ("127.0.0.1", int(first.split(" (")[0].rsplit(":", 1)[1]))
+        address = serving_port(first)
+        assert address is not None, first
+        self.address = address
         self.errors: list[str] = []
         threading.Thread(target=self._collect, daemon=True).start()
 
