@@ -253,7 +253,7 @@ def test_load_generator_counts_every_lost_request():
     import socket
     import threading
 
-    from spike import _bench_load
+    from spike.bench import load
 
     listener = socket.create_server(("127.0.0.1", 0), backlog=64)
     port = listener.getsockname()[1]
@@ -271,7 +271,7 @@ def test_load_generator_counts_every_lost_request():
     thread = threading.Thread(target=hang_up_on_everyone, daemon=True)
     thread.start()
     try:
-        timed = _bench_load.many_connections(
+        timed = load.many_connections(
             "127.0.0.1", port, "hello", connections=10, requests_each=3, timeout_s=10
         )
     finally:
@@ -284,27 +284,26 @@ def test_load_generator_counts_every_lost_request():
 
 def test_a_case_that_fails_is_noted_and_the_run_goes_on() -> None:
     """A reference server that dies: its case fails once, with a note, and the rest runs."""
-    from spike import bench
-    from spike._bench_procs import ServerProcess, python_command
+    from spike.bench import load, runner
+    from spike.bench.plan import Case, round_trip_stats
+    from spike.bench.procs import ServerProcess, python_command
 
-    echo = python_command("spike._bench_servers", "echo")
+    echo = python_command("spike.bench.servers", "echo")
 
     def text_rt(srv: ServerProcess) -> dict:
-        return bench._round_trip_stats(
-            bench.load.text_round_trips(srv.host, srv.port, "hi", 20, 2)
-        )
+        return round_trip_stats(load.text_round_trips(srv.host, srv.port, "hi", 20, 2))
 
     cases = [
-        bench.Case("round_trip", "alive", "alive", "alive echo", "floor", text_rt),
-        bench.Case("round_trip", "dead", "dead", "dead echo", "reference", text_rt),
+        Case("round_trip", "alive", "alive", "alive echo", "floor", text_rt),
+        Case("round_trip", "dead", "dead", "dead echo", "reference", text_rt),
     ]
     notes: list[str] = []
     with ServerProcess("alive", echo, None) as alive, ServerProcess("dead", echo, None) as dead:
         dead.stop()  # a real server that has gone away: connections are refused
-        bench._run_rounds(cases, {"alive": alive, "dead": dead}, 2, notes)
+        runner.run_rounds(cases, {"alive": alive, "dead": dead}, 2, notes)
 
     assert len(notes) == 1 and notes[0].startswith("dead echo failed in round 1: "), notes
-    rows = {row["id"]: row for row in bench._results(cases)["round_trip"]["rows"]}
+    rows = {row["id"]: row for row in runner.results(cases)["round_trip"]["rows"]}
     assert rows["alive"]["rounds"] == 2 and "failure" not in rows["alive"]
     assert "server exited" in rows["dead"]["failure"]
     assert "rounds" not in rows["dead"]

@@ -1,7 +1,7 @@
 """Reference servers the benchmark compares the pipe with.
 
 Each one runs in its own process, started by ``spike.bench`` as
-``python -m spike._bench_servers KIND [--port N]``, and prints
+``python -m spike.bench.servers KIND [--port N]``, and prints
 ``Serving on HOST:PORT`` once it listens, like the spike's own server. They
 are deliberately plain: each is what a student would write with the standard
 library (or pyzmq) in a few lines, so the gap between them and the pipe is
@@ -143,7 +143,7 @@ def _serve_zmq(port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one reference server until the process is killed."""
-    parser = argparse.ArgumentParser(prog="python -m spike._bench_servers")
+    parser = argparse.ArgumentParser(prog="python -m spike.bench.servers")
     parser.add_argument("kind", choices=["echo", "lines", "jsonlines", "http", "zmq"])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)

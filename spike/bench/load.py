@@ -2,7 +2,7 @@
 
 Every loop here runs in the benchmark's own process against a server in
 another process and returns raw observations (latencies in nanoseconds,
-elapsed seconds, error counts); ``spike.bench`` turns them into statistics.
+elapsed seconds, error counts); ``spike.bench.plan`` turns them into figures.
 The same loop drives every server of a kind, so differences between rows
 come from the servers, not from the client code.
 """
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from spike.client import Client
+from spike import Client
 
 _RECV = 1 << 16
 _clock = time.perf_counter_ns

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spike._bench_procs import find_c_compiler
+from spike.bench.procs import find_c_compiler
 
 
 def _cpu_model() -> str:

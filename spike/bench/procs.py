@@ -178,7 +178,7 @@ def build_c_server(source_name: str, compiler: str) -> Path:
     the source and the compiler, so the repository stays clean and a rerun
     does not compile again.
     """
-    source = resources.files("spike").joinpath("_bench_c", source_name).read_bytes()
+    source = resources.files("spike.bench").joinpath("c", source_name).read_bytes()
     key = hashlib.sha256(source + compiler.encode()).hexdigest()[:16]
     cache = Path(tempfile.gettempdir()) / "spike-bench-c"
     binary = cache / f"{Path(source_name).stem}-{key}"

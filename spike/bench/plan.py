@@ -1,0 +1,293 @@
+"""The plan of a benchmark run: how much work, which servers, which measurements.
+
+A :class:`Case` is one test run against one subject (a server), once per
+round. The cases are listed as a table (:data:`CASES`); what each kind of
+measurement does is in :func:`measure`, and the raw observations of
+``spike.bench.load`` become figures here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from spike.bench import load
+from spike.bench.procs import (
+    BenchSetupError,
+    ServerProcess,
+    build_c_server,
+    find_c_compiler,
+    python_command,
+)
+
+BIG_REPEATS = 5
+MESSAGE = "A message from CS361!"
+
+
+@dataclasses.dataclass
+class Settings:
+    """How much work each case does per round."""
+
+    rounds: int
+    requests: int
+    warmup: int
+    pipeline: int
+    connections: int
+    conn_requests: int
+    big_mib: float
+
+
+FULL = Settings(
+    rounds=9,
+    requests=20_000,
+    warmup=500,
+    pipeline=200_000,
+    connections=1000,
+    conn_requests=20,
+    big_mib=8,
+)
+QUICK = Settings(
+    rounds=3,
+    requests=2_000,
+    warmup=200,
+    pipeline=20_000,
+    connections=1000,
+    conn_requests=20,
+    big_mib=8,
+)
+
+Measure = Callable[[ServerProcess], dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Subject:
+    """A server under test: how to start it and how to describe it."""
+
+    key: str
+    label: str
+    role: str  # "spike", "floor" or "reference"
+    command: list[str]
+
+
+@dataclasses.dataclass
+class Case:
+    """One measurement: a test run against a subject, once per round."""
+
+    test: str
+    subject: str
+    key: str  # unique within the test, names the row in the results
+    label: str
+    role: str
+    run: Measure
+    rounds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    failure: str = ""
+
+
+TEST_TITLES = {
+    "round_trip": "Round trip on one connection",
+    "pipelined": "Pipelined messages on one connection",
+    "connections": "Many connections at once",
+    "big_message": "One big message",
+}
+
+# (test, subject, measurement, label, row id, role); an empty label, id or
+# role is the subject's own. A case whose subject this run cannot start is left out.
+CASES: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("round_trip", "c_blocking", "text", "", "", ""),
+    ("round_trip", "py_echo", "text", "", "", ""),
+    ("round_trip", "spike", "text", "spike, plain text", "spike_text", ""),
+    ("round_trip", "spike_quiet", "text", "spike --quiet, plain text", "spike_quiet_text", ""),
+    ("round_trip", "spike", "json", "spike, JSON echo", "spike_json", ""),
+    ("round_trip", "spike_quiet", "json", "spike --quiet, JSON echo", "spike_quiet_json", ""),
+    ("round_trip", "spike", "client", "spike, JSON via spike.Client", "spike_client", ""),
+    ("round_trip", "py_json", "json", "", "", ""),
+    ("round_trip", "zmq", "zmq", "", "", ""),
+    ("round_trip", "http", "http", "", "", ""),
+    ("pipelined", "c_blocking", "pipelined", "", "", ""),
+    ("pipelined", "py_echo", "pipelined", "", "", ""),
+    ("pipelined", "py_lines", "pipelined", "", "", ""),
+    ("pipelined", "spike", "pipelined", "spike, plain text", "", ""),
+    ("pipelined", "spike_quiet", "pipelined", "spike --quiet, plain text", "", ""),
+    ("connections", "c_epoll", "connections", "", "", ""),
+    ("connections", "spike", "connections", "", "", ""),
+    ("connections", "spike_quiet", "connections", "", "", ""),
+    # Not a floor here: a thread per connection is the design the spike avoided.
+    (
+        "connections",
+        "py_echo",
+        "connections",
+        "Python socket echo, a thread per connection",
+        "",
+        "reference",
+    ),
+    ("big_message", "c_blocking", "big", "", "", ""),
+    ("big_message", "py_echo", "big", "", "", ""),
+    ("big_message", "spike_big", "big", "", "", ""),
+)
+
+
+# ---------------------------------------------------------------- statistics of one batch
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of an already sorted list."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def round_trip_stats(timed: load.Timed) -> dict[str, Any]:
+    """p50 and p99 in microseconds, and requests per second, of one timed batch."""
+    ordered = sorted(timed.latencies_ns)
+    return {
+        "p50_us": percentile(ordered, 0.50) / 1e3,
+        "p99_us": percentile(ordered, 0.99) / 1e3,
+        "requests_per_s": len(ordered) / timed.elapsed_s,
+    }
+
+
+def connection_stats(timed: load.Timed, planned: int) -> dict[str, Any]:
+    """Throughput, p50 and p99 in milliseconds, and errors of a many-connection batch."""
+    ordered = sorted(timed.latencies_ns)
+    return {
+        "requests_per_s": len(ordered) / timed.elapsed_s if timed.elapsed_s > 0 else 0.0,
+        "p50_ms": percentile(ordered, 0.50) / 1e6,
+        "p99_ms": percentile(ordered, 0.99) / 1e6,
+        "errors": timed.errors,
+        "requests": planned,
+    }
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def measure(kind: str, s: Settings) -> Measure:
+    """The measurement ``kind`` (a name in :data:`CASES`) with the sizes of ``s``."""
+    round_trips = {
+        "text": load.text_round_trips,
+        "json": load.json_round_trips,
+        "client": load.client_round_trips,
+        "http": load.http_round_trips,
+        "zmq": load.zmq_round_trips,
+    }
+    if kind in round_trips:
+        loop = round_trips[kind]
+        return lambda srv: round_trip_stats(
+            loop(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
+        )
+    if kind == "pipelined":
+        return lambda srv: {
+            "messages_per_s": s.pipeline / load.pipelined(srv.host, srv.port, MESSAGE, s.pipeline)
+        }
+    if kind == "connections":
+        return lambda srv: connection_stats(
+            load.many_connections(srv.host, srv.port, MESSAGE, s.connections, s.conn_requests),
+            s.connections * s.conn_requests,
+        )
+    if kind == "big":
+        big_bytes = int(s.big_mib * 2**20)
+
+        def big(srv: ServerProcess) -> dict[str, Any]:
+            # One echo takes only milliseconds, so one hiccup would decide a round:
+            # each round takes the median of a few.
+            seconds = [load.big_message(srv.host, srv.port, big_bytes) for _ in range(BIG_REPEATS)]
+            return {"mib_per_s": (big_bytes / 2**20) / statistics.median(seconds)}
+
+        return big
+    raise ValueError(f"unknown measurement {kind!r}")
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def subjects(settings: Settings, use_c: bool, notes: list[str]) -> dict[str, Subject]:
+    """Every server this run can start, with a note for each one it cannot."""
+    big_limit = str(int(settings.big_mib * 2**20) * 2)
+    found = {
+        "spike": Subject("spike", "spike", "spike", python_command("spike.server", "--port", "0")),
+        "spike_quiet": Subject(
+            "spike_quiet",
+            "spike --quiet",
+            "spike",
+            python_command("spike.server", "--port", "0", "--quiet"),
+        ),
+        "spike_big": Subject(
+            "spike_big",
+            "spike (line limit raised)",
+            "spike",
+            python_command("spike.server", "--port", "0", "--max-line-bytes", big_limit),
+        ),
+    }
+    references = {
+        "py_echo": ("Python socket echo (floor)", "floor", "echo"),
+        "py_lines": ("naive lines server (Python)", "reference", "lines"),
+        "py_json": ("naive JSON-lines (Python)", "reference", "jsonlines"),
+        "http": ("HTTP/1.1 keep-alive (http.server)", "reference", "http"),
+    }
+    try:
+        import zmq  # noqa: F401, PLC0415  (only checking that the optional extra is there)
+    except ImportError:
+        notes.append(
+            "ZeroMQ skipped: pyzmq is not installed (pip install pyzmq, or the 'bench' extra)."
+        )
+    else:
+        references["zmq"] = ("ZeroMQ REQ/REP (pyzmq)", "reference", "zmq")
+    for key, (label, role, kind) in references.items():
+        found[key] = Subject(key, label, role, python_command("spike.bench.servers", kind))
+    found.update(c_subjects(use_c, notes))
+    return found
+
+
+def c_subjects(use_c: bool, notes: list[str]) -> dict[str, Subject]:
+    """The C floors that build here, or none, with a note saying why."""
+    compiler = find_c_compiler() if use_c else None
+    if not use_c:
+        notes.append("C floors skipped: --no-c.")
+        return {}
+    if sys.platform == "win32":
+        notes.append(
+            "C floors skipped: the C servers use POSIX sockets and do not build on Windows."
+        )
+        return {}
+    if compiler is None:
+        notes.append("C floors skipped: no C compiler (cc, gcc or clang) on PATH.")
+        return {}
+    sources = {"c_blocking": ("echo_blocking.c", "C blocking echo (floor)")}
+    if sys.platform.startswith("linux"):
+        sources["c_epoll"] = ("echo_epoll.c", "C epoll echo (floor)")
+    else:
+        notes.append("C epoll floor skipped: epoll exists only on Linux.")
+    found: dict[str, Subject] = {}
+    for key, (source, label) in sources.items():
+        try:
+            binary = build_c_server(source, compiler)
+        except BenchSetupError as exc:
+            notes.append(f"{label} skipped: {exc}")
+            continue
+        found[key] = Subject(key, label, "floor", [str(binary)])
+    return found
+
+
+def plan(settings: Settings, available: dict[str, Subject]) -> list[Case]:
+    """The cases of :data:`CASES` whose subject is available, in that order."""
+    cases: list[Case] = []
+    for test, subject_key, kind, label, key, role in CASES:
+        subject = available.get(subject_key)
+        if subject is None:
+            continue
+        cases.append(
+            Case(
+                test,
+                subject_key,
+                key or subject_key,
+                label or subject.label,
+                role or subject.role,
+                measure(kind, settings),
+            )
+        )
+    return cases
