@@ -19,14 +19,15 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from spike import Client
 
 _RECV = 1 << 16
 _clock = time.perf_counter_ns
+_Reply = TypeVar("_Reply")
 
 
 class LoadError(RuntimeError):
@@ -40,7 +41,6 @@ class Timed:
     latencies_ns: list[int]
     elapsed_s: float
     errors: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -73,31 +73,54 @@ def _read_line(sock: socket.socket, first: bytes = b"") -> bytes:
     return data
 
 
+def _timed_calls(
+    call: Callable[[int], _Reply],
+    is_echo: Callable[[int, _Reply], bool],
+    count: int,
+    warmup: int,
+    what: str,
+) -> Timed:
+    """The timed loop every round-trip measurement shares.
+
+    ``call(i)`` sends request ``i`` and returns its reply; ``is_echo(i, reply)``
+    says whether the reply is right. ``warmup`` untimed calls (numbered -1,
+    -2, ...) must all be right; then ``count`` calls are timed one by one,
+    with the garbage collector held off, and wrong replies are counted (any
+    is an error of the batch). ``what`` names the client in error messages.
+    """
+    for i in range(-1, -1 - warmup, -1):
+        reply = call(i)
+        if not is_echo(i, reply):
+            raise LoadError(
+                f"{what} got a reply that is not the echo of the request: {reply!r:.200}"
+            )
+    latencies = [0] * count
+    wrong = 0
+    with _quiet_gc():
+        start = _clock()
+        for i in range(count):
+            t0 = _clock()
+            reply = call(i)
+            latencies[i] = _clock() - t0
+            wrong += not is_echo(i, reply)
+        elapsed = (_clock() - start) / 1e9
+    if wrong:
+        raise LoadError(f"{wrong} {what} replies were not the echo of the request")
+    return Timed(latencies, elapsed)
+
+
 def text_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
     """Sends ``text`` as one line ``count`` times, waiting for each echo."""
     line = text.encode() + b"\n"
     with connect(host, port) as sock:
         send, recv = sock.sendall, sock.recv
-        for _ in range(warmup):
+
+        def call(_: int) -> bytes:
             send(line)
-            if _read_line(sock) != line:
-                raise LoadError("the reply is not the echo of the request")
-        latencies = [0] * count
-        wrong = 0
-        with _quiet_gc():
-            start = _clock()
-            for i in range(count):
-                t0 = _clock()
-                send(line)
-                reply = recv(_RECV)
-                if not reply.endswith(b"\n"):
-                    reply = _read_line(sock, reply)
-                latencies[i] = _clock() - t0
-                wrong += reply != line
-            elapsed = (_clock() - start) / 1e9
-    if wrong:
-        raise LoadError(f"{wrong} replies were not the echo of the request")
-    return Timed(latencies, elapsed)
+            reply = recv(_RECV)
+            return reply if reply.endswith(b"\n") else _read_line(sock, reply)
+
+        return _timed_calls(call, lambda _, reply: reply == line, count, warmup, "text")
 
 
 def json_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
@@ -119,45 +142,24 @@ def json_round_trips(host: str, port: int, text: str, count: int, warmup: int) -
             parsed: dict[str, Any] = loads(reply)
             return parsed
 
-        for i in range(warmup):
-            reply = call(-1 - i)
-            if reply.get("id") != -1 - i or reply.get("result", {}).get("text") != text:
-                raise LoadError(f"unexpected JSON reply: {reply!r:.200}")
-        latencies = [0] * count
-        wrong = 0
-        with _quiet_gc():
-            start = _clock()
-            for i in range(count):
-                t0 = _clock()
-                reply = call(i)
-                latencies[i] = _clock() - t0
-                wrong += reply.get("id") != i or not reply.get("ok")
-            elapsed = (_clock() - start) / 1e9
-    if wrong:
-        raise LoadError(f"{wrong} JSON replies had the wrong id or ok=false")
-    return Timed(latencies, elapsed)
+        def is_echo(i: int, reply: dict[str, Any]) -> bool:
+            result = reply.get("result") or {}
+            return reply.get("id") == i and bool(reply.get("ok")) and result.get("text") == text
+
+        return _timed_calls(call, is_echo, count, warmup, "JSON")
 
 
 def client_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
     """JSON echo requests through the spike's own :class:`spike.Client`, as a user sends them."""
     with Client(host, port, timeout=10) as client:
         request = client.request
-        for _ in range(warmup):
-            if request("echo", text=text).get("text") != text:
-                raise LoadError("spike.Client got a reply that is not the echo of the request")
-        latencies = [0] * count
-        wrong = 0
-        with _quiet_gc():
-            start = _clock()
-            for i in range(count):
-                t0 = _clock()
-                result = request("echo", text=text)
-                latencies[i] = _clock() - t0
-                wrong += result.get("text") != text
-            elapsed = (_clock() - start) / 1e9
-    if wrong:
-        raise LoadError(f"{wrong} spike.Client replies were not the echo of the request")
-    return Timed(latencies, elapsed)
+        return _timed_calls(
+            lambda _: request("echo", text=text),
+            lambda _, result: result.get("text") == text,
+            count,
+            warmup,
+            "spike.Client",
+        )
 
 
 def http_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
@@ -165,31 +167,15 @@ def http_round_trips(host: str, port: int, text: str, count: int, warmup: int) -
     body = text.encode()
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     conn = http.client.HTTPConnection(host, port, timeout=10)
+
+    def call(_: int) -> bytes:
+        conn.request("POST", "/echo", body=body, headers=headers)
+        return conn.getresponse().read()
+
     try:
-
-        def call() -> bytes:
-            conn.request("POST", "/echo", body=body, headers=headers)
-            response = conn.getresponse()
-            return response.read()
-
-        for _ in range(warmup):
-            if call() != body:
-                raise LoadError("HTTP reply body is not the echo of the request")
-        latencies = [0] * count
-        wrong = 0
-        with _quiet_gc():
-            start = _clock()
-            for i in range(count):
-                t0 = _clock()
-                reply = call()
-                latencies[i] = _clock() - t0
-                wrong += reply != body
-            elapsed = (_clock() - start) / 1e9
+        return _timed_calls(call, lambda _, reply: reply == body, count, warmup, "HTTP")
     finally:
         conn.close()
-    if wrong:
-        raise LoadError(f"{wrong} HTTP replies were not the echo of the request")
-    return Timed(latencies, elapsed)
 
 
 def zmq_round_trips(host: str, port: int, text: str, count: int, warmup: int) -> Timed:
@@ -202,31 +188,20 @@ def zmq_round_trips(host: str, port: int, text: str, count: int, warmup: int) ->
     request.setsockopt(zmq.LINGER, 0)
     request.setsockopt(zmq.RCVTIMEO, 10_000)
     request.connect(f"tcp://{host}:{port}")
+    send, recv = request.send, request.recv
+
+    def call(_: int) -> bytes:
+        send(body)
+        reply: bytes = recv()
+        return reply
+
     try:
-        send, recv = request.send, request.recv
-        for _ in range(warmup):
-            send(body)
-            if recv() != body:
-                raise LoadError("ZeroMQ reply is not the echo of the request")
-        latencies = [0] * count
-        wrong = 0
-        with _quiet_gc():
-            start = _clock()
-            for i in range(count):
-                t0 = _clock()
-                send(body)
-                reply = recv()
-                latencies[i] = _clock() - t0
-                wrong += reply != body
-            elapsed = (_clock() - start) / 1e9
+        return _timed_calls(call, lambda _, reply: reply == body, count, warmup, "ZeroMQ")
     except zmq.Again as exc:
         raise LoadError("ZeroMQ reply timed out") from exc
     finally:
         request.close()
         context.term()
-    if wrong:
-        raise LoadError(f"{wrong} ZeroMQ replies were not the echo of the request")
-    return Timed(latencies, elapsed)
 
 
 def pipelined(host: str, port: int, text: str, count: int, batch: int = 256) -> float:
@@ -328,7 +303,7 @@ class _Conn:
 
     def __init__(self, sock: socket.socket, requests: int) -> None:
         self.sock = sock
-        self.left = requests
+        self.left = requests  # round trips still to do; 0 once done or given up
         self.sent_at = 0
         self.buffer = b""
         self.outgoing = b""
@@ -356,124 +331,140 @@ def many_connections(
     counts as one error. Latencies are per request; the elapsed time runs
     from the first send to the last reply.
     """
-    line = text.encode() + b"\n"
-    selector = selectors.DefaultSelector()
-    pending: list[_Conn] = []
-    errors = 0
-    latencies: list[int] = []
-    deadline = time.monotonic() + timeout_s
-
+    crowd = _Crowd(text.encode() + b"\n", time.monotonic() + timeout_s)
     try:
-        # Phase 1: connect everything (not timed).
+        crowd.connect_all(host, port, connections, requests_each)
+        elapsed = crowd.round_trips()
+    finally:
+        crowd.close()
+    return Timed(crowd.latencies, elapsed, crowd.errors)
+
+
+class _Crowd:
+    """The connections of :func:`many_connections`, driven by one selector until a deadline."""
+
+    def __init__(self, line: bytes, deadline: float) -> None:
+        self.line = line
+        self.deadline = deadline
+        self.selector = selectors.DefaultSelector()
+        self.conns: list[_Conn] = []
+        self.errors = 0
+        self.remaining = 0  # round trips still owed by live connections
+        self.latencies: list[int] = []
+        self.last = 0  # when the latest reply came, in _clock() ns
+
+    def _waiting(self) -> bool:
+        return time.monotonic() < self.deadline
+
+    def _events(self) -> list[tuple[selectors.SelectorKey, int]]:
+        return self.selector.select(timeout=max(0.0, self.deadline - time.monotonic()))
+
+    # Phase 1: connect everything (not timed).
+
+    def connect_all(self, host: str, port: int, connections: int, requests_each: int) -> None:
+        """Starts every connection, then waits (until the deadline) for each to finish or fail."""
         for _ in range(connections):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            code = sock.connect_ex((host, port))
-            if code not in _IN_PROGRESS:
+            if sock.connect_ex((host, port)) not in _IN_PROGRESS:
                 sock.close()
-                errors += 1
+                self.errors += 1
                 continue
             conn = _Conn(sock, requests_each)
-            selector.register(sock, selectors.EVENT_WRITE, conn)
-            pending.append(conn)
-        connecting = len(pending)
-        while connecting and time.monotonic() < deadline:
-            for key, _ in selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                conn = key.data
-                selector.unregister(conn.sock)
+            self.selector.register(sock, selectors.EVENT_WRITE, conn)
+            self.conns.append(conn)
+        connecting = len(self.conns)
+        while connecting and self._waiting():
+            for key, _ in self._events():
+                self.selector.unregister(key.fileobj)
                 connecting -= 1
-                if conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    conn.left = 0
-                    errors += 1
-        for key in list(selector.get_map().values()):  # still not connected at the deadline
-            selector.unregister(key.fileobj)
-            key.data.left = 0
-            errors += 1
-        live = [conn for conn in pending if conn.left]
+                if key.data.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    self._fail(key.data)
+        for key in list(self.selector.get_map().values()):  # still not connected at the deadline
+            self.selector.unregister(key.fileobj)
+            self._fail(key.data)
 
-        # Phase 2: every live connection does its round trips; timed.
-        remaining = sum(conn.left for conn in live)
+    def _fail(self, conn: _Conn) -> None:
+        conn.left = 0
+        self.errors += 1
 
-        def give_up(conn: _Conn) -> int:
-            # Closed, reset or unwritable: every request it still owed is lost.
-            lost, conn.left = conn.left, 0
-            selector.unregister(conn.sock)
-            return lost
+    # Phase 2: every live connection does its round trips; timed.
 
-        def send_next(conn: _Conn) -> bool:
-            conn.sent_at = _clock()
-            conn.outgoing = line
-            if not _flush(conn):
-                return False
-            if conn.outgoing:  # the kernel took part of it: finish when writable
-                selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
-            return True
-
+    def round_trips(self) -> float:
+        """Runs the round trips of every connected socket; returns first send to last reply, s."""
+        live = [conn for conn in self.conns if conn.left]
+        self.remaining = sum(conn.left for conn in live)
         with _quiet_gc():
-            start = _clock()
+            start = self.last = _clock()
             for conn in live:
-                selector.register(conn.sock, selectors.EVENT_READ, conn)
-                if not send_next(conn):
-                    lost = give_up(conn)
-                    errors += lost
-                    remaining -= lost
-            last = start
-            while remaining and time.monotonic() < deadline:
-                for key, mask in selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                    conn = key.data
-                    if mask & selectors.EVENT_WRITE and conn.outgoing:
-                        if not _flush(conn):
-                            lost = give_up(conn)
-                            errors += lost
-                            remaining -= lost
-                            continue
-                        if not conn.outgoing:
-                            selector.modify(conn.sock, selectors.EVENT_READ, conn)
-                    if not mask & selectors.EVENT_READ:
-                        continue
-                    try:
-                        chunk = conn.sock.recv(_RECV)
-                    except OSError:
-                        chunk = b""
-                    if not chunk:
-                        lost = give_up(conn)
-                        errors += lost
-                        remaining -= lost
-                        continue
-                    conn.buffer += chunk
-                    if not conn.buffer.endswith(b"\n"):
-                        continue
-                    now = _clock()
-                    latencies.append(now - conn.sent_at)
-                    last = now
-                    errors += conn.buffer != line
-                    conn.buffer = b""
-                    conn.left -= 1
-                    remaining -= 1
-                    if not conn.left:
-                        selector.unregister(conn.sock)
-                    elif not send_next(conn):
-                        lost = give_up(conn)
-                        errors += lost
-                        remaining -= lost
-            errors += remaining  # unanswered at the deadline
-            elapsed = (last - start) / 1e9
-    finally:
-        selector.close()
-        for conn in pending:
+                self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+                self._send_next(conn)
+            while self.remaining and self._waiting():
+                for key, mask in self._events():
+                    self._on_event(key.data, mask)
+            self.errors += self.remaining  # unanswered at the deadline
+            return (self.last - start) / 1e9
+
+    def _on_event(self, conn: _Conn, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE and conn.outgoing:
+            if not self._write(conn):
+                return
+            if not conn.outgoing:
+                self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        if not mask & selectors.EVENT_READ:
+            return
+        try:
+            chunk = conn.sock.recv(_RECV)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._give_up(conn)
+            return
+        conn.buffer += chunk
+        if conn.buffer.endswith(b"\n"):
+            self._answered(conn)
+
+    def _answered(self, conn: _Conn) -> None:
+        self.last = _clock()
+        self.latencies.append(self.last - conn.sent_at)
+        self.errors += conn.buffer != self.line
+        conn.buffer = b""
+        conn.left -= 1
+        self.remaining -= 1
+        if conn.left:
+            self._send_next(conn)
+        else:
+            self.selector.unregister(conn.sock)
+
+    def _send_next(self, conn: _Conn) -> None:
+        conn.sent_at = _clock()
+        conn.outgoing = self.line
+        if self._write(conn) and conn.outgoing:
+            # The kernel took part of it: finish when writable.
+            self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+
+    def _write(self, conn: _Conn) -> bool:
+        """Sends what the connection still owes; gives up on it (False) when the socket is dead."""
+        try:
+            sent = conn.sock.send(conn.outgoing)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            conn.outgoing = b""
+            self._give_up(conn)
+            return False
+        conn.outgoing = conn.outgoing[sent:]
+        return True
+
+    def _give_up(self, conn: _Conn) -> None:
+        # Closed, reset or unwritable: every request it still owed is lost.
+        self.errors += conn.left
+        self.remaining -= conn.left
+        conn.left = 0
+        self.selector.unregister(conn.sock)
+
+    def close(self) -> None:
+        self.selector.close()
+        for conn in self.conns:
             conn.sock.close()
-    return Timed(latencies, elapsed, errors)
-
-
-def _flush(conn: _Conn) -> bool:
-    """Sends what the connection still owes; False when the socket is dead."""
-    try:
-        sent = conn.sock.send(conn.outgoing)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        conn.outgoing = b""
-        return False
-    conn.outgoing = conn.outgoing[sent:]
-    return True
