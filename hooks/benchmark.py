@@ -23,14 +23,36 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import html
+import importlib.util
 import json
 import logging
 import math
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
+
+
+def _load_report():
+    # The benchmark's column spec, spike/bench/report.py (standard library
+    # only), loaded by its path: importing `spike.bench.report` would import
+    # the spike package, and a spike broken on purpose must fail the build in
+    # hooks/captures.py with its own message, not here.
+    path = Path(__file__).resolve().parent.parent / "spike" / "bench" / "report.py"
+    spec = importlib.util.spec_from_file_location("spike_bench_report", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+_report = _load_report()
+COLUMNS = _report.COLUMNS
+markdown_cell = _report.markdown_cell
+markdown_ratio = _report.markdown_ratio
 
 log = logging.getLogger("mkdocs.hooks.benchmark")
 
@@ -41,7 +63,7 @@ _TOKEN = re.compile(r"\{\{bench (\w+) (\w+) (\w+)\}\}")
 # A marker sits alone on its line; its indentation (inside an admonition, say) is kept.
 _MARKER = re.compile(r"^([ \t]*)<!-- benchmark:([\w-]+) -->[ \t]*$", re.MULTILINE)
 
-TESTS = ("round_trip", "pipelined", "connections", "big_message")
+TESTS = tuple(COLUMNS)
 ROLE_COLOURS = {"spike": "#d84315", "floor": "#616161", "reference": "#1565c0"}
 ROLE_NAMES = {"spike": "the spike", "floor": "floor", "reference": "alternative"}
 
@@ -196,14 +218,6 @@ def render_machine(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _ms(value: float) -> str:
-    return f"{value:.2f} ms" if value < 10 else f"{value:,.0f} ms"
-
-
-def _ratio_cell(value) -> str:
-    return "–" if value is None else f"{value:.2f}×"
-
-
 def _table(header: list[str], align: list[str], rows: list[list[str]]) -> str:
     out = [
         "| " + " | ".join(header) + " |",
@@ -219,72 +233,29 @@ def _label(row: dict) -> str:
 
 
 def render_tables(results: dict, only: str | None = None) -> str:
-    """Markdown tables, one per test (or only ``only``), with ratios to the run's floors."""
-    tests = results["tests"]
-    parts: list[str] = []
+    """Markdown tables, one per test (or only ``only``), with ratios to the run's floors.
 
-    def section(test: str, header: list[str], align: list[str], cells) -> None:
+    The columns are ``spike.bench.report.COLUMNS``, the ones the terminal table shows.
+    """
+    tests = results["tests"]
+    settings = results["settings"]
+    planned = settings["connections"] * settings["conn_requests"] * settings["rounds"]
+    parts: list[str] = []
+    for test, columns in COLUMNS.items():
         if test not in tests or only not in (None, test):
-            return
+            continue
         rows = []
         for row in tests[test]["rows"]:
             if "failure" in row:
                 rows.append(
                     [_label(row), "failed: " + html.escape(row["failure"])]
-                    + ["–"] * (len(header) - 2)
+                    + ["–"] * (len(columns) - 1)
                 )
             else:
-                rows.append([_label(row), *cells(row)])
+                rows.append([_label(row), *(markdown_cell(c, row, planned) for c in columns)])
+        header = ["Server", *(column.markdown for column in columns)]
         title = "" if only else f"**{html.escape(tests[test]['title'])}**\n\n"
-        parts.append(title + _table(header, align, rows))
-
-    section(
-        "round_trip",
-        ["Server", "p50", "p99", "Requests/s", "÷ C floor", "÷ Python floor"],
-        ["l", "r", "r", "r", "r", "r"],
-        lambda r: [
-            f"{r['p50_us']:.1f} µs",
-            f"{r['p99_us']:.1f} µs",
-            f"{r['requests_per_s']:,.0f}",
-            _ratio_cell(r.get("vs_c_floor")),
-            _ratio_cell(r.get("vs_python_floor")),
-        ],
-    )
-    section(
-        "pipelined",
-        ["Server", "Messages/s", "÷ C floor", "÷ Python floor", "÷ naive lines"],
-        ["l", "r", "r", "r", "r"],
-        lambda r: [
-            f"{r['messages_per_s']:,.0f}",
-            _ratio_cell(r.get("vs_c_floor")),
-            _ratio_cell(r.get("vs_python_floor")),
-            _ratio_cell(r.get("vs_naive_lines")),
-        ],
-    )
-    settings = results["settings"]
-    planned = settings["connections"] * settings["conn_requests"] * settings["rounds"]
-    section(
-        "connections",
-        ["Server", "Requests/s", "p50", "p99", "Errors", "÷ C epoll"],
-        ["l", "r", "r", "r", "r", "r"],
-        lambda r: [
-            f"{r['requests_per_s']:,.0f}",
-            _ms(r["p50_ms"]),
-            _ms(r["p99_ms"]),
-            f"{r['errors']} of {r.get('requests', planned):,}",
-            _ratio_cell(r.get("vs_c_epoll")),
-        ],
-    )
-    section(
-        "big_message",
-        ["Server", "MiB/s", "÷ C floor", "÷ Python floor"],
-        ["l", "r", "r", "r"],
-        lambda r: [
-            f"{r['mib_per_s']:,.0f}",
-            _ratio_cell(r.get("vs_c_floor")),
-            _ratio_cell(r.get("vs_python_floor")),
-        ],
-    )
+        parts.append(title + _table(header, ["l"] + ["r"] * len(columns), rows))
     if only and not parts:
         return f"*This test was not part of the run ({results.get('command', '')}).*"
     return "\n\n".join(parts)
@@ -313,7 +284,7 @@ def render_log_cost(results: dict) -> str:
                 what,
                 _format(field, default[field]),
                 _format(field, quiet[field]),
-                _ratio_cell(ratio),
+                markdown_ratio(ratio),
             ]
         )
     return _table(

@@ -1,168 +1,129 @@
-"""What ``spike.bench`` reports besides the numbers: the machine, and the text table.
+"""How the benchmark's results are shown: the columns of every table, and the targets.
 
-Kept apart from the measuring code so that ``bench`` reads as the plan of the
-run; nothing here measures anything.
+:data:`COLUMNS` is the one description of each test's table: the terminal
+table here and the report page's Markdown tables (``hooks/benchmark.py``)
+are both drawn from it. Nothing here measures anything.
+
+This module imports only the standard library: the MkDocs hook loads it by
+its path, so that building the site never imports the spike itself (a spike
+broken on purpose fails the build where the terminal captures run it).
 """
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
-import sys
-from collections.abc import Callable
-from pathlib import Path
+import dataclasses
 from typing import Any
 
-from spike.bench.procs import find_c_compiler
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column of a results table, shared by the terminal table and the report page."""
+
+    text: str  # header in the terminal
+    markdown: str  # header on the report page
+    field: str  # the row's figure
+    kind: str  # how it is shown: "us", "ms", "rate", "ratio" or "errors"
 
 
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    if sys.platform == "darwin":
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            )
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.strip()
-        except OSError:
-            pass
-    return platform.processor() or "unknown"
+def _ratio(*fields: tuple[str, str, str]) -> tuple[Column, ...]:
+    return tuple(Column(text, markdown, field, "ratio") for field, text, markdown in fields)
 
 
-def _compiler_version() -> str | None:
-    compiler = find_c_compiler()
-    if compiler is None:
-        return None
-    try:
-        out = subprocess.run(
-            [compiler, "--version"], capture_output=True, text=True, timeout=10, check=False
+_C_FLOOR = ("vs_c_floor", "÷ C floor", "÷ C floor")
+_PY_FLOOR = ("vs_python_floor", "÷ Py floor", "÷ Python floor")
+
+#: The columns of each test's table after the server's name, in order.
+COLUMNS: dict[str, tuple[Column, ...]] = {
+    "round_trip": (
+        Column("p50 us", "p50", "p50_us", "us"),
+        Column("p99 us", "p99", "p99_us", "us"),
+        Column("req/s", "Requests/s", "requests_per_s", "rate"),
+        *_ratio(_C_FLOOR, _PY_FLOOR),
+    ),
+    "pipelined": (
+        Column("msg/s", "Messages/s", "messages_per_s", "rate"),
+        *_ratio(_C_FLOOR, _PY_FLOOR, ("vs_naive_lines", "÷ naive lines", "÷ naive lines")),
+    ),
+    "connections": (
+        Column("req/s", "Requests/s", "requests_per_s", "rate"),
+        Column("p50 ms", "p50", "p50_ms", "ms"),
+        Column("p99 ms", "p99", "p99_ms", "ms"),
+        Column("errors", "Errors", "errors", "errors"),
+        *_ratio(("vs_c_epoll", "÷ C epoll", "÷ C epoll")),
+    ),
+    "big_message": (
+        Column("MiB/s", "MiB/s", "mib_per_s", "rate"),
+        *_ratio(_C_FLOOR, _PY_FLOOR),
+    ),
+}
+
+
+def text_cell(column: Column, row: dict[str, Any]) -> str:
+    """A cell of the terminal table: plain ASCII units, ``-`` for a ratio with no base."""
+    if column.kind == "ratio":
+        ratio = row.get(column.field)
+        return "-" if ratio is None else f"{ratio:.2f}x"
+    value = row[column.field]
+    if column.kind == "us":
+        return f"{value:.1f}"
+    if column.kind == "ms":
+        return f"{value:.2f}"
+    if column.kind == "rate":
+        return f"{value:,.0f}"
+    return str(value)
+
+
+def markdown_ratio(ratio: float | None) -> str:
+    """A ratio on the report page, with a multiplication sign; a dash when it has no base."""
+    return "–" if ratio is None else f"{ratio:.2f}×"
+
+
+def markdown_cell(column: Column, row: dict[str, Any], planned: int | None = None) -> str:
+    """A cell of the report page's table: units shown, errors out of the requests made.
+
+    ``planned`` is the number of requests a connections row made, for results
+    files that do not record it per row.
+    """
+    if column.kind == "ratio":
+        return markdown_ratio(row.get(column.field))
+    value = row[column.field]
+    if column.kind == "us":
+        return f"{value:.1f} µs"
+    if column.kind == "ms":
+        return f"{value:.2f} ms" if value < 10 else f"{value:,.0f} ms"
+    if column.kind == "errors":
+        return f"{value} of {row.get('requests', planned):,}"
+    return f"{value:,.0f}"
+
+
+def _text_block(columns: tuple[Column, ...], rows: list[dict[str, Any]]) -> list[str]:
+    table = [["server", *(column.text for column in columns)]]
+    for row in rows:
+        if "failure" in row:
+            table.append([row["label"], "failed (see notes)"] + [""] * (len(columns) - 1))
+        else:
+            table.append([row["label"], *(text_cell(column, row) for column in columns)])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = [
+        "  "
+        + "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
         )
-    except OSError:
-        return None
-    first = out.stdout.strip().splitlines()
-    return first[0] if first else None
-
-
-def load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages (None on Windows, which has none)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def machine_info(pinning: str, load_before: list[float] | None = None) -> dict[str, Any]:
-    """The facts about this machine that belong next to its results."""
-    try:
-        import zmq  # noqa: PLC0415  (optional: the 'bench' extra)
-
-        pyzmq = zmq.__version__
-        libzmq = zmq.zmq_version()
-    except ImportError:
-        pyzmq = libzmq = None  # type: ignore[assignment, unused-ignore]
-    # Busy neighbours show up here; a high figure means noisier numbers.
-    load_after = load_average()
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "os": platform.platform(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "pinning": pinning,
-        "load_average_before": load_before,
-        "load_average_after": load_after,
-        "c_compiler": _compiler_version(),
-        "pyzmq": pyzmq,
-        "libzmq": libzmq,
-    }
-
-
-def _fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
+        for r in table
+    ]
+    lines.insert(1, "  " + "  ".join("-" * w for w in widths))
+    return lines
 
 
 def format_table(results: dict[str, Any]) -> str:
     """The human-readable results: one block per test, then the targets."""
     lines: list[str] = []
-    tests = results["tests"]
-
-    def block(test: str, header: list[str], cells: Callable[[dict[str, Any]], list[str]]) -> None:
-        if test not in tests:
-            return
-        rows = [header]
-        for row in tests[test]["rows"]:
-            if "failure" in row:
-                rows.append([row["label"], "failed (see notes)"] + [""] * (len(header) - 2))
-            else:
-                rows.append(cells(row))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines.append("")
-        lines.append(tests[test]["title"])
-        for number, r in enumerate(rows):
-            lines.append(
-                "  "
-                + "  ".join(
-                    c.ljust(w) if i == 0 else c.rjust(w)
-                    for i, (c, w) in enumerate(zip(r, widths, strict=True))
-                )
-            )
-            if number == 0:
-                lines.append("  " + "  ".join("-" * w for w in widths))
-
-    block(
-        "round_trip",
-        ["server", "p50 us", "p99 us", "req/s", "÷ C floor", "÷ Py floor"],
-        lambda r: [
-            r["label"],
-            f"{r['p50_us']:.1f}",
-            f"{r['p99_us']:.1f}",
-            f"{r['requests_per_s']:,.0f}",
-            _fmt_ratio(r.get("vs_c_floor")),
-            _fmt_ratio(r.get("vs_python_floor")),
-        ],
-    )
-    block(
-        "pipelined",
-        ["server", "msg/s", "÷ C floor", "÷ Py floor", "÷ naive lines"],
-        lambda r: [
-            r["label"],
-            f"{r['messages_per_s']:,.0f}",
-            _fmt_ratio(r.get("vs_c_floor")),
-            _fmt_ratio(r.get("vs_python_floor")),
-            _fmt_ratio(r.get("vs_naive_lines")),
-        ],
-    )
-    block(
-        "connections",
-        ["server", "req/s", "p50 ms", "p99 ms", "errors", "÷ C epoll"],
-        lambda r: [
-            r["label"],
-            f"{r['requests_per_s']:,.0f}",
-            f"{r['p50_ms']:.2f}",
-            f"{r['p99_ms']:.2f}",
-            str(r["errors"]),
-            _fmt_ratio(r.get("vs_c_epoll")),
-        ],
-    )
-    block(
-        "big_message",
-        ["server", "MiB/s", "÷ C floor", "÷ Py floor"],
-        lambda r: [
-            r["label"],
-            f"{r['mib_per_s']:,.0f}",
-            _fmt_ratio(r.get("vs_c_floor")),
-            _fmt_ratio(r.get("vs_python_floor")),
-        ],
-    )
+    for test, columns in COLUMNS.items():
+        if test in results["tests"]:
+            lines.append("")
+            lines.append(results["tests"][test]["title"])
+            lines.extend(_text_block(columns, results["tests"][test]["rows"]))
     lines.append("")
     lines.append("Targets for the spike (evaluated, not asserted)")
     for target in results["targets"]:

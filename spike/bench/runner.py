@@ -21,9 +21,9 @@ from typing import Any
 
 from spike._limits import raise_open_file_limit
 from spike.bench import load
+from spike.bench.machine import load_average, machine_info
 from spike.bench.plan import MESSAGE, TEST_TITLES, Case, Settings, plan, subjects
 from spike.bench.procs import BenchSetupError, ServerProcess, pin_to_cpu
-from spike.bench.report import load_average, machine_info
 
 SCHEMA = 1
 
