@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -204,6 +204,36 @@ def zmq_round_trips(host: str, port: int, text: str, count: int, warmup: int) ->
         context.term()
 
 
+class _Writer:
+    """Sends ``chunks`` on a thread while the caller reads the replies.
+
+    A server that answers as it reads would otherwise fill both socket
+    buffers and stall, with this process still writing.
+    """
+
+    def __init__(self, sock: socket.socket, chunks: Sequence[bytes]) -> None:
+        self._failure: OSError | None = None
+        self._thread = threading.Thread(
+            target=self._send, args=(sock, chunks), name="bench-writer", daemon=True
+        )
+
+    def _send(self, sock: socket.socket, chunks: Sequence[bytes]) -> None:
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except OSError as exc:
+            self._failure = exc
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self, timeout: float) -> None:
+        """Waits for the thread; raises :class:`LoadError` if a send failed."""
+        self._thread.join(timeout=timeout)
+        if self._failure is not None:
+            raise LoadError(f"writer failed: {self._failure}")
+
+
 def pipelined(host: str, port: int, text: str, count: int, batch: int = 256) -> float:
     """Streams ``count`` lines on one connection while reading the replies.
 
@@ -211,21 +241,10 @@ def pipelined(host: str, port: int, text: str, count: int, batch: int = 256) -> 
     reply lines. Returns the seconds from the first send to the last reply.
     """
     line = text.encode() + b"\n"
+    full, rest = divmod(count, batch)
+    chunks = [line * batch] * full + ([line * rest] if rest else [])
     with connect(host, port, timeout=30) as sock:
-        failure: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                full, rest = divmod(count, batch)
-                chunk = line * batch
-                for _ in range(full):
-                    sock.sendall(chunk)
-                if rest:
-                    sock.sendall(line * rest)
-            except OSError as exc:
-                failure.append(exc)
-
-        writer = threading.Thread(target=write, name="bench-writer", daemon=True)
+        writer = _Writer(sock, chunks)
         seen = 0
         with _quiet_gc():
             start = _clock()
@@ -238,31 +257,17 @@ def pipelined(host: str, port: int, text: str, count: int, batch: int = 256) -> 
                     )
                 seen += chunk.count(b"\n")
             elapsed = (_clock() - start) / 1e9
-        writer.join(timeout=30)
-    if failure:
-        raise LoadError(f"writer failed: {failure[0]}")
+        writer.finish(timeout=30)
     if seen != count:
         raise LoadError(f"got {seen} replies for {count} messages")
     return elapsed
 
 
 def big_message(host: str, port: int, size: int) -> float:
-    """Sends one line of ``size`` bytes and reads its echo; returns seconds.
-
-    Writing and reading happen at once (writer thread) because a server that
-    streams its echo would otherwise fill both socket buffers and stall.
-    """
+    """Sends one line of ``size`` bytes (a writer thread) and reads its echo; returns seconds."""
     line = b"x" * size + b"\n"
     with connect(host, port, timeout=60) as sock:
-        failure: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                sock.sendall(line)
-            except OSError as exc:
-                failure.append(exc)
-
-        writer = threading.Thread(target=write, name="bench-writer", daemon=True)
+        writer = _Writer(sock, [line])
         parts: list[bytes] = []
         received = 0
         start = _clock()
@@ -278,9 +283,7 @@ def big_message(host: str, port: int, size: int) -> float:
             if chunk.endswith(b"\n"):
                 break
         elapsed = (_clock() - start) / 1e9
-        writer.join(timeout=60)
-    if failure:
-        raise LoadError(f"writer failed: {failure[0]}")
+        writer.finish(timeout=60)
     reply = b"".join(parts)
     if reply != line:
         raise LoadError(
