@@ -32,12 +32,12 @@ from .client import (
     request_id_of,
     shorten,
 )
+from .errors import PipeError
 from .ops import default_ops
 from .protocol import (
     DEFAULT_HOST,
     DEFAULT_MAX_LINE_BYTES,
     DEFAULT_PORT,
-    PipeError,
     encode_request,
     format_address,
 )

@@ -13,11 +13,11 @@ within it, and so must each exchange (sending a message and receiving its
 complete reply line). A server that trickles a reply byte by byte cannot
 stretch it.
 
-Every failure is a :class:`~spike.protocol.PipeError`:
+Every failure is a :class:`~spike.errors.PipeError`:
 :class:`ConnectError` (nothing listening, unknown host),
 :class:`PipeTimeout` (the deadline passed), :class:`ConnectionClosed` (the
-server hung up), :class:`~spike.protocol.ProtocolError` (a reply that breaks
-the protocol) and :class:`~spike.protocol.RemoteError` (an ``ok: false``
+server hung up), :class:`~spike.errors.ProtocolError` (a reply that breaks
+the protocol) and :class:`~spike.errors.RemoteError` (an ``ok: false``
 reply, with ``.code`` and ``.message``).
 
 From a terminal use ``spike-client`` (or ``python -m spike.client``).
@@ -31,20 +31,25 @@ import ipaddress
 import math
 import socket
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
-from .protocol import (
+from .errors import (
     BAD_JSON,
     BAD_REQUEST,
     BAD_UTF8,
-    DEFAULT_HOST,
-    DEFAULT_PORT,
     NO_ID,
-    LineFramer,
+    ConnectError,
+    ConnectionClosed,
     LineTooLong,
-    PipeError,
+    PipeTimeout,
     ProtocolError,
     RemoteError,
+)
+from .protocol import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    LineFramer,
     encode_request,
     format_address,
 )
@@ -65,18 +70,6 @@ _WAKE_EVERY = 0.25
 DEFAULT_MAX_REPLY_BYTES = 16 * 1_048_576
 
 
-class ConnectError(PipeError):
-    """No connection could be made (nothing listening, unknown host, ...)."""
-
-
-class PipeTimeout(PipeError):
-    """Connecting, or an exchange (send and complete reply), passed its deadline."""
-
-
-class ConnectionClosed(PipeError):
-    """The server closed the connection before replying."""
-
-
 class Client:
     """A connection to a pipe server; send a message, get its reply.
 
@@ -94,9 +87,9 @@ class Client:
         ``send_line(line) -> str`` one raw protocol line and the raw reply
         line; ``exchange(line) -> bytes`` the same with the reply's bytes;
         ``close()`` hang up (also on leaving a ``with`` block).
-        Every failure raises a :class:`~spike.protocol.PipeError` subclass
+        Every failure raises a :class:`~spike.errors.PipeError` subclass
         whose message names ``host:port``, except
-        :class:`~spike.protocol.RemoteError`, which carries the server's own
+        :class:`~spike.errors.RemoteError`, which carries the server's own
         ``code`` and ``message``. A message that cannot be sent at all (a
         newline inside, text that is not valid Unicode) is a ``ValueError``.
     """
@@ -123,29 +116,9 @@ class Client:
         self._lines: collections.deque[bytes] = collections.deque()
         self._next_id = 1
         self._send_failure: str | None = None  # why the last send broke off
-        try:
-            self._sock: socket.socket | None = socket.create_connection(
-                (host, port), timeout=timeout
-            )
-        except TimeoutError:
-            raise PipeTimeout(
-                _connect_failure(host, port, f"timed out after {seconds_text(timeout)} s")
-            ) from None
-        except ConnectionRefusedError:
-            raise ConnectError(
-                _connect_failure(host, port, "connection refused (is the server running?)")
-            ) from None
-        except socket.gaierror as exc:
-            raise ConnectError(
-                _connect_failure(host, port, f"unknown host ({exc.strerror})")
-            ) from None
-        except UnicodeError:
-            # The name cannot even be written as a DNS name ("a..b", a label
-            # over 63 characters): Python refuses it before asking DNS.
-            raise ConnectError(_connect_failure(host, port, "not a valid host name")) from None
-        except (OSError, OverflowError) as exc:
-            reason = getattr(exc, "strerror", None) or exc
-            raise ConnectError(_connect_failure(host, port, str(reason))) from None
+        self._sock: socket.socket | None = None
+        with self._map_os_errors("connect"):
+            self._sock = socket.create_connection((host, port), timeout=timeout)
         with contextlib.suppress(OSError):
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -174,7 +147,7 @@ class Client:
 
         A text starting with ``{`` is a JSON request on the wire; its raw
         reply line is returned. An error reply to plain text (say the line
-        is too long) raises :class:`~spike.protocol.RemoteError`.
+        is too long) raises :class:`~spike.errors.RemoteError`.
         """
         reply = self.send_line(text)
         if not text.startswith("{") and reply.startswith('{"'):
@@ -189,8 +162,8 @@ class Client:
     def request(self, op: str, **params: Any) -> Any:
         """Send the JSON request ``op`` with ``params``; return its result.
 
-        Raises :class:`~spike.protocol.RemoteError` for an ``ok: false``
-        reply, and :class:`~spike.protocol.ProtocolError` (closing the
+        Raises :class:`~spike.errors.RemoteError` for an ``ok: false``
+        reply, and :class:`~spike.errors.ProtocolError` (closing the
         connection) for a reply that is not this request's protocol reply.
         """
         request_id = self._next_id
@@ -244,46 +217,19 @@ class Client:
 
     def _send(self, data: bytes, deadline: float | None) -> None:
         sock = self._require_socket()
-        try:
+        with self._map_os_errors("send"):
             # sendall() counts its timeout for the whole call, not per chunk.
             sock.settimeout(self._time_left(deadline))
             sock.sendall(data)
-        except TimeoutError:
-            self.close()
-            raise PipeTimeout(
-                f"sending to {self._where} did not finish within {seconds_text(self.timeout)} s "
-                "(the server is not reading)"
-            ) from None
-        except OSError as exc:
-            # A server that refuses a message (line_too_long) answers, then
-            # hangs up while we are still sending. Its answer may already be
-            # waiting to be read: the reply read that comes next reports it,
-            # or this failure if there is none.
-            self._send_failure = (
-                f"connection to {self._where} lost while sending: {exc.strerror or exc}"
-            )
 
     def _receive_line(self, deadline: float | None) -> bytes:
         lines = self._lines
         while not lines:
             sock = self._require_socket()
-            try:
-                left = self._time_left(deadline)
-                # Wait in short slices: on Windows a blocked recv() does not
-                # see Ctrl+C until it returns (CPython issue 85609).
-                sock.settimeout(_WAKE_EVERY if left is None else min(left, _WAKE_EVERY))
-                data = sock.recv(65536)
-            except TimeoutError:
-                if deadline is None or time.monotonic() < deadline:
-                    continue  # only a slice ended
-                self.close()
-                raise PipeTimeout(self._late_reply()) from None
-            except OSError as exc:
-                self.close()
-                raise ConnectionClosed(
-                    self._send_failure
-                    or f"connection to {self._where} lost: {exc.strerror or exc}"
-                ) from None
+            with self._map_os_errors("receive"):
+                data = self._recv_slice(sock, deadline)
+            if data is None:
+                continue  # only a slice ended
             if not data:
                 self.close()
                 raise ConnectionClosed(
@@ -297,6 +243,59 @@ class Client:
         if self._send_failure is not None:
             self.close()  # the connection is broken; that reply was its last
         return lines.popleft()
+
+    def _recv_slice(self, sock: socket.socket, deadline: float | None) -> bytes | None:
+        """Up to 64 KiB of reply; None when a slice of the wait ended early."""
+        left = self._time_left(deadline)
+        # Wait in short slices: on Windows a blocked recv() does not see
+        # Ctrl+C until it returns (CPython issue 85609).
+        sock.settimeout(_WAKE_EVERY if left is None else min(left, _WAKE_EVERY))
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            if deadline is None or time.monotonic() < deadline:
+                return None
+            raise
+
+    @contextlib.contextmanager
+    def _map_os_errors(self, stage: Literal["connect", "send", "receive"]) -> Iterator[None]:
+        """Turn what the socket raises during ``stage`` into the matching PipeError.
+
+        The one place that knows how operating-system errors read to a user
+        (httpcore's ``map_exceptions`` in spirit). After a timeout, or a
+        failure after connecting, the connection is closed: a late reply
+        would otherwise be taken for the next one.
+        """
+        try:
+            yield
+        except TimeoutError:
+            if stage == "connect":
+                reason = f"timed out after {seconds_text(self.timeout)} s"
+                raise PipeTimeout(_connect_failure(self.host, self.port, reason)) from None
+            self.close()
+            if stage == "send":
+                raise PipeTimeout(
+                    f"sending to {self._where} did not finish within "
+                    f"{seconds_text(self.timeout)} s (the server is not reading)"
+                ) from None
+            raise PipeTimeout(self._late_reply()) from None
+        except (OSError, OverflowError, UnicodeError) as exc:
+            if stage == "connect":
+                raise ConnectError(
+                    _connect_failure(self.host, self.port, _connect_reason(exc))
+                ) from None
+            reason = str(getattr(exc, "strerror", None) or exc)
+            if stage == "send":
+                # A server that refuses a message (line_too_long) answers,
+                # then hangs up while we are still sending. Its answer may
+                # already be waiting: the reply read that comes next reports
+                # it, or this failure if there is none.
+                self._send_failure = f"connection to {self._where} lost while sending: {reason}"
+                return
+            self.close()
+            raise ConnectionClosed(
+                self._send_failure or f"connection to {self._where} lost: {reason}"
+            ) from None
 
     def _late_reply(self) -> str:
         waited = seconds_text(self.timeout)
@@ -336,7 +335,7 @@ def check_reply(raw: bytes, request_id: Any, where: str) -> dict[str, Any]:
     ``result`` or ``error``, carrying the same id; an error reply may carry
     none, since the server could not read the id of a request that was not
     valid JSON. Returns the reply, error replies included; raises
-    :class:`~spike.protocol.ProtocolError` naming ``where`` (``HOST:PORT``)
+    :class:`~spike.errors.ProtocolError` naming ``where`` (``HOST:PORT``)
     and showing the start of what came back.
     """
     try:
@@ -437,6 +436,19 @@ def _connect_failure(host: str, port: int, reason: str) -> str:
             "connect to: use 127.0.0.1 (same machine) or the server's IP address"
         )
     return message
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why connecting failed, in a user's words."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the server running?)"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if isinstance(exc, UnicodeError):
+        # The name cannot even be written as a DNS name ("a..b", a label
+        # over 63 characters): Python refuses it before asking DNS.
+        return "not a valid host name"
+    return str(getattr(exc, "strerror", None) or exc)
 
 
 def _is_wildcard(host: str) -> bool:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._version import __version__
-from .protocol import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError
+from .errors import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError
 
 __all__ = ["OpFunction", "OpRegistry", "default_ops"]
 

@@ -54,13 +54,30 @@ This module only turns bytes into messages and replies into bytes:
 :class:`LineFramer` cuts lines with a size cap, :func:`decode_message`
 classifies one line, and the ``encode_*`` functions build reply and request
 lines (:func:`format_address` writes ``HOST:PORT`` the way both sides print
-it). It imports nothing else from the package.
+it). It imports nothing of the package but :mod:`spike.errors` (whose error
+codes and exceptions it re-exports for older imports).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from .errors import (
+    BAD_JSON,
+    BAD_REQUEST,
+    BAD_UTF8,
+    ERROR_CODES,
+    LINE_TOO_LONG,
+    NO_ID,
+    OP_FAILED,
+    OVERLOADED,
+    UNKNOWN_OP,
+    LineTooLong,
+    PipeError,
+    ProtocolError,
+    RemoteError,
+)
 
 try:  # orjson is optional: several times faster, same bytes on the wire.
     import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
@@ -99,70 +116,6 @@ DEFAULT_MAX_LINE_BYTES = 1_048_576
 #: Where a server listens, and a client connects, unless told otherwise.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
-
-BAD_UTF8 = "bad_utf8"
-BAD_JSON = "bad_json"
-BAD_REQUEST = "bad_request"
-UNKNOWN_OP = "unknown_op"
-OP_FAILED = "op_failed"
-LINE_TOO_LONG = "line_too_long"
-OVERLOADED = "overloaded"
-ERROR_CODES = (BAD_UTF8, BAD_JSON, BAD_REQUEST, UNKNOWN_OP, OP_FAILED, LINE_TOO_LONG, OVERLOADED)
-
-
-class _NoId:
-    """Type of :data:`NO_ID`: a request that carried no ``"id"`` key."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NO_ID"
-
-
-#: Marks "the request had no id" (``None`` is a valid id: JSON ``null``).
-NO_ID: Any = _NoId()
-
-
-class PipeError(Exception):
-    """Base class of every error the spike package raises on purpose."""
-
-
-class ProtocolError(PipeError):
-    """A message broke the protocol; ``code`` is one of :data:`ERROR_CODES`.
-
-    The server turns it into an ``ok: false`` reply; the client raises it
-    when a reply line cannot be understood. ``request_id`` is the request's
-    ``"id"`` when it could be read, else :data:`NO_ID`.
-    """
-
-    def __init__(self, code: str, message: str, request_id: Any = NO_ID) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-
-
-class LineTooLong(ProtocolError):
-    """A line grew past the framer's limit.
-
-    ``lines`` holds the complete lines that came before it in the same
-    chunk (they are valid messages and must still be answered).
-    """
-
-    def __init__(self, limit: int, lines: list[bytes]) -> None:
-        super().__init__(LINE_TOO_LONG, f"line longer than {limit} bytes")
-        self.limit = limit
-        self.lines = lines
-
-
-class RemoteError(PipeError):
-    """The other side answered ``ok: false``: ``code``, ``message``, ``request_id``."""
-
-    def __init__(self, code: str, message: str, request_id: Any = NO_ID) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.request_id = request_id
 
 
 class LineFramer:

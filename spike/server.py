@@ -31,19 +31,23 @@ from ._poller import READY_READ as _READY_READ
 from ._poller import READY_WRITE as _READY_WRITE
 from ._poller import WRITE as _WRITE
 from ._poller import Poller
-from .ops import OpRegistry, default_ops
-from .protocol import (
+from .errors import (
     BAD_UTF8,
-    DEFAULT_HOST,
-    DEFAULT_MAX_LINE_BYTES,
-    DEFAULT_PORT,
     NO_ID,
     OP_FAILED,
     OVERLOADED,
-    LineFramer,
+    AddressInUseError,
+    BindError,
     LineTooLong,
     PipeError,
     ProtocolError,
+)
+from .ops import OpRegistry, default_ops
+from .protocol import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PORT,
+    LineFramer,
     decode_message,
     encode_error,
     encode_result,
@@ -103,14 +107,6 @@ _LINGER_MAX_BYTES = 4 * _RECV_SIZE
 _ERROR_CHARS = 2000  # an error's own text (an exception message) is shortened later
 
 Log = Callable[[str], None]
-
-
-class BindError(PipeError):
-    """The server could not listen on the requested host and port."""
-
-
-class AddressInUseError(BindError):
-    """Another program already listens on that host and port."""
 
 
 def _bytes(count: int) -> str:
