@@ -10,11 +10,23 @@ tools are ``spike-server``, ``spike-client`` and ``python -m spike`` (a demo).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from ._version import __version__
+from .client import Client
+from .errors import (
+    AddressInUseError,
+    BindError,
+    ConnectError,
+    ConnectionClosed,
+    PipeError,
+    PipeTimeout,
+    ProtocolError,
+    RemoteError,
+)
+from .ops import OpRegistry, default_ops
+from .server import Connection, Server, running_server
 
+# (spike.server and spike.client are packages whose __main__ runs the CLI,
+# so importing them here does not make `python -m spike.server` warn.)
 __all__ = [
     "AddressInUseError",
     "BindError",
@@ -32,41 +44,3 @@ __all__ = [
     "default_ops",
     "running_server",
 ]
-
-# Names are imported on first use: importing the server module here would
-# make `python -m spike.server` warn that the module was already imported.
-_HOMES = {
-    "AddressInUseError": "server",
-    "BindError": "server",
-    "Connection": "server",
-    "Server": "server",
-    "running_server": "server",
-    "Client": "client",
-    "ConnectError": "client",
-    "ConnectionClosed": "client",
-    "PipeTimeout": "client",
-    "OpRegistry": "ops",
-    "default_ops": "ops",
-    "PipeError": "protocol",
-    "ProtocolError": "protocol",
-    "RemoteError": "protocol",
-}
-
-if TYPE_CHECKING:
-    from .client import Client, ConnectError, ConnectionClosed, PipeTimeout
-    from .ops import OpRegistry, default_ops
-    from .protocol import PipeError, ProtocolError, RemoteError
-    from .server import AddressInUseError, BindError, Connection, Server, running_server
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'spike' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{home}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

@@ -439,7 +439,7 @@ def test_ctrl_c_while_waiting_for_a_reply_exits_130_at_once(peers: Peers) -> Non
     # Ctrl+C's default handler, whatever this test process inherited.
     code = (
         "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from spike.client import main; sys.exit(main(sys.argv[1:]))"
+        "from spike.cli import client_main as main; sys.exit(main(sys.argv[1:]))"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--port", str(port), "--timeout", "60", "hello"],

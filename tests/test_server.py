@@ -753,7 +753,7 @@ def test_out_of_file_descriptors_new_clients_wait_not_fail(server_process) -> No
     prelude = (
         "import resource, sys\n"
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))\n"
-        "from spike.server import main\n"
+        "from spike.cli import server_main as main\n"
         "raise SystemExit(main(sys.argv[1:]))\n"
     )
     proc = server_process("--port", "0", python_args=["-c", prelude])
@@ -789,7 +789,7 @@ def test_quiet_server_still_reports_running_out_of_file_descriptors(server_proce
     prelude = (
         "import resource, sys\n"
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))\n"
-        "from spike.server import main\n"
+        "from spike.cli import server_main as main\n"
         "raise SystemExit(main(sys.argv[1:]))\n"
     )
     proc = server_process("--port", "0", "--quiet", python_args=["-c", prelude])

@@ -188,7 +188,7 @@ def test_build_fails_when_the_spike_cannot_run(tmp_path):
     # The hook puts the project copy first on the server's import path.
     build = _broken_copy(
         tmp_path,
-        lambda p: (p / "spike" / "server.py").write_text(
+        lambda p: (p / "spike" / "server" / "__init__.py").write_text(
             'raise RuntimeError("server broken on purpose")\n', encoding="utf-8"
         ),
     )

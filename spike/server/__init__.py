@@ -24,14 +24,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._logwriter import LogWriter, display_text
-from ._logwriter import display_line as _display_line
-from ._poller import READ as _READ
-from ._poller import READY_READ as _READY_READ
-from ._poller import READY_WRITE as _READY_WRITE
-from ._poller import WRITE as _WRITE
-from ._poller import Poller
-from .errors import (
+from .._logwriter import LogWriter, display_text
+from .._logwriter import display_line as _display_line
+from .._poller import READ as _READ
+from .._poller import READY_READ as _READY_READ
+from .._poller import READY_WRITE as _READY_WRITE
+from .._poller import WRITE as _WRITE
+from .._poller import Poller
+from ..errors import (
     BAD_UTF8,
     NO_ID,
     OP_FAILED,
@@ -42,8 +42,8 @@ from .errors import (
     PipeError,
     ProtocolError,
 )
-from .ops import OpRegistry, default_ops
-from .protocol import (
+from ..ops import OpRegistry, default_ops
+from ..protocol import (
     DEFAULT_HOST,
     DEFAULT_MAX_LINE_BYTES,
     DEFAULT_PORT,
@@ -61,7 +61,6 @@ __all__ = [
     "Connection",
     "Server",
     "display_text",
-    "main",
     "running_server",
 ]
 
@@ -1154,14 +1153,3 @@ def running_server(**server_kwargs: Any) -> Iterator[Server]:
         server.shutdown()
         thread.join()
         server.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``spike-server`` and ``python -m spike.server``."""
-    from .cli import server_main  # noqa: PLC0415  (cli imports this module)
-
-    return server_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from .errors import (
+from ..errors import (
     BAD_JSON,
     BAD_REQUEST,
     BAD_UTF8,
@@ -46,17 +46,17 @@ from .errors import (
     ProtocolError,
     RemoteError,
 )
-from .protocol import (
+from ..protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     LineFramer,
     encode_request,
     format_address,
 )
-from .protocol import decode_message as _decode_message
-from .protocol import decode_reply as _decode_reply
+from ..protocol import decode_message as _decode_message
+from ..protocol import decode_reply as _decode_reply
 
-__all__ = ["Client", "ConnectError", "ConnectionClosed", "PipeTimeout", "main"]
+__all__ = ["Client", "ConnectError", "ConnectionClosed", "PipeTimeout"]
 
 DEFAULT_TIMEOUT = 5.0
 #: The longest ``timeout`` accepted, in seconds (a day). Longer waits are a
@@ -462,14 +462,3 @@ def _raise_if_error(reply: dict[str, Any]) -> None:
     if not reply["ok"]:
         error = reply["error"]
         raise RemoteError(error["code"], error["message"], reply.get("id", NO_ID))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``spike-client`` and ``python -m spike.client``."""
-    from .cli import client_main  # noqa: PLC0415  (cli imports this module)
-
-    return client_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
