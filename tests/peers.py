@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from conftest import WAIT
+from helpers import WAIT
 
 Behaviour = Callable[[socket.socket], None]
 

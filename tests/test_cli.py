@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, WAIT, free_port, run_cli
+from helpers import ROOT, WAIT, free_port, run_cli
 
 from spike import Server
 from spike.cli import serving_port

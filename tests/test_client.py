@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import WAIT, free_port
+from helpers import WAIT, free_port
 from peers import Peers, ipv6_loopback
 
 from spike import (

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import ROOT, WAIT, cli_env, free_port, run_cli
+from helpers import ROOT, WAIT, cli_env, free_port, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from peers import Peers, ipv6_loopback

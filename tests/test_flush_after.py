@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import WAIT, LineReader, LogCapture, connect, round_trip, run_cli
+from helpers import WAIT, LineReader, LogCapture, connect, round_trip, run_cli
 
 from spike import Client, running_server
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, WAIT, LineReader, LogCapture, cli_env, connect, round_trip
+from helpers import ROOT, WAIT, LineReader, LogCapture, cli_env, connect, round_trip
 
 from spike import Connection, default_ops, running_server
 from spike.cli import serving_port

@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from conftest import ROOT, WAIT, LineReader, cli_env
+from helpers import ROOT, WAIT, LineReader, cli_env
 
 from spike._logwriter import LogWriter, dropped_line
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import WAIT, LineReader, LogCapture, connect, round_trip
+from helpers import WAIT, LineReader, LogCapture, connect, round_trip
 
 from spike import (
     AddressInUseError,

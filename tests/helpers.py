@@ -1,0 +1,211 @@
+"""Shared helpers for the spike's tests: raw sockets, log capture and CLI
+subprocesses (``from helpers import ...``; the fixtures are in conftest.py).
+Every wait here is bounded."""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from spike.cli import serving_port
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 5.0  # generous bound for anything that should happen "at once"
+
+
+class LogCapture:
+    """A server ``log`` callable that records lines and can wait for one."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, line: str) -> None:
+        with self._changed:
+            self.lines.append(line)
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = WAIT) -> str:
+        """Return the first line matching ``predicate``; fail after ``timeout``."""
+        with self._changed:
+            found: list[str] = []
+
+            def seen() -> bool:
+                found[:] = [line for line in self.lines if predicate(line)]
+                return bool(found)
+
+            if not self._changed.wait_for(seen, timeout):
+                raise AssertionError(f"no matching log line within {timeout} s; got {self.lines}")
+            return found[0]
+
+
+def connect(address: tuple, timeout: float = WAIT) -> socket.socket:
+    """A raw TCP connection with a bounded timeout."""
+    sock = socket.create_connection(address, timeout=timeout)
+    sock.settimeout(timeout)
+    return sock
+
+
+class LineReader:
+    """Reads newline-terminated reply lines from a raw socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def line(self) -> bytes:
+        """The next line without its newline; raises socket.timeout if none."""
+        while b"\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(f"connection closed; unterminated bytes: {self.buffer!r}")
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+    def at_eof(self) -> bool:
+        """True if the peer closes the connection (after any pending lines)."""
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return data == b""
+
+    def closed_by_peer(self) -> bool:
+        """True if the peer closed or reset the connection."""
+        try:
+            return self.at_eof()
+        except ConnectionResetError:
+            return True
+
+
+def round_trip(sock: socket.socket, data: bytes) -> bytes:
+    sock.sendall(data)
+    return LineReader(sock).line()
+
+
+# --- CLI subprocesses ---------------------------------------------------------
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)  # the CLI must flush by itself
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(
+    module: str, *args: str, input: str | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> args`` to completion, capturing text output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=cli_env(),
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+class _LinePump:
+    """The lines of one output stream of a child process, read on a thread so
+    that every wait for a line is bounded."""
+
+    def __init__(self, stream) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def next(self, timeout: float) -> str | None:
+        """The next line, None at the end of the stream; fails after ``timeout``."""
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output line within {timeout} s") from None
+
+    def rest(self, timeout: float) -> list[str]:
+        """Every remaining line, once the stream has ended."""
+        lines = []
+        deadline = time.monotonic() + timeout
+        while (line := self.next(max(0.0, deadline - time.monotonic()))) is not None:
+            lines.append(line)
+        return lines
+
+
+class ServerProcess:
+    """``python -m spike.server`` as a child process, its stdout and stderr read line by line."""
+
+    def __init__(self, *args: str, python_args: Sequence[str] = ("-m", "spike.server")) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, *python_args, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+            cwd=ROOT,
+            env=cli_env(),
+        )
+        self._out = _LinePump(self.proc.stdout)
+        self._err = _LinePump(self.proc.stderr)
+        self.first_line = self.next_line()
+        address = serving_port(self.first_line)
+        assert address is not None, self.first_line
+        self.port = address[1]
+
+    def next_line(self, timeout: float = WAIT) -> str:
+        """The next stdout line; fails if none comes within ``timeout``."""
+        line = self._out.next(timeout)
+        if line is None:
+            raise AssertionError(f"server exited: {self.proc.wait()} {self.error_rest()}")
+        return line
+
+    def next_error_line(self, timeout: float = WAIT) -> str:
+        """The next stderr line; fails if none comes within ``timeout``."""
+        line = self._err.next(timeout)
+        if line is None:
+            raise AssertionError(f"stderr ended; server exit status {self.proc.wait()}")
+        return line
+
+    def wait_for_line(self, prefix: str, timeout: float = WAIT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.next_line(max(0.0, deadline - time.monotonic()))
+            if line.startswith(prefix):
+                return line
+
+    def rest(self, timeout: float = WAIT) -> list[str]:
+        """Every remaining stdout line once the process has exited."""
+        try:
+            return self._out.rest(timeout)
+        except AssertionError:
+            raise AssertionError("server output did not end") from None
+
+    def error_rest(self, timeout: float = WAIT) -> list[str]:
+        """Every remaining stderr line once the process has exited."""
+        return self._err.rest(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=WAIT)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
