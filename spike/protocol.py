@@ -138,13 +138,14 @@ class LineFramer:
         self._after_flush = False
 
     @property
-    def holding(self) -> bool:
-        """True if the next bytes continue something: a held partial line,
-        or a flushed line whose late newline may still come."""
+    def mid_line(self) -> bool:
+        """True if the next bytes continue an earlier line: a held partial
+        line, or a flushed line whose late newline may still come (so the
+        next chunk cannot be taken as a line of its own)."""
         return bool(self._partial) or self._after_flush
 
     @property
-    def pending(self) -> int:
+    def partial_bytes(self) -> int:
         """Number of bytes held for a line that has no ``\\n`` yet."""
         return len(self._partial)
 

@@ -150,7 +150,7 @@ def test_a_client_that_never_reads_is_held_to_the_reply_cap() -> None:
     """Once 256 KiB of its replies wait unsent, the server stops answering a
     client (and reading from it) until it reads. Before: it answered a whole
     64 KiB recv at a time, 4.8 MB of error replies for 64 KiB of "{" lines."""
-    from spike.server import _OUTPUT_CAP
+    from spike.server._connection import _OUTPUT_CAP
 
     with running_server(port=0) as server:
         sock = socket.socket()

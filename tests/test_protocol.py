@@ -43,9 +43,9 @@ def feed_all(framer: LineFramer, chunks: list[bytes]) -> list[bytes]:
 def test_framer_cuts_lines_and_keeps_the_rest() -> None:
     framer = LineFramer()
     assert framer.feed(STREAM) == STREAM_LINES
-    assert framer.pending == len(b"last")
+    assert framer.partial_bytes == len(b"last")
     assert framer.flush() == b"last"
-    assert framer.pending == 0
+    assert framer.partial_bytes == 0
     assert framer.flush() is None
 
 
@@ -92,7 +92,7 @@ def test_line_limit_holds_before_any_newline() -> None:
     framer.feed(b"12345678")
     with pytest.raises(LineTooLong):
         framer.feed(b"9")
-    assert framer.pending == 0  # nothing kept after the overflow
+    assert framer.partial_bytes == 0  # nothing kept after the overflow
 
 
 def test_line_too_long_keeps_the_lines_before_it() -> None:
@@ -114,9 +114,9 @@ def test_a_long_line_over_many_chunks_comes_back_whole_as_bytes() -> None:
         lines = framer.feed(b"end\r\nnext\nhal")
         assert [type(line) for line in lines] == [bytes, bytes]
         assert lines == [chunk * 30 + b"end", b"next"]
-        assert framer.pending == 3
+        assert framer.partial_bytes == 3
         assert framer.feed(b"f\n") == [b"half"]
-        assert framer.pending == 0
+        assert framer.partial_bytes == 0
 
 
 def test_framer_rejects_a_zero_limit() -> None:

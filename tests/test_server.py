@@ -74,12 +74,12 @@ def test_a_name_with_both_families_listens_on_ipv4() -> None:
     # What getaddrinfo("localhost", ...) returns on Windows and macOS: ::1
     # first. Clients that try only 127.0.0.1 (Java, AF_INET sockets) must
     # still reach the server.
-    from spike.server import _preferred_address
+    from spike.server._net import preferred_address
 
     v6 = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 3000, 0, 0))
     v4 = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 3000))
-    assert _preferred_address([v6, v4]) == (socket.AF_INET, ("127.0.0.1", 3000))
-    assert _preferred_address([v6]) == (socket.AF_INET6, ("::1", 3000, 0, 0))
+    assert preferred_address([v6, v4]) == (socket.AF_INET, ("127.0.0.1", 3000))
+    assert preferred_address([v6]) == (socket.AF_INET6, ("::1", 3000, 0, 0))
     with Server("localhost", 0) as server:
         assert server.address[0] == "127.0.0.1"
 
@@ -668,10 +668,12 @@ def test_portable_select_poller(monkeypatch: pytest.MonkeyPatch) -> None:
     """The selectors-based loop used on Windows and macOS, run here with select()."""
     import selectors
 
-    import spike.server
-    from spike._poller import SelectorPoller
+    import spike.server._loop
+    from spike.server._poller import SelectorPoller
 
-    monkeypatch.setattr(spike.server, "Poller", lambda: SelectorPoller(selectors.SelectSelector))
+    monkeypatch.setattr(
+        spike.server._loop, "DefaultPoller", lambda: SelectorPoller(selectors.SelectSelector)
+    )
     with running_server(port=0, max_line_bytes=1000) as server:
         assert isinstance(server._poller, SelectorPoller)
         socks = [connect(server.address) for _ in range(100)]
@@ -701,9 +703,9 @@ def test_grouped_select_poller_serves_more_clients_than_one_select_takes(
 ) -> None:
     """The Windows loop: select() takes at most 512 sockets there, so the
     poller watches them in groups (here groups of 40, with 150 clients)."""
-    import spike._poller
-    import spike.server
-    from spike._poller import GroupedSelectPoller
+    import spike.server._loop
+    import spike.server._poller
+    from spike.server._poller import GroupedSelectPoller
 
     real_select = select.select
     largest: list[int] = [0]
@@ -712,8 +714,10 @@ def test_grouped_select_poller_serves_more_clients_than_one_select_takes(
         largest[0] = max(largest[0], len(readers), len(writers))
         return real_select(readers, writers, errors, timeout)
 
-    monkeypatch.setattr(spike._poller.select, "select", counting_select)
-    monkeypatch.setattr(spike.server, "Poller", lambda: GroupedSelectPoller(group_size=40))
+    monkeypatch.setattr(spike.server._poller.select, "select", counting_select)
+    monkeypatch.setattr(
+        spike.server._loop, "DefaultPoller", lambda: GroupedSelectPoller(group_size=40)
+    )
     with running_server(port=0, max_line_bytes=1000) as server:
         assert isinstance(server._poller, GroupedSelectPoller)
         socks = [connect(server.address) for _ in range(150)]

@@ -299,7 +299,7 @@ class Client:
 
     def _late_reply(self) -> str:
         waited = seconds_text(self.timeout)
-        pending = self._framer.pending
+        pending = self._framer.partial_bytes
         if not pending:
             return f"no reply from {self._where} within {waited} s"
         return (

@@ -6,12 +6,13 @@ path (one message, one reply) that wrapping was a measurable share of a
 round trip, so on Linux the loop talks to ``select.epoll`` directly. On
 Windows the standard library offers only ``select()``, which takes at most
 512 sockets per call there, so :class:`GroupedSelectPoller` watches larger
-numbers in groups. Every poller has one small interface:
+numbers in groups. Every poller has one small interface, the
+:class:`Poller` protocol (modelled on :class:`selectors.BaseSelector`):
 ``register``/``modify``/``unregister`` a socket with an owner object, and
 ``poll(timeout)`` returning ``(fd, events)`` pairs; ``owners[fd]`` is the
 object registered for ``fd``. Interest ``0`` is allowed: the socket stays
 registered but is not watched (the server stops reading a client whose
-input waits for a turn).
+input waits for a turn). :data:`DefaultPoller` makes this platform's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import selectors
 import socket
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 # Interest bits for register()/modify(); with epoll they are the kernel's.
 READ = 1
@@ -30,6 +32,28 @@ WRITE = 4
 # hang-up counts as both, so the owner's recv() or send() meets the error.
 READY_READ = READ
 READY_WRITE = WRITE
+
+
+class Poller(Protocol):
+    """What the server loop needs of a poller (a slimmer ``selectors.BaseSelector``)."""
+
+    #: The object registered for each watched file descriptor.
+    owners: dict[int, Any]
+
+    def register(self, sock: socket.socket, events: int, owner: Any) -> None:
+        """Watch ``sock`` for ``events`` (READ, WRITE, both, or 0: not now) for ``owner``."""
+
+    def modify(self, sock: socket.socket, events: int) -> None:
+        """Watch a registered ``sock`` for other ``events``."""
+
+    def unregister(self, sock: socket.socket) -> None:
+        """Stop watching ``sock`` and forget its owner."""
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        """Wait up to ``timeout`` seconds; the ``(fd, events)`` that are ready."""
+
+    def close(self) -> None:
+        """Release the poller's resources."""
 
 
 class SelectorPoller:
@@ -212,10 +236,10 @@ if hasattr(select, "epoll"):
             self._epoll.close()
             self.owners.clear()
 
-    Poller: Any = EpollPoller
+    DefaultPoller: Callable[[], Poller] = EpollPoller
     READY_READ = READ | _ERRORS
     READY_WRITE = WRITE | _ERRORS
 elif sys.platform == "win32":  # pragma: no cover - exercised on Windows
-    Poller = GroupedSelectPoller
+    DefaultPoller = GroupedSelectPoller
 else:  # pragma: no cover - exercised on macOS and BSD
-    Poller = SelectorPoller
+    DefaultPoller = SelectorPoller

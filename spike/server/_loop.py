@@ -1,0 +1,534 @@
+"""The server loop: :class:`Server` owns the listening socket, the poller,
+the turn queue and the timers; :func:`running_server` runs one on a thread."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._logwriter import LogWriter
+from ..errors import PipeError
+from ..ops import OpRegistry, default_ops
+from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
+from ._connection import Connection
+from ._net import listen, queued_for_peer
+from ._poller import READ as _READ
+from ._poller import READY_READ as _READY_READ
+from ._poller import READY_WRITE as _READY_WRITE
+from ._poller import DefaultPoller, Poller
+
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "DEFAULT_FLUSH_AFTER",
+    "DEFAULT_MAX_BUFFERED_BYTES",
+    "Log",
+    "Server",
+    "running_server",
+]
+
+DEFAULT_FLUSH_AFTER = 0.25
+# The stdlib socketserver's backlog of 5 drops connections when 1,000 clients
+# connect at once; the kernel caps this at its own maximum (somaxconn).
+DEFAULT_BACKLOG = 4096
+# Unfinished input (partial lines, and bytes received but not yet answered)
+# the server holds across all connections before it refuses the biggest holders.
+DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
+# A loop pass's share of messages (see Server.turn_lines()).
+_PASS_LINES = 1024
+_MIN_TURN_LINES = 8
+# Accept at most this many new clients per loop pass, so a connection storm
+# cannot starve clients that are already talking.
+_ACCEPT_BATCH = 128
+# After accept() fails for lack of resources (too many open files), wait
+# this long before trying again instead of spinning on a readable listener.
+_ACCEPT_RETRY_DELAY = 0.1
+# After a fatal error reply the server stops sending (FIN) but keeps reading
+# and discarding for a moment: closing with unread input would send a reset,
+# which can destroy the error reply before the client reads it.
+_LINGER_SECONDS = 2.0
+
+Log = Callable[[str], None]
+
+
+class Server:
+    """A TCP server speaking the pipe protocol (see :mod:`spike.protocol`).
+
+    Binds and listens in the constructor, so a busy port raises
+    :class:`AddressInUseError` (naming host and port) right away. Then call
+    :meth:`serve_forever` (blocking) or use :func:`running_server`.
+
+    ``ops``: the :class:`~spike.ops.OpRegistry` for JSON requests (default
+    :data:`~spike.ops.default_ops`). ``max_line_bytes``: longest accepted
+    line. ``idle_timeout``: close connections with no traffic in either
+    direction for this many seconds (None: never). ``flush_after``: answer
+    an unterminated line after this many idle seconds (0: only a newline or
+    end of stream ends a message).
+    ``max_buffered_bytes``: the most unfinished input (partial lines, and
+    bytes received but not answered yet) held across all connections; past
+    it the connections holding the most get an ``overloaded`` error reply
+    and are closed, until the total is back under seven eighths of it.
+    ``backlog``: the listen queue length. ``log``: called with one line of
+    text per event (None: silent). ``error_log``: called instead of ``log``
+    for the lines that report errors (``"Error: ..."``: a refused accept, a
+    crashed handler, an over-long line), so errors can still be shown when
+    ``log`` is None (default: ``log``). ``connection_class``: the
+    :class:`Connection` subclass made for each client. ``clock``: the
+    monotonic clock (seconds) every timer reads: idle timeout, flush-after,
+    linger and the accept retry (tests pass a fake one).
+
+    Methods for the caller:
+        ``serve_forever(poll_interval)`` run the loop until stopped;
+        ``shutdown()`` stop the loop (from any thread, or from an op);
+        ``close()`` stop, then close every connection and the listener (also
+        on leaving a ``with`` block); ``wait_serving(timeout)`` wait until
+        the loop runs; ``stats()`` the numbers the ``stats`` op reports.
+        Attributes: ``address`` (the bound host and port), ``uptime``,
+        ``open_connections``, ``total_connections``, ``total_messages``,
+        ``buffered_bytes`` (unfinished input held, all connections).
+
+    Methods for connections (internal API, used by :class:`Connection`):
+        ``turn_lines()``, ``queue_turn()``, ``enforce_budget()``,
+        ``watch()``, ``release()``, ``schedule_flush()``,
+        ``cancel_flush()``, ``start_linger()``, ``mark_active()``.
+
+    ``log`` and ``error_log`` are called on the loop's thread, so they must
+    not block: a :class:`~spike._logwriter.LogWriter` (what ``spike-server``
+    uses) hands the lines to a thread of its own and never does.
+
+    To change what the server does, do not subclass it: pass ``ops`` (new
+    JSON ops) or a ``connection_class`` that overrides
+    :meth:`Connection.handle_text` / :meth:`Connection.handle_request`.
+    """
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        ops: OpRegistry | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        idle_timeout: float | None = None,
+        flush_after: float = DEFAULT_FLUSH_AFTER,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        backlog: int = DEFAULT_BACKLOG,
+        log: Log | None = None,
+        error_log: Log | None = None,
+        connection_class: type[Connection] = Connection,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None for no timeout)")
+        if flush_after < 0:
+            raise ValueError("flush_after must be 0 (off) or positive")
+        if max_buffered_bytes < 1:
+            raise ValueError("max_buffered_bytes must be at least 1")
+        self.ops = default_ops if ops is None else ops
+        self.max_line_bytes = max_line_bytes
+        self.idle_timeout = idle_timeout
+        self.flush_after = flush_after
+        self.max_buffered_bytes = max_buffered_bytes
+        self.log = None if log is None else _never_raising(log)
+        self.error_log = self.log if error_log is None else _never_raising(error_log)
+        # A LogWriter never raises, and formats a batch of received lines
+        # on its own thread: the loop hands over a pipelined burst at once.
+        self.fast_log_lines = log.lines if isinstance(log, LogWriter) else None
+        self.fast_log_line = log.line if isinstance(log, LogWriter) else None
+        self.connection_class = connection_class
+        self.total_connections = 0
+        # Kept up to date as messages arrive, so stats cost the same with
+        # ten connections or ten thousand.
+        self.total_messages = 0
+        # Unfinished input held, all connections together (each connection
+        # adds its own changes).
+        self.buffered_bytes = 0
+        self._connections: set[Connection] = set()
+        # Connections with input left over from an earlier turn, in turn order.
+        self._ready: collections.deque[Connection] = collections.deque()
+        self._happened: list[tuple[int, int]] = []  # this loop pass's events
+        # Deadlines are "now + a constant", so insertion order is deadline
+        # order: the first entry is always the next one due.
+        self._flush_due: collections.OrderedDict[Connection, float] = collections.OrderedDict()
+        self._idle_order: collections.OrderedDict[Connection, None] = collections.OrderedDict()
+        self._linger_due: collections.OrderedDict[Connection, float] = collections.OrderedDict()
+        # Every timer (idle timeout, flush-after, linger, accept retry) reads
+        # this clock, so tests can run them on a fake one.
+        self._clock = clock
+        self._started = clock()
+        self._listener = listen(host, port, backlog)
+        self._listener_fd = self._listener.fileno()
+        sockname = self._listener.getsockname()
+        self._address = (sockname[0], sockname[1])
+        self._poller: Poller = DefaultPoller()
+        self._accept_resume_at: float | None = None
+        self._pause_reason = ""
+        # A socket pair lets shutdown() wake the loop from another thread.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._poller.register(self._listener, _READ, None)
+        self._poller.register(self._wake_r, _READ, self._wake_r)
+        self._stop_requested = False
+        self._serving = threading.Event()
+        self._loop_done = threading.Event()
+        self._loop_done.set()
+        self._loop_thread: int | None = None
+        self._closed = False
+
+    # -- public API ----------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        """The ``(host, port)`` actually bound (the real port after port 0)."""
+        return self._address
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the server was created."""
+        return self._clock() - self._started
+
+    @property
+    def open_connections(self) -> int:
+        """Number of connected clients right now."""
+        return len(self._connections)
+
+    def stats(self) -> dict[str, int]:
+        """Connection statistics (what the ``stats`` op reports)."""
+        return {
+            "open_connections": len(self._connections),
+            "total_connections": self.total_connections,
+            "total_messages": self.total_messages,
+        }
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve clients until :meth:`shutdown` (or Ctrl+C) stops the loop.
+
+        ``poll_interval`` bounds every wait, so a KeyboardInterrupt is
+        noticed within that time even where signals cannot interrupt
+        ``select()`` (Windows).
+        """
+        if self._closed:
+            raise PipeError("the server is closed")
+        # Clear "done" before publishing the thread id: shutdown() only waits
+        # when it sees the id, and must then find "done" cleared.
+        self._loop_done.clear()
+        self._loop_thread = threading.get_ident()
+        self._serving.set()
+        poll = self._poller.poll
+        owners = self._poller.owners
+        listener_fd = self._listener_fd
+        wake_r = self._wake_r
+        flush_due = self._flush_due
+        idle_order = self._idle_order
+        linger_due = self._linger_due
+        ready = self._ready
+        ready_read, ready_write = _READY_READ, _READY_WRITE
+        try:
+            while not self._stop_requested:
+                if flush_due or idle_order or linger_due or self._accept_resume_at is not None:
+                    timeout = self._run_timers(poll_interval)
+                else:
+                    timeout = poll_interval
+                if ready:  # input waits for its turn: look for events, do not sleep
+                    timeout = 0.0
+                # Kept for take_turn(): who may want a share of this pass.
+                self._happened = happened = poll(timeout)
+                for fd, events in happened:
+                    conn = owners.get(fd)
+                    if conn is None:
+                        if fd == listener_fd:
+                            self._accept()
+                        # else: closed earlier in this pass; nothing to do
+                    elif conn is wake_r:
+                        with contextlib.suppress(OSError):
+                            wake_r.recv(4096)
+                    else:
+                        try:
+                            if events & ready_read:
+                                conn.on_readable()
+                            if events & ready_write:
+                                conn.on_writable()
+                        except Exception as exc:  # a bug must cost one client, not all
+                            self._drop(conn, exc)
+                if ready:
+                    self._take_turns()
+        finally:
+            self._stop_requested = False
+            self._serving.clear()
+            self._loop_thread = None
+            self._loop_done.set()
+
+    def wait_serving(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`serve_forever` is running; False on timeout."""
+        return self._serving.wait(timeout)
+
+    def shutdown(self) -> None:
+        """Stop :meth:`serve_forever` and return once it has stopped.
+
+        Safe to call from any thread, and from inside an op (then it returns
+        at once and the loop stops after the current pass).
+        """
+        self._stop_requested = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._loop_thread is not None and self._loop_thread != threading.get_ident():
+            self._loop_done.wait()
+
+    def close(self) -> None:
+        """Stop serving if needed, close every connection and the listener."""
+        if self._closed:
+            return
+        self.shutdown()
+        self._closed = True
+        self._ready.clear()
+        for conn in list(self._connections):
+            conn.close()
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._poller.unregister(self._listener)
+        self._listener.close()
+        self._poller.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else format_address(self.address)
+        return f"<Server {state} open_connections={len(self._connections)}>"
+
+    # -- the loop's helpers ----------------------------------------------------
+    def _accept(self) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # the client gave up while queued
+                continue
+            except OSError as exc:  # e.g. too many open files: back off
+                self._pause_accepting(f"cannot accept a connection: {exc.strerror or exc}")
+                return
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = self.connection_class(self, sock, peer)
+            self._connections.add(conn)
+            self.total_connections += 1
+            self._poller.register(sock, _READ, conn)
+            if self.idle_timeout is not None:
+                self.mark_active(conn)
+            if self.log is not None:
+                self.log(f"Connection opened: {format_address(peer)}")
+
+    def _pause_accepting(self, reason: str) -> None:
+        """Stop watching the listener for a moment; queued clients wait in the backlog."""
+        if self.error_log is not None and reason != self._pause_reason:
+            self.error_log(f"Error: {reason}; new connections wait")
+        self._pause_reason = reason
+        self._poller.unregister(self._listener)
+        self._accept_resume_at = self._clock() + _ACCEPT_RETRY_DELAY
+
+    def _drop(self, conn: Connection, exc: Exception) -> None:
+        """Close a connection whose handling raised, and say why."""
+        if self.error_log is not None:
+            self.error_log(
+                f"Error: closing {format_address(conn.peer)} after {type(exc).__name__}: {exc}"
+            )
+        with contextlib.suppress(Exception):
+            conn.close()
+        # Whatever close() did not get to, the server must still let go of.
+        self.release(conn)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+    def _take_turns(self) -> None:
+        """One more turn for every connection that has input left over, in order."""
+        ready = self._ready
+        for _ in range(len(ready)):
+            conn = ready.popleft()
+            conn.turn_queued = False
+            try:
+                conn.take_turn()
+            except Exception as exc:  # a bug must cost one client, not all
+                self._drop(conn, exc)
+
+    # -- for connections (the server's internal API) -------------------------
+    def turn_lines(self) -> int:
+        """How many lines a connection may answer in this turn.
+
+        The messages of one loop pass (``_PASS_LINES``) are shared among the
+        connections that may want a turn in it, never fewer than
+        ``_MIN_TURN_LINES`` each: a client that sends thousands of tiny lines
+        at once cannot hold the loop while everyone else waits, and a client
+        alone still answers in large, cheap batches.
+        """
+        busy = len(self._happened) + len(self._ready)
+        return _PASS_LINES if busy < 2 else max(_MIN_TURN_LINES, _PASS_LINES // busy)
+
+    def queue_turn(self, conn: Connection) -> None:
+        """Give ``conn`` another turn after everyone already waiting."""
+        if not conn.turn_queued:
+            conn.turn_queued = True
+            self._ready.append(conn)
+
+    def enforce_budget(self) -> None:
+        """Refuse the connections holding the most input until the total is
+        back under seven eighths of the budget.
+
+        Pausing them instead would not free anything: a client that never
+        ends its line keeps its bytes held for as long as it likes, and the
+        rest of its line waits in the socket, out of reach. Refusing frees
+        the memory at once and tells that client why. Going below the limit
+        (not just to it) makes the sort here rare: each one frees at least
+        an eighth of the budget.
+        """
+        limit = self.max_buffered_bytes
+        total = self.buffered_bytes
+        target = limit - limit // 8
+        holders = sorted(
+            (conn for conn in self._connections if conn.buffered_bytes and not conn.closing),
+            key=_buffered_bytes,
+            reverse=True,
+        )
+        for conn in holders:
+            if self.buffered_bytes <= target:
+                break
+            conn.refuse_overloaded(total, limit)
+
+    def watch(self, conn: Connection, events: int) -> None:
+        """Watch ``conn``'s socket for ``events`` (READ, WRITE, both or 0) from now on."""
+        self._poller.modify(conn.sock, events)
+
+    def release(self, conn: Connection) -> None:
+        """Drop a closing connection from the poller and every table."""
+        if conn in self._connections:
+            self._connections.remove(conn)
+        self.buffered_bytes -= conn.release_held()
+        self.cancel_flush(conn)
+        self._idle_order.pop(conn, None)
+        self._linger_due.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._poller.unregister(conn.sock)
+
+    def schedule_flush(self, conn: Connection) -> None:
+        """Answer ``conn``'s partial line once it has sat ``flush_after`` seconds."""
+        self._flush_due[conn] = self._clock() + self.flush_after
+        self._flush_due.move_to_end(conn)
+        conn.flush_scheduled = True
+
+    def cancel_flush(self, conn: Connection) -> None:
+        """Forget a scheduled flush (new bytes arrived, or the connection closes)."""
+        self._flush_due.pop(conn, None)
+        conn.flush_scheduled = False
+
+    def start_linger(self, conn: Connection) -> None:
+        """Close ``conn`` after ``_LINGER_SECONDS`` of reading and dropping input."""
+        self._linger_due[conn] = self._clock() + _LINGER_SECONDS
+
+    def mark_active(self, conn: Connection) -> None:
+        """Bytes moved on ``conn``: its idle time starts again now."""
+        conn.last_active = self._clock()
+        self._idle_order[conn] = None
+        self._idle_order.move_to_end(conn)
+
+    # -- timers ------------------------------------------------------------------
+
+    def _run_timers(self, poll_interval: float) -> float:
+        """Run what is due (flushes, idle closes, accept retry); return the wait until the next."""
+        now = self._clock()
+        next_due = now + poll_interval
+        flush_due = self._flush_due
+        while flush_due:
+            conn, due = next(iter(flush_due.items()))
+            if due > now:
+                next_due = min(next_due, due)
+                break
+            self.cancel_flush(conn)
+            try:
+                conn.flush_idle()
+            except Exception as exc:
+                self._drop(conn, exc)
+        idle_order = self._idle_order
+        while idle_order and self.idle_timeout is not None:
+            conn = next(iter(idle_order))
+            due = conn.last_active + self.idle_timeout
+            if due > now:
+                next_due = min(next_due, due)
+                break
+            queued = queued_for_peer(conn.sock)
+            if queued != conn.unsent_at_idle_check:
+                # Replies the server handed over have left the kernel since
+                # the last look: the client is reading, just slowly.
+                conn.unsent_at_idle_check = queued
+                self.mark_active(conn)
+                continue
+            conn.close_idle()
+        linger_due = self._linger_due
+        while linger_due:
+            conn, due = next(iter(linger_due.items()))
+            if due > now:
+                next_due = min(next_due, due)
+                break
+            conn.close()
+        if self._accept_resume_at is not None:
+            if self._accept_resume_at <= now:
+                self._accept_resume_at = None
+                self._poller.register(self._listener, _READ, None)
+            else:
+                next_due = min(next_due, self._accept_resume_at)
+        return max(0.0, next_due - now)
+
+
+def _buffered_bytes(conn: Connection) -> int:
+    return conn.buffered_bytes
+
+
+def _never_raising(log: Log) -> Log:
+    """Wrap a log callable so that a failing one (say, a closed stdout)
+    can never stop the server: its errors are ignored."""
+    if isinstance(log, LogWriter):  # never raises; calling it directly is cheaper
+        return log
+
+    def safe_log(line: str) -> None:
+        with contextlib.suppress(Exception):
+            log(line)
+
+    return safe_log
+
+
+@contextlib.contextmanager
+def running_server(**server_kwargs: Any) -> Iterator[Server]:
+    """Run a :class:`Server` on a background thread for the ``with`` block.
+
+    Yields the server once its loop is running (``server.address`` holds
+    the real port; pass ``port=0`` for a free one). On exit the server is
+    shut down and closed.
+    """
+    poll_interval = server_kwargs.pop("poll_interval", 0.5)
+    server = Server(**server_kwargs)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        args=(poll_interval,),
+        name=f"spike-server-{server.address[1]}",
+        daemon=True,
+    )
+    try:
+        thread.start()
+        if not server.wait_serving(timeout=10):
+            raise PipeError("the server thread did not start within 10 s")
+        yield server
+    finally:
+        server.shutdown()
+        thread.join()
+        server.close()
