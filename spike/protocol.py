@@ -51,8 +51,9 @@ difference remains: integers beyond 64 bits stay exact with the standard
 library but are read as floats by orjson.
 
 This module only turns bytes into messages and replies into bytes:
-:class:`LineFramer` cuts lines with a size cap, :func:`decode_message`
-classifies one line, and the ``encode_*`` functions build reply and request
+:class:`LineFramer` cuts lines with a size cap, :func:`parse_message`
+classifies one line as a typed message (:class:`Text`, :class:`Request`,
+:class:`Invalid`), and the ``encode_*`` functions build reply and request
 lines (:func:`format_address` writes ``HOST:PORT`` the way both sides print
 it). It imports nothing of the package but :mod:`spike.errors` (whose error
 codes and exceptions it re-exports for older imports).
@@ -61,6 +62,7 @@ codes and exceptions it re-exports for older imports).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import (
@@ -98,11 +100,15 @@ __all__ = [
     "OP_FAILED",
     "OVERLOADED",
     "UNKNOWN_OP",
+    "Invalid",
     "LineFramer",
     "LineTooLong",
+    "Message",
     "PipeError",
     "ProtocolError",
     "RemoteError",
+    "Request",
+    "Text",
     "decode_message",
     "decode_reply",
     "encode_error",
@@ -110,6 +116,7 @@ __all__ = [
     "encode_result",
     "encode_text",
     "format_address",
+    "parse_message",
 ]
 
 DEFAULT_MAX_LINE_BYTES = 1_048_576
@@ -276,32 +283,86 @@ else:
             return _ascii_dumps(obj).encode()
 
 
-def decode_message(line: bytes) -> str | dict[str, Any]:
-    """Classify one line: plain text -> ``str``; JSON request -> ``dict``.
+@dataclass(slots=True)
+class Text:
+    """A plain-text message: ``text`` (valid UTF-8, without its newline)."""
 
-    The request dict is the parsed object itself (``"op"`` is checked to be
-    a string; ``"id"`` and the parameters are left in it). Raises
-    :class:`ProtocolError` with ``bad_utf8``, ``bad_json`` or
-    ``bad_request``.
+    text: str
+
+
+@dataclass(slots=True)
+class Request:
+    """A JSON request: ``op``, ``id`` (:data:`NO_ID` if none) and the other keys as ``params``."""
+
+    op: str
+    id: Any = NO_ID
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Invalid:
+    """A line that breaks the protocol: the error reply's ``code`` and
+    ``message``, and the request's ``id`` when it could be read."""
+
+    code: str
+    message: str
+    id: Any = NO_ID
+
+    def error(self) -> ProtocolError:
+        """The same, as an exception."""
+        return ProtocolError(self.code, self.message, self.id)
+
+
+#: What :func:`parse_message` returns: one small type per kind of message.
+Message = Text | Request | Invalid
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> Invalid:
+    return Invalid(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})")
+
+
+def parse_message(line: bytes) -> Text | Request | Invalid:
+    """Classify one line (without its newline) as :class:`Text`,
+    :class:`Request` or :class:`Invalid` (``bad_utf8``, ``bad_json`` or
+    ``bad_request``). Never raises.
+
+    A request's ``params`` are the parsed object itself, without ``"op"``
+    and ``"id"``.
     """
     if line[:1] != b"{":
         try:
-            return line.decode()
+            return Text(line.decode())
         except UnicodeDecodeError as exc:
-            raise ProtocolError(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})") from None
+            return _not_utf8(exc)
     try:
         request = _loads(line)
     except UnicodeDecodeError as exc:
-        raise ProtocolError(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})") from None
+        return _not_utf8(exc)
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(BAD_JSON, f"not valid JSON ({_first_line(exc)})") from None
+        return Invalid(BAD_JSON, f"not valid JSON ({_first_line(exc)})")
     if type(request) is not dict:
-        raise ProtocolError(BAD_REQUEST, "a request must be a JSON object")
-    op = request.get("op")
+        return Invalid(BAD_REQUEST, "a request must be a JSON object")
+    op = request.pop("op", None)
+    request_id = request.pop("id", NO_ID)
     if type(op) is not str:
-        raise ProtocolError(
-            BAD_REQUEST, 'a request needs "op" with a string value', request.get("id", NO_ID)
-        )
+        return Invalid(BAD_REQUEST, 'a request needs "op" with a string value', request_id)
+    return Request(op, request_id, request)
+
+
+def decode_message(line: bytes) -> str | dict[str, Any]:
+    """Older form of :func:`parse_message`: plain text -> ``str``, a JSON
+    request -> its ``dict`` (``"op"`` and ``"id"`` included); raises
+    :class:`ProtocolError` for an invalid line."""
+    message = parse_message(line)
+    if type(message) is Text:
+        return message.text
+    if type(message) is Invalid:
+        raise message.error()
+    assert type(message) is Request
+    request = {"op": message.op}
+    if message.id is not NO_ID:
+        request["id"] = message.id
+    request.update(message.params)
     return request
 
 

@@ -12,15 +12,19 @@ from hypothesis import strategies as st
 from spike import protocol
 from spike.protocol import (
     NO_ID,
+    Invalid,
     LineFramer,
     LineTooLong,
     ProtocolError,
+    Request,
+    Text,
     decode_message,
     decode_reply,
     encode_error,
     encode_request,
     encode_result,
     encode_text,
+    parse_message,
 )
 
 STREAM = 'A message from CS361!\nhé€𝄞 ünïcode\r\n{"op": "echo", "text": "ß"}\n\nlast'.encode()
@@ -188,18 +192,17 @@ def test_limit_property(lines: list[bytes], limit: int) -> None:
 
 
 # --- classifying a line -------------------------------------------------------
-def test_plain_text_is_a_str() -> None:
-    assert decode_message("héllo".encode()) == "héllo"
-    assert decode_message(b"") == ""
-    assert decode_message(b" {not json, leading space}") == " {not json, leading space}"
+def test_plain_text_is_a_text_message() -> None:
+    assert parse_message("héllo".encode()) == Text("héllo")
+    assert parse_message(b"") == Text("")
+    assert parse_message(b" {not json, leading space}") == Text(" {not json, leading space}")
 
 
-def test_json_request_is_the_parsed_object() -> None:
-    assert decode_message(b'{"op": "echo", "id": 3, "text": "hi"}') == {
-        "op": "echo",
-        "id": 3,
-        "text": "hi",
-    }
+def test_json_request_is_op_id_and_params() -> None:
+    message = parse_message(b'{"op": "echo", "id": 3, "text": "hi"}')
+    assert message == Request("echo", 3, {"text": "hi"})
+    assert parse_message(b'{"op": "info"}') == Request("info", NO_ID, {})
+    assert parse_message(b'{"op": "info", "id": null}') == Request("info", None, {})
 
 
 @pytest.mark.parametrize(
@@ -220,20 +223,36 @@ def test_json_request_is_the_parsed_object() -> None:
         (b'{"op": null}', protocol.BAD_REQUEST),
     ],
 )
-def test_bad_lines_raise_protocol_errors(line: bytes, code: str) -> None:
-    with pytest.raises(ProtocolError) as caught:
-        decode_message(line)
-    assert caught.value.code == code
-    assert caught.value.message
+def test_bad_lines_are_invalid_messages(line: bytes, code: str) -> None:
+    message = parse_message(line)
+    assert isinstance(message, Invalid)
+    assert message.code == code
+    assert message.message
+
+
+def test_bad_utf8_names_the_first_bad_byte() -> None:
+    assert parse_message(b"caf\xc3") == Invalid(protocol.BAD_UTF8, "not valid UTF-8 (byte 3)")
 
 
 def test_bad_request_keeps_the_id_when_it_can() -> None:
+    assert parse_message(b'{"id": "abc"}') == Invalid(
+        protocol.BAD_REQUEST, 'a request needs "op" with a string value', "abc"
+    )
+    message = parse_message(b"{]")
+    assert isinstance(message, Invalid)
+    assert message.id is NO_ID
+
+
+def test_decode_message_keeps_its_older_str_or_dict_form() -> None:
+    assert decode_message("héllo".encode()) == "héllo"
+    assert decode_message(b'{"op": "echo", "id": 3, "text": "hi"}') == {
+        "op": "echo",
+        "id": 3,
+        "text": "hi",
+    }
     with pytest.raises(ProtocolError) as caught:
         decode_message(b'{"id": "abc"}')
-    assert caught.value.request_id == "abc"
-    with pytest.raises(ProtocolError) as caught:
-        decode_message(b"{]")
-    assert caught.value.request_id is NO_ID
+    assert (caught.value.code, caught.value.request_id) == (protocol.BAD_REQUEST, "abc")
 
 
 def test_error_codes_are_the_documented_seven() -> None:

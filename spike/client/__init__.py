@@ -50,10 +50,11 @@ from ..protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     LineFramer,
+    Text,
     encode_request,
     format_address,
+    parse_message,
 )
-from ..protocol import decode_message as _decode_message
 from ..protocol import decode_reply as _decode_reply
 
 __all__ = ["Client", "ConnectError", "ConnectionClosed", "PipeTimeout"]
@@ -361,12 +362,10 @@ def request_id_of(line: str) -> Any:
     """The ``"id"`` a server reads from the JSON request ``line``
     (:data:`~spike.protocol.NO_ID` if it has none or cannot be read)."""
     try:
-        request = _decode_message(line.encode(errors="surrogateescape"))
-    except ProtocolError as exc:
-        return exc.request_id
+        message = parse_message(line.encode(errors="surrogateescape"))
     except UnicodeEncodeError:
         return NO_ID
-    return request.get("id", NO_ID) if isinstance(request, dict) else NO_ID
+    return NO_ID if isinstance(message, Text) else message.id
 
 
 def _same_id(a: Any, b: Any) -> bool:

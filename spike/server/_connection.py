@@ -15,14 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from .._logwriter import display_line as _display_line
 from .._logwriter import display_text
-from ..errors import BAD_UTF8, NO_ID, OP_FAILED, OVERLOADED, LineTooLong, ProtocolError
+from ..errors import NO_ID, OP_FAILED, OVERLOADED, LineTooLong, ProtocolError
 from ..protocol import (
+    Invalid,
     LineFramer,
-    decode_message,
+    Request,
+    Text,
     encode_error,
     encode_result,
     encode_text,
     format_address,
+    parse_message,
 )
 from ._net import queued_for_peer
 from ._poller import READ as _READ
@@ -425,31 +428,26 @@ class Connection:
             self._log_line("Received: ", line)
         elif self._log is not None:
             self._log(f"Received: {_display_line(line)}")
-        if line[:1] != b"{":
-            # The echo needs no text, only valid UTF-8 (ASCII is).
-            if self._plain_echo and line.isascii():
-                return line + b"\n"
-            try:
-                text = line.decode()
-            except UnicodeDecodeError as exc:
-                return encode_error(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})")
+        # Fast path: the echo needs no text, only valid UTF-8 (ASCII is).
+        if self._plain_echo and line.isascii() and line[:1] != b"{":
+            return line + b"\n"
+        message = parse_message(line)
+        if type(message) is Text:
             if self._plain_echo:
                 return line + b"\n"
             try:
-                return encode_text(self.handle_text(text))
+                return encode_text(self.handle_text(message.text))
             except Exception as exc:
                 return self._failed("handle_text", exc)
-        request_id = NO_ID
+        if type(message) is Invalid:
+            return encode_error(message.code, message.message, message.id)
+        assert type(message) is Request
+        request_id = message.id
         try:
-            request = decode_message(line)
-            assert isinstance(request, dict)  # the line starts with "{"
-            request_id = request.pop("id", NO_ID)
-            result = self.handle_request(request.pop("op"), request)
+            result = self.handle_request(message.op, message.params)
         except ProtocolError as exc:
             if exc.__cause__ is not None and exc.code == OP_FAILED and self._error_log is not None:
                 self._error_log(f"Error: {display_text(exc.message, _ERROR_CHARS)}")
-            if request_id is NO_ID:  # decoding failed; the error may know the id
-                request_id = exc.request_id
             return encode_error(exc.code, exc.message, request_id)
         except Exception as exc:  # a handle_request override crashed
             return self._failed("handle_request", exc, request_id)
