@@ -209,3 +209,37 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- timers on a fake clock -----------------------------------------------------
+# Give a server a fake clock and a short poll interval, then move the clock:
+# its idle timeout, flush-after and linger fire within milliseconds instead
+# of after their seconds, and a test decides exactly how much time passed.
+FAKE_POLL = 0.002  # the loop's longest sleep with a fake clock, in real seconds
+
+
+class FakeClock:
+    """A monotonic clock for ``Server(clock=...)`` that moves only when told."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
+    """Poll ``predicate`` (a real condition) until it holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or predicate}")
+        time.sleep(0.001)
+
+
+def settle(passes: int = 5) -> None:
+    """Let a fake-clock server's loop run a few passes (and so its timers)."""
+    time.sleep(passes * FAKE_POLL * 2)

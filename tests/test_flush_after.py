@@ -8,9 +8,21 @@ import threading
 import time
 
 import pytest
-from helpers import WAIT, LineReader, LogCapture, connect, round_trip, run_cli
+from helpers import (
+    FAKE_POLL,
+    WAIT,
+    FakeClock,
+    LineReader,
+    LogCapture,
+    connect,
+    round_trip,
+    run_cli,
+    settle,
+    wait_until,
+)
 
 from spike import Client, running_server
+from spike.server import DEFAULT_FLUSH_AFTER
 
 # How long a test waits to be sure that *no* reply comes (strict mode).
 QUIET_WAIT = 0.75
@@ -44,16 +56,40 @@ def test_java_println_then_close_is_logged(server, log: LogCapture) -> None:
     assert log.lines.count("Received: A message from CS361!") == 1
 
 
-def test_the_connection_goes_on_after_a_flush(server) -> None:
-    with connect(server.address, timeout=1.0) as sock:
+def test_the_connection_goes_on_after_a_flush() -> None:
+    clock = FakeClock()
+    with (
+        running_server(port=0, clock=clock, poll_interval=FAKE_POLL) as server,
+        connect(server.address) as sock,
+    ):
         reader = LineReader(sock)
         sock.sendall(b"first")
+        wait_until(lambda: server.buffered_bytes == len(b"first"))
+        clock.advance(DEFAULT_FLUSH_AFTER)
         assert reader.line() == b"first"
         # The late newline only ends "first"; it is not an extra empty message.
         sock.sendall(b"\nsecond\n")
         assert reader.line() == b"second"
         sock.sendall(b"third")
+        wait_until(lambda: server.buffered_bytes == len(b"third"))
+        clock.advance(DEFAULT_FLUSH_AFTER)
         assert reader.line() == b"third"
+        assert server.total_messages == 3
+
+
+def test_a_line_is_flushed_after_flush_after_not_before() -> None:
+    clock = FakeClock()
+    with (
+        running_server(port=0, flush_after=0.25, clock=clock, poll_interval=FAKE_POLL) as server,
+        connect(server.address) as sock,
+    ):
+        sock.sendall(b"wait for me")
+        wait_until(lambda: server.buffered_bytes == len(b"wait for me"))
+        clock.advance(0.2)
+        settle()
+        assert server.total_messages == 0  # not yet
+        clock.advance(0.05)
+        assert LineReader(sock).line() == b"wait for me"
 
 
 def test_newline_clients_see_no_change(server) -> None:
@@ -89,25 +125,26 @@ def test_the_line_limit_holds_while_waiting() -> None:
 
 
 def test_trickling_client_is_bounded_and_delays_nobody() -> None:
-    # A byte every ~20 ms for longer than flush_after: each byte restarts the
-    # flush timer, so only the line limit ends this line, and the other
-    # client is answered at once throughout.
+    # A byte every 0.1 s (of a fake clock) for longer than flush_after: each
+    # byte restarts the flush timer, so only the line limit ends this line,
+    # and the other client is answered at once throughout.
+    clock = FakeClock()
     with (
-        running_server(port=0, max_line_bytes=32, flush_after=0.5) as server,
+        running_server(
+            port=0, max_line_bytes=32, flush_after=0.5, clock=clock, poll_interval=FAKE_POLL
+        ) as server,
         connect(server.address) as trickler,
         Client(*server.address, timeout=1.0) as other,
     ):
-        trickler.setblocking(False)
-        started = time.monotonic()
-        for i in range(40):
-            try:
-                trickler.send(b"t")
-            except OSError:  # the server already closed us
-                break
+        for i in range(32):
+            trickler.sendall(b"t")
+            held = i + 1
+            wait_until(lambda: server.buffered_bytes == held)  # noqa: B023 (used at once)
             assert other.send_text(f"meanwhile {i}") == f"meanwhile {i}"
-            time.sleep(0.02)  # the client's pace, not synchronisation
-        assert time.monotonic() - started > 0.5
-        trickler.settimeout(WAIT)
+            clock.advance(0.1)
+        settle()
+        assert server.total_messages == 32  # the others' only: no flush cut the line
+        trickler.sendall(b"t")  # the 33rd byte passes the limit
         reader = LineReader(trickler)
         reply = json.loads(reader.line())
         assert reply["error"]["code"] == "line_too_long"
@@ -120,7 +157,8 @@ def test_no_flush_while_the_server_is_not_reading() -> None:
     line, and the rest of that line waits unread in the socket. Not having
     read new bytes is not "no new bytes arrived", so the line is not cut."""
     line = b"r" * 999 + b"\n"
-    with running_server(port=0, flush_after=0.1) as server:
+    clock = FakeClock()
+    with running_server(port=0, flush_after=0.1, clock=clock, poll_interval=FAKE_POLL) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(server.address)
@@ -134,7 +172,8 @@ def test_no_flush_while_the_server_is_not_reading() -> None:
                 except BlockingIOError:
                     break
             assert sent < len(stream), "the server never applied back-pressure"
-            time.sleep(0.3)  # the client's pace: busy for longer than flush_after
+            clock.advance(0.3)  # the client is busy for longer than flush_after
+            settle()
             sock.settimeout(WAIT)
             # The rest of the last line goes out while this thread reads:
             # sending it first could block, as every buffer is full.

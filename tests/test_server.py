@@ -11,7 +11,17 @@ import time
 from typing import Any
 
 import pytest
-from helpers import WAIT, LineReader, LogCapture, connect, round_trip
+from helpers import (
+    FAKE_POLL,
+    WAIT,
+    FakeClock,
+    LineReader,
+    LogCapture,
+    connect,
+    round_trip,
+    settle,
+    wait_until,
+)
 
 from spike import (
     AddressInUseError,
@@ -487,16 +497,19 @@ def test_running_server_runs_a_named_thread_and_stops_it() -> None:
 
 def test_idle_timeout_closes_silent_connections_only() -> None:
     log = LogCapture()
-    with running_server(port=0, idle_timeout=0.5, log=log) as server:
+    clock = FakeClock()
+    with running_server(
+        port=0, idle_timeout=0.5, log=log, clock=clock, poll_interval=FAKE_POLL
+    ) as server:
         silent = connect(server.address)
         busy = connect(server.address)
-        deadline = time.monotonic() + WAIT
-        # busy talks every ~50 ms until the server hangs up on silent.
-        while not select.select([silent], [], [], 0.05)[0]:
-            assert time.monotonic() < deadline, "the silent connection was not closed"
-            assert round_trip(busy, b"ping\n") == b"ping"
+        wait_until(lambda: server.open_connections == 2)
+        clock.advance(0.3)
+        assert round_trip(busy, b"ping\n") == b"ping"  # busy is active at 0.3 s
+        clock.advance(0.3)  # 0.6 s: silent is past the timeout, busy is not
         assert LineReader(silent).at_eof()
         assert round_trip(busy, b"still open\n") == b"still open"
+        assert server.open_connections == 1
         log.wait_for(
             lambda line: (
                 line.startswith("Connection closed") and "(0 messages; idle for 0.5 s)" in line
@@ -506,15 +519,28 @@ def test_idle_timeout_closes_silent_connections_only() -> None:
         busy.close()
 
 
+def test_idle_timeout_runs_on_the_real_clock() -> None:
+    """The real thing, once: a silent connection closes after idle_timeout."""
+    with running_server(port=0, idle_timeout=0.2) as server, connect(server.address) as sock:
+        started = time.monotonic()
+        assert LineReader(sock).closed_by_peer()
+        assert 0.15 < time.monotonic() - started < WAIT
+
+
 def test_idle_timeout_says_when_it_drops_an_unfinished_line() -> None:
     log = LogCapture()
+    clock = FakeClock()
     with (
-        running_server(port=0, idle_timeout=0.3, flush_after=0, log=log) as server,
+        running_server(
+            port=0, idle_timeout=0.3, flush_after=0, log=log, clock=clock, poll_interval=FAKE_POLL
+        ) as server,
         connect(server.address) as sock,
     ):
         local = "{}:{}".format(*sock.getsockname()[:2])
         assert round_trip(sock, b"one\n") == b"one"
         sock.sendall(b"half a line")
+        wait_until(lambda: server.buffered_bytes == len(b"half a line"))
+        clock.advance(0.3)
         assert LineReader(sock).closed_by_peer()
     closed = log.wait_for(lambda line: line.startswith("Connection closed"))
     assert closed == (
@@ -525,7 +551,15 @@ def test_idle_timeout_says_when_it_drops_an_unfinished_line() -> None:
 
 def test_idle_timeout_closes_a_client_that_stopped_reading_its_replies() -> None:
     log = LogCapture()
-    with running_server(port=0, idle_timeout=0.3, max_line_bytes=2_000_000, log=log) as server:
+    clock = FakeClock()
+    with running_server(
+        port=0,
+        idle_timeout=0.3,
+        max_line_bytes=2_000_000,
+        log=log,
+        clock=clock,
+        poll_interval=FAKE_POLL,
+    ) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         sock.connect(server.address)
@@ -533,9 +567,42 @@ def test_idle_timeout_closes_a_client_that_stopped_reading_its_replies() -> None
         with sock:
             local = "{}:{}".format(*sock.getsockname()[:2])
             sock.sendall(b"q" * 999 + b"\n" + b"s" * 2_000_000 + b"\n")  # never read
+            wait_until(lambda: server.total_messages == 2)
+            # Each idle check that finds the kernel's queue changed counts as
+            # traffic; once nothing moves, the next one closes.
+            deadline = time.monotonic() + WAIT
+            while server.open_connections:
+                assert time.monotonic() < deadline, "the connection was not closed"
+                clock.advance(0.3)
+                settle()
             closed = log.wait_for(lambda line: line.startswith("Connection closed"))
     assert closed.startswith(f"Connection closed: {local} (2 messages; idle for 0.3 s; ")
     assert closed.endswith(" bytes of replies not delivered)")
+
+
+def test_a_refused_client_is_closed_after_the_linger_not_before() -> None:
+    """After a fatal error reply the server reads and drops input for
+    _LINGER_SECONDS (so the reply is not destroyed by a reset), then closes."""
+    from spike.server._loop import _LINGER_SECONDS
+
+    clock = FakeClock()
+    with (
+        running_server(port=0, max_line_bytes=10, clock=clock, poll_interval=FAKE_POLL) as server,
+        connect(server.address) as sock,
+    ):
+        sock.sendall(b"x" * 11)
+        reader = LineReader(sock)
+        assert json.loads(reader.line())["error"]["code"] == "line_too_long"
+        assert reader.at_eof()  # the server stopped sending ...
+        sock.sendall(b"ignored\n")  # ... but still reads (and drops) input
+        clock.advance(_LINGER_SECONDS * 0.75)
+        settle()
+        assert server.open_connections == 1
+        deadline = time.monotonic() + WAIT
+        while server.open_connections:
+            assert time.monotonic() < deadline, "the lingering connection was not closed"
+            clock.advance(_LINGER_SECONDS / 2)
+            settle()
 
 
 @pytest.mark.skipif(
