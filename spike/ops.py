@@ -2,9 +2,10 @@
 
 An op is a plain function ``(params: dict[str, Any], ctx) -> result``. ``params`` holds
 the request's keys other than ``"op"`` and ``"id"``; the result can be any
-JSON value. ``ctx`` is the connection that received the request: ``ctx.peer``
-is the client's ``(host, port)``, ``ctx.messages`` counts this connection's
-messages and ``ctx.server`` is the :class:`~spike.server.Server`.
+JSON value. ``ctx`` (an :class:`OpContext`) is the connection that received
+the request: ``ctx.peer`` is the client's ``(host, port)``, ``ctx.messages``
+counts this connection's messages and ``ctx.server`` is the
+:class:`~spike.server.Server`.
 
 Adding your own op takes a few lines::
 
@@ -31,14 +32,48 @@ from __future__ import annotations
 import datetime
 import platform
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from ._version import __version__
 from .errors import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError
 
-__all__ = ["OpFunction", "OpRegistry", "default_ops"]
+__all__ = ["OpContext", "OpFunction", "OpRegistry", "ServerView", "default_ops"]
 
-OpFunction = Callable[[dict[str, Any], Any], Any]
+
+class ServerView(Protocol):
+    """What an op may ask of the server (a :class:`~spike.server.Server` is one)."""
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the server was created."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Connection statistics."""
+        ...
+
+
+class OpContext(Protocol):
+    """An op's ``ctx``: the connection that received the request
+    (a :class:`~spike.server.Connection` is one)."""
+
+    @property
+    def peer(self) -> tuple[Any, ...]:
+        """The client's address, ``(host, port)``."""
+        ...
+
+    @property
+    def messages(self) -> int:
+        """Messages received on this connection so far."""
+        ...
+
+    @property
+    def server(self) -> ServerView:
+        """The server that accepted the connection."""
+        ...
+
+
+OpFunction = Callable[[dict[str, Any], OpContext], Any]
 
 
 class OpRegistry:
@@ -88,7 +123,7 @@ class OpRegistry:
     def __repr__(self) -> str:
         return f"OpRegistry({self.names()!r})"
 
-    def call(self, name: str, params: dict[str, Any], ctx: Any) -> Any:
+    def call(self, name: str, params: dict[str, Any], ctx: OpContext) -> Any:
         """Run op ``name``; failures become :class:`ProtocolError`.
 
         ``unknown_op`` if no such op, ``bad_request`` for ValueError,
@@ -116,7 +151,7 @@ default_ops = OpRegistry()
 
 
 @default_ops.op("echo")
-def echo(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+def echo(params: dict[str, Any], ctx: OpContext) -> dict[str, Any]:
     """``{"op": "echo", "text": "..."}`` -> ``{"text": "..."}``."""
     text = params["text"]
     if not isinstance(text, str):
@@ -125,7 +160,7 @@ def echo(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 
 @default_ops.op("info")
-def info(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+def info(params: dict[str, Any], ctx: OpContext) -> dict[str, Any]:
     """Who is answering: server name and version, Python, UTC time, uptime."""
     return {
         "server": "spike",
@@ -137,7 +172,7 @@ def info(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 
 @default_ops.op("stats")
-def stats(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+def stats(params: dict[str, Any], ctx: OpContext) -> dict[str, Any]:
     """Connection statistics, server-wide and for the asking connection."""
     result: dict[str, Any] = ctx.server.stats()
     result["this_connection_messages"] = ctx.messages

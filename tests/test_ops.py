@@ -6,6 +6,7 @@ import datetime
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,9 @@ from spike import Client, OpRegistry, RemoteError, default_ops, running_server
 from spike.protocol import ProtocolError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# These ops never look at their context.
+NO_CONTEXT: Any = None
 
 
 def test_default_ops() -> None:
@@ -28,8 +32,8 @@ def test_decorator_registers_and_returns_the_function() -> None:
     def double(params, ctx):
         return params["n"] * 2
 
-    assert double({"n": 2}, None) == 4
-    assert registry.call("double", {"n": 21}, None) == 42
+    assert double({"n": 2}, NO_CONTEXT) == 4
+    assert registry.call("double", {"n": 21}, NO_CONTEXT) == 42
     assert list(registry) == ["double"] and len(registry) == 1
 
 
@@ -69,29 +73,29 @@ def _raises(exc: BaseException):
 def test_exceptions_become_error_codes(exc: BaseException, code: str) -> None:
     registry = OpRegistry({"op": _raises(exc)})
     with pytest.raises(ProtocolError) as caught:
-        registry.call("op", {}, None)
+        registry.call("op", {}, NO_CONTEXT)
     assert caught.value.code == code
     assert caught.value.__cause__ is exc
 
 
 def test_missing_parameter_is_named() -> None:
     with pytest.raises(ProtocolError) as caught:
-        default_ops.call("echo", {}, None)
+        default_ops.call("echo", {}, NO_CONTEXT)
     assert caught.value.code == "bad_request"
     assert "'text'" in caught.value.message
 
 
 def test_unknown_op_lists_the_known_ones() -> None:
     with pytest.raises(ProtocolError) as caught:
-        default_ops.call("nope", {}, None)
+        default_ops.call("nope", {}, NO_CONTEXT)
     assert caught.value.code == "unknown_op"
     assert "echo" in caught.value.message
 
 
 def test_echo_checks_its_text() -> None:
-    assert default_ops.call("echo", {"text": "hi"}, None) == {"text": "hi"}
+    assert default_ops.call("echo", {"text": "hi"}, NO_CONTEXT) == {"text": "hi"}
     with pytest.raises(ProtocolError) as caught:
-        default_ops.call("echo", {"text": 5}, None)
+        default_ops.call("echo", {"text": 5}, NO_CONTEXT)
     assert caught.value.code == "bad_request"
 
 
