@@ -615,7 +615,10 @@ def test_idle_timeout_spares_a_client_still_reading_its_replies() -> None:
     line = b"p" * 999 + b"\n"
     count = 1500  # 1.5 MB of replies, far more than the socket buffers hold
     log = LogCapture()
-    with running_server(port=0, idle_timeout=idle, log=log) as server:
+    clock = FakeClock()
+    with running_server(
+        port=0, idle_timeout=idle, log=log, clock=clock, poll_interval=FAKE_POLL
+    ) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         sock.connect(server.address)
@@ -623,14 +626,15 @@ def test_idle_timeout_spares_a_client_still_reading_its_replies() -> None:
         with sock:
             writer = threading.Thread(target=sock.sendall, args=(line * count,), daemon=True)
             writer.start()
-            started = time.monotonic()
+            started = clock.now
             received = 0
             while received < len(line) * count:
                 data = sock.recv(65536)
                 assert data, f"closed as idle after {received} of {len(line) * count} bytes"
                 received += len(data)
-                time.sleep(0.03)  # a slow reader (pacing, not synchronisation)
-            assert time.monotonic() - started > 2 * idle  # it did outlive the timeout
+                clock.advance(idle / 3)  # a slow reader: a third of the timeout per read
+                time.sleep(0.001)  # and a moment for the server's loop to see it
+            assert clock.now - started > 10 * idle  # it did outlive the timeout, many times
             writer.join(WAIT)
             assert round_trip(sock, b"still open\n") == b"still open"
         log.wait_for(lambda entry: entry.startswith("Connection closed"))
