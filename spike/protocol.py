@@ -62,8 +62,8 @@ codes and exceptions it re-exports for older imports).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, final
 
 from .errors import (
     BAD_JSON,
@@ -109,6 +109,7 @@ __all__ = [
     "RemoteError",
     "Request",
     "Text",
+    "check_utf8",
     "decode_message",
     "decode_reply",
     "encode_error",
@@ -283,6 +284,7 @@ else:
             return _ascii_dumps(obj).encode()
 
 
+@final
 @dataclass(slots=True)
 class Text:
     """A plain-text message: ``text`` (valid UTF-8, without its newline)."""
@@ -290,15 +292,17 @@ class Text:
     text: str
 
 
+@final
 @dataclass(slots=True)
 class Request:
     """A JSON request: ``op``, ``id`` (:data:`NO_ID` if none) and the other keys as ``params``."""
 
     op: str
-    id: Any = NO_ID
-    params: dict[str, Any] = field(default_factory=dict)
+    id: Any
+    params: dict[str, Any]
 
 
+@final
 @dataclass(slots=True)
 class Invalid:
     """A line that breaks the protocol: the error reply's ``code`` and
@@ -319,6 +323,19 @@ Message = Text | Request | Invalid
 
 def _not_utf8(exc: UnicodeDecodeError) -> Invalid:
     return Invalid(BAD_UTF8, f"not valid UTF-8 (byte {exc.start})")
+
+
+def check_utf8(line: bytes) -> Invalid | None:
+    """None if ``line`` is valid UTF-8, else its ``bad_utf8`` :class:`Invalid`.
+
+    For a server that echoes text unchanged: it needs no :class:`Text`,
+    only to know the line is text.
+    """
+    try:
+        line.decode()
+    except UnicodeDecodeError as exc:
+        return _not_utf8(exc)
+    return None
 
 
 def parse_message(line: bytes) -> Text | Request | Invalid:

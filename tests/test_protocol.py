@@ -363,3 +363,9 @@ def test_echo_request_round_trip(text: str) -> None:
 def test_malformed_replies(line: bytes) -> None:
     with pytest.raises(ProtocolError):
         decode_reply(line)
+
+
+def test_check_utf8_says_what_parse_message_says() -> None:
+    assert protocol.check_utf8("héllo".encode()) is None
+    for line in (b"caf\xc3", b"ok \xff\xfe"):
+        assert protocol.check_utf8(line) == parse_message(line)

@@ -20,7 +20,7 @@ from ..protocol import (
     Invalid,
     LineFramer,
     Request,
-    Text,
+    check_utf8,
     encode_error,
     encode_result,
     encode_text,
@@ -429,32 +429,38 @@ class Connection:
         elif self._log is not None:
             self._log(f"Received: {_display_line(line)}")
         # Fast path: the echo needs no text, only valid UTF-8 (ASCII is).
-        if self._plain_echo and line.isascii() and line[:1] != b"{":
-            return line + b"\n"
-        message = parse_message(line)
-        if type(message) is Text:
-            if self._plain_echo:
+        if self._plain_echo and line[:1] != b"{":
+            if line.isascii():
                 return line + b"\n"
+            invalid = check_utf8(line)
+            if invalid is None:
+                return line + b"\n"
+            return encode_error(invalid.code, invalid.message)
+        message = parse_message(line)
+        if type(message) is Request:  # the commonest case first
+            request_id = message.id
             try:
-                return encode_text(self.handle_text(message.text))
-            except Exception as exc:
-                return self._failed("handle_text", exc)
+                result = self.handle_request(message.op, message.params)
+            except ProtocolError as exc:
+                if (
+                    exc.__cause__ is not None
+                    and exc.code == OP_FAILED
+                    and self._error_log is not None
+                ):
+                    self._error_log(f"Error: {display_text(exc.message, _ERROR_CHARS)}")
+                return encode_error(exc.code, exc.message, request_id)
+            except Exception as exc:  # a handle_request override crashed
+                return self._failed("handle_request", exc, request_id)
+            try:
+                return encode_result(result, request_id)
+            except (TypeError, ValueError) as exc:
+                return self._failed("the result", exc, request_id, "is not JSON-serializable")
         if type(message) is Invalid:
             return encode_error(message.code, message.message, message.id)
-        assert type(message) is Request
-        request_id = message.id
         try:
-            result = self.handle_request(message.op, message.params)
-        except ProtocolError as exc:
-            if exc.__cause__ is not None and exc.code == OP_FAILED and self._error_log is not None:
-                self._error_log(f"Error: {display_text(exc.message, _ERROR_CHARS)}")
-            return encode_error(exc.code, exc.message, request_id)
-        except Exception as exc:  # a handle_request override crashed
-            return self._failed("handle_request", exc, request_id)
-        try:
-            return encode_result(result, request_id)
-        except (TypeError, ValueError) as exc:
-            return self._failed("the result", exc, request_id, "is not JSON-serializable")
+            return encode_text(self.handle_text(message.text))
+        except Exception as exc:
+            return self._failed("handle_text", exc)
 
     def _failed(
         self, what: str, exc: Exception, request_id: Any = NO_ID, how: str = "failed"
