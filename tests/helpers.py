@@ -4,6 +4,7 @@ Every wait here is bounded."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
 import socket
@@ -13,10 +14,45 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 from spike.cli import serving_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_file(path: Path, name: str) -> ModuleType:
+    """A hook or example file as a module, loaded as MkDocs loads a hook.
+
+    Its folder is on ``sys.path`` while it loads, so a hook can import its
+    sibling (hooks/pdf.py imports hooks/mermaid_js.py).
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def why_no_pdf(pdf_hook: ModuleType) -> str | None:
+    """Why this machine cannot print the PDF at all (a skip reason), or None if it can.
+
+    Whether Mermaid is there (node_modules, the cache, or a download) only a
+    build finds out; tests that read a built PDF skip on the build's own line.
+    """
+    if importlib.util.find_spec("playwright") is None:
+        return "the Python package playwright is not installed (run `uv sync`)"
+    try:
+        pdf_hook.find_browser()
+    except pdf_hook.BrowserUnavailable as error:
+        return f"no browser to print with: {error}"
+    return None
+
+
 WAIT = 5.0  # generous bound for anything that should happen "at once"
 
 

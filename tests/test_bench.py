@@ -7,7 +7,6 @@ and is recorded, never how fast anything is: timings are not asserted.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -15,8 +14,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from helpers import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "spike" / "benchmark.md"
@@ -45,13 +46,8 @@ def _bench(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProc
     )
 
 
-def _load_hook():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_hook", ROOT / "hooks" / "benchmark.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _load_hook() -> ModuleType:
+    return load_file(ROOT / "hooks" / "benchmark.py", "benchmark_hook")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ on an ephemeral port and check the output the page shows.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -18,8 +17,10 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from helpers import load_file
 
 from spike import PipeError, RemoteError, running_server
 
@@ -32,12 +33,8 @@ SENTENCE = "the cat saw the other cat"
 SHOWN_OUTPUT = "6 words, 25 characters\n  the: 2\n  cat: 2\n  saw: 1\n"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _load(name: str) -> ModuleType:
+    return load_file(EXAMPLES / f"{name}.py", f"example_{name}")
 
 
 service = _load("word_count_service")

@@ -9,7 +9,6 @@ default-jdk-headless). The server's side of Java's Windows line endings
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import load_file
 
 from spike import running_server
 
@@ -45,13 +45,8 @@ needs_jdk = pytest.mark.skipif(JDK_MISSING is not None, reason=str(JDK_MISSING))
 
 
 def _word_count_ops() -> object:
-    spec = importlib.util.spec_from_file_location(
-        "example_word_count_service_for_java", ROOT / "docs" / "examples" / "word_count_service.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ops
+    example = ROOT / "docs" / "examples" / "word_count_service.py"
+    return load_file(example, "example_word_count_service_for_java").ops
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from helpers import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT_S = 180
@@ -305,16 +306,7 @@ def _real_mermaid() -> bytes | None:
 
 
 def _browser() -> str | None:
-    spec = importlib.util.spec_from_file_location(
-        "pdf_for_mermaid_tests", ROOT / "hooks" / "pdf.py"
-    )
-    assert spec is not None and spec.loader is not None
-    sys.path.insert(0, str(ROOT / "hooks"))
-    try:
-        pdf = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(pdf)
-    finally:
-        sys.path.remove(str(ROOT / "hooks"))
+    pdf = load_file(ROOT / "hooks" / "pdf.py", "pdf_for_mermaid_tests")
     try:
         return str(pdf.find_browser())
     except pdf.BrowserUnavailable:

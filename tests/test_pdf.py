@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import html
-import importlib.util
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from helpers import load_file, why_no_pdf
 from pypdf import PdfReader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,19 +40,7 @@ RAW_MERMAID = [
 ]
 
 
-def _load_hook():
-    """hooks/pdf.py, loaded the way MkDocs loads a hook (its folder on sys.path meanwhile)."""
-    spec = importlib.util.spec_from_file_location("pdf_hook_under_test", ROOT / "hooks" / "pdf.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "hooks"))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "hooks"))
-    return module
-
-
-pdf_hook = _load_hook()
+pdf_hook = load_file(ROOT / "hooks" / "pdf.py", "pdf_hook_under_test")
 
 
 def _browser_or_none() -> Path | None:
@@ -63,18 +51,7 @@ def _browser_or_none() -> Path | None:
 
 
 def _why_no_pdf() -> str | None:
-    """Why this machine cannot print the PDF at all, or None if it can.
-
-    Whether Mermaid is there (node_modules, the cache, or a download) only
-    the build finds out: the `printed` fixture skips on its one-line reason.
-    """
-    if importlib.util.find_spec("playwright") is None:
-        return "the Python package playwright is not installed (run `uv sync`)"
-    try:
-        pdf_hook.find_browser()
-    except pdf_hook.BrowserUnavailable as error:
-        return f"no browser to print with: {error}"
-    return None
+    return why_no_pdf(pdf_hook)
 
 
 can_print = pytest.mark.skipif(_why_no_pdf() is not None, reason=str(_why_no_pdf()))

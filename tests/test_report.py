@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import html
-import importlib.util
 import itertools
 import os
 import platform
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from helpers import load_file, why_no_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -68,22 +68,13 @@ ANSWER_SHEET_PAGES = 8  # the six answers sit within the PDF's first 8 pages
 MIN_ANSWER_WORDS = 40
 
 
-def _load_pdf_hook() -> Any:
-    spec = importlib.util.spec_from_file_location("pdf_hook_for_report", ROOT / "hooks/pdf.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_pdf_hook = _load_pdf_hook()
+_pdf_hook = load_file(ROOT / "hooks" / "pdf.py", "pdf_hook_for_report")
 
 
 def _why_no_pdf() -> str | None:
-    try:
-        _pdf_hook.find_browser()
-    except _pdf_hook.BrowserUnavailable:
-        return "no Chromium, Chrome or Edge installed (CI installs Debian chromium)"
+    why = why_no_pdf(_pdf_hook)
+    if why is not None:
+        return why
     try:  # node_modules (npm ci) or the copy a build downloaded and cached
         _pdf_hook.mermaid_js.find(ROOT, download=False)
     except _pdf_hook.mermaid_js.MermaidUnavailable as error:
