@@ -38,6 +38,23 @@ def load_file(path: Path, name: str) -> ModuleType:
     return module
 
 
+def mkdocs_build(
+    project: Path, site: Path, env: dict[str, str], *, strict: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The real ``mkdocs build`` of ``project`` into ``site``, its log decoded leniently."""
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--clean", "--site-dir", str(site)]
+        + (["--strict"] if strict else []),
+        cwd=project,
+        env={**env, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
+
+
 def why_no_pdf(pdf_hook: ModuleType) -> str | None:
     """Why this machine cannot print the PDF at all (a skip reason), or None if it can.
 

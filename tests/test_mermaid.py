@@ -35,7 +35,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from helpers import load_file
+from helpers import load_file, mkdocs_build
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT_S = 180
@@ -181,16 +181,7 @@ def env_for(registry_url: str, cache: Path, **changes: str) -> dict[str, str]:
 
 
 def build(project: Path, site: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=BUILD_TIMEOUT_S,
-    )
+    return mkdocs_build(project, site, env, timeout=BUILD_TIMEOUT_S)
 
 
 def log_lines(result: subprocess.CompletedProcess[str], word: str) -> list[str]:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from helpers import load_file, why_no_pdf
+from helpers import load_file, mkdocs_build, why_no_pdf
 from pypdf import PdfReader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,20 +67,12 @@ def build(
     """
     env = dict(os.environ)
     env.pop("SPIKE_PDF", None)
-    env["NO_MKDOCS_2_WARNING"] = "1"
     for key, value in env_changes.items():
         if value is None:
             env.pop(key, None)
         else:
             env[key] = value
-    return subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--clean", "--site-dir", str(site_dir)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-    )
+    return mkdocs_build(project, site_dir, env, strict=False, timeout=BUILD_TIMEOUT_S)
 
 
 def flat(text: str) -> str:

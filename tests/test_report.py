@@ -14,8 +14,6 @@ import itertools
 import os
 import platform
 import re
-import subprocess
-import sys
 import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -23,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from helpers import load_file, why_no_pdf
+from helpers import load_file, mkdocs_build, why_no_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -167,18 +165,8 @@ def _today() -> str:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     site = tmp_path_factory.mktemp("report") / "site"
     env = {key: value for key, value in os.environ.items() if key != "SPIKE_PDF"}
-    env["NO_MKDOCS_2_WARNING"] = "1"
     before = _today()
-    done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=BUILD_TIMEOUT_S,
-    )
+    done = mkdocs_build(ROOT, site, env, timeout=BUILD_TIMEOUT_S)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     result = Built(log=log, site=site, dates={before, _today()})

@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from helpers import mkdocs_build
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -65,17 +66,8 @@ def _today() -> str:
 def build_site(project: Path, site: Path) -> Build:
     """Run a strict build of `project` into `site`."""
     before = _today()
-    done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=BUILD_TIMEOUT,
-        # The PDF has its own tests; these builds only need the HTML.
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "SPIKE_PDF": "0"},
-    )
+    # The PDF has its own tests; these builds only need the HTML.
+    done = mkdocs_build(project, site, {**os.environ, "SPIKE_PDF": "0"}, timeout=BUILD_TIMEOUT)
     return Build(done.returncode, done.stdout + done.stderr, site, {before, _today()})
 
 
