@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +37,37 @@ def load_file(path: Path, name: str) -> ModuleType:
     finally:
         sys.path.remove(str(path.parent))
     return module
+
+
+#: What a site build reads: the parts of the project a throwaway copy needs.
+SITE_PARTS = ("mkdocs.yml", "docs", "hooks", "overrides", "spike", "pyproject.toml")
+
+
+def copy_parts(dest: Path, parts: Sequence[str] = SITE_PARTS) -> Path:
+    """Copy ``parts`` of the project (files or folders, no ``__pycache__``) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, dest / part)
+    return dest
+
+
+def mkdocs_serve(project: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``mkdocs serve`` of ``project`` on ``127.0.0.1:port``, its log on stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{port}"],
+        cwd=project,
+        env={**env, "NO_MKDOCS_2_WARNING": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
 
 
 def mkdocs_build(

@@ -21,7 +21,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -35,12 +34,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from helpers import load_file, mkdocs_build
+from helpers import copy_parts, free_port, load_file, mkdocs_build, mkdocs_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT_S = 180
 # What the site build reads, without node_modules and package-lock.json.
-PROJECT_PARTS = ("mkdocs.yml", "docs", "hooks", "overrides", "spike", "pyproject.toml")
 VERSION = "11.99.0-test.1"  # never a real release: the cache folder and file names show it
 STAND_IN = b"/* stands in for mermaid.min.js in these tests */ window.mermaidStandIn = true;\n"
 SCRIPT = f"assets/javascripts/mermaid-{VERSION}.min.js"
@@ -150,13 +148,7 @@ def write_lock(project: Path, integrity: str, **extra: str) -> None:
 
 def copy_project(dest: Path, integrity: str) -> Path:
     """The site's sources with a lock pinning the test version; no node_modules."""
-    dest.mkdir(parents=True)
-    for part in PROJECT_PARTS:
-        source = ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, dest / part)
+    copy_parts(dest)
     write_lock(dest, integrity)
     return dest
 
@@ -282,12 +274,6 @@ def test_offline_without_cache_the_site_builds_and_one_line_names_both_fixes(
 # --- the served site -----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _real_mermaid() -> bytes | None:
     """The real Mermaid, as `mkdocs build` gets it here (None when offline and not cached)."""
     try:
@@ -314,20 +300,10 @@ def test_served_pages_load_the_local_mermaid_and_draw_without_a_cdn(tmp_path: Pa
     content = real if real is not None else STAND_IN
     tarball = npm_tarball(content)
     project = copy_project(tmp_path / "project", sri(tarball))
-    port = _free_port()
+    port = free_port()
     with loopback_registry() as registry:
         registry.publish(tarball)
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{port}"],
-            cwd=project,
-            env=env_for(registry.url, tmp_path / "cache"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-        )
+        serve = mkdocs_serve(project, port, env_for(registry.url, tmp_path / "cache"))
         lines: queue.Queue[str] = queue.Queue()
 
         def pump() -> None:

@@ -12,7 +12,6 @@ import datetime
 import html
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from helpers import load_file, mkdocs_build, why_no_pdf
+from helpers import SITE_PARTS, copy_parts, load_file, mkdocs_build, why_no_pdf
 from pypdf import PdfReader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -418,16 +417,7 @@ def test_overflow_check_finds_a_diagram_taller_than_its_block(tmp_path):
 # --- A fresh clone without Node.js -------------------------------------------
 
 # What a clone holds that the build reads; node_modules is left behind.
-CLONE_PARTS = (
-    "mkdocs.yml",
-    "docs",
-    "hooks",
-    "overrides",
-    "spike",
-    "pyproject.toml",
-    "package.json",
-    "package-lock.json",
-)
+CLONE_PARTS = (*SITE_PARTS, "package.json", "package-lock.json")
 
 
 def _registry_unreachable() -> str | None:
@@ -453,14 +443,7 @@ def test_fresh_clone_without_node_gets_mermaid_from_the_registry_and_prints(tmp_
     unreachable = _registry_unreachable()
     if unreachable:
         pytest.skip(unreachable)
-    project = tmp_path / "clone"
-    project.mkdir()
-    for part in CLONE_PARTS:
-        source = ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, project / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, project / part)
+    project = copy_parts(tmp_path / "clone", CLONE_PARTS)
     hidden = tmp_path / "no-node"
     hidden.mkdir()
     called = tmp_path / "node-was-called"

@@ -13,10 +13,6 @@ import os
 import platform
 import queue
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -25,13 +21,12 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from helpers import mkdocs_build
+from helpers import copy_parts, free_port, mkdocs_build, mkdocs_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 BUILD_TIMEOUT = 120
 # What the project's site build reads; copied for the broken-input builds.
-PROJECT_PARTS = ("mkdocs.yml", "docs", "hooks", "overrides", "spike", "pyproject.toml")
 _RUN_LOG = re.compile(r"spike capture: run (?P<run>[0-9a-f]+), server port (?P<port>\d+)")
 
 
@@ -73,14 +68,7 @@ def build_site(project: Path, site: Path) -> Build:
 
 def copy_project(dest: Path) -> Path:
     """A throwaway copy of what the site build reads."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for part in PROJECT_PARTS:
-        source = ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, dest / part)
-    return dest
+    return copy_parts(dest)
 
 
 @pytest.fixture(scope="module")
@@ -260,13 +248,6 @@ def test_click_release_that_breaks_live_reload_is_not_installed():
     assert metadata.version("click") not in {"8.2.2", "8.3.0", "8.3.1"}
 
 
-def _free_port() -> int:
-    # mkdocs serve prints the address it was given, so it needs a real number.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode("utf-8")
@@ -274,18 +255,8 @@ def _get(url: str) -> str:
 
 def test_serve_rebuilds_recaptures_and_reloads(tmp_path):
     project = copy_project(tmp_path / "project")
-    port = _free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{port}"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "SPIKE_PDF": "0"},
-    )
+    port = free_port()  # mkdocs serve prints the address it was given
+    serve = mkdocs_serve(project, port, {**os.environ, "SPIKE_PDF": "0"})
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(
         target=lambda: [lines.put(line) for line in serve.stdout], daemon=True
