@@ -192,6 +192,12 @@ def _server_parser() -> argparse.ArgumentParser:
         "disconnected (default %(default)s, 256 MiB)",
     )
     parser.add_argument(
+        "--tracebacks",
+        action="store_true",
+        help="when an op raises, log its traceback under the error line (for debugging "
+        "your own ops)",
+    )
+    parser.add_argument(
         "--quiet",
         action="store_true",
         help="no per-connection or per-message log: print only the start and stop "
@@ -247,6 +253,7 @@ def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
             max_buffered_bytes=args.max_buffered_bytes,
             log=None if args.quiet else out,
             error_log=err if args.quiet else None,  # None: errors go to log
+            op_tracebacks=args.tracebacks,
         )
     except PipeError as exc:
         err(f"spike-server: {exc}")

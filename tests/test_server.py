@@ -895,3 +895,18 @@ def test_quiet_server_still_reports_running_out_of_file_descriptors(server_proce
             sock.close()
     proc.proc.kill()
     assert proc.rest() == []  # no per-connection lines on stdout
+
+
+def test_an_op_failure_is_logged_with_op_and_request_id(log: LogCapture) -> None:
+    ops = default_ops.copy()
+    ops.op("crash")(lambda params, ctx: 1 / 0)
+    with (
+        running_server(port=0, ops=ops, log=log, op_tracebacks=True) as server,
+        connect(server.address) as sock,
+    ):
+        reply = error_of(round_trip(sock, b'{"op": "crash", "id": "r7"}\n'))
+        assert reply["error"]["code"] == "op_failed"
+    (line,) = [line for line in log.lines if line.startswith("Error:")]
+    assert "op 'crash' failed" in line and '(request id "r7")' in line
+    assert "ZeroDivisionError: division by zero" in line
+    assert any(line.startswith("  Traceback") for line in log.lines)

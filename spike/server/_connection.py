@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import socket
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from .._logwriter import display_line as _display_line
@@ -53,6 +55,11 @@ _CORK_BYTES = 65536
 # to this much (then the connection closes at once).
 _LINGER_MAX_BYTES = 4 * _RECV_SIZE
 _ERROR_CHARS = 2000  # an error's own text (an exception message) is shortened later
+
+
+def json_id(request_id: Any) -> str:
+    """A request id as it was sent (JSON), for a log line."""
+    return json.dumps(request_id, ensure_ascii=False)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -442,12 +449,8 @@ class Connection:
             try:
                 result = self.handle_request(message.op, message.params)
             except ProtocolError as exc:
-                if (
-                    exc.__cause__ is not None
-                    and exc.code == OP_FAILED
-                    and self._error_log is not None
-                ):
-                    self._error_log(f"Error: {display_text(exc.message, _ERROR_CHARS)}")
+                if exc.__cause__ is not None and exc.code == OP_FAILED:
+                    self._log_op_failure(message.op, request_id, exc)
                 return encode_error(exc.code, exc.message, request_id)
             except Exception as exc:  # a handle_request override crashed
                 return self._failed("handle_request", exc, request_id)
@@ -461,6 +464,19 @@ class Connection:
             return encode_text(self.handle_text(message.text))
         except Exception as exc:
             return self._failed("handle_text", exc)
+
+    def _log_op_failure(self, op: str, request_id: Any, exc: ProtocolError) -> None:
+        """One error line naming the op, the request id and the op's exception
+        (and its traceback, when the server was asked for them)."""
+        if self._error_log is None:
+            return
+        cause = exc.__cause__
+        where = "" if request_id is NO_ID else f" (request id {json_id(request_id)})"
+        text = f"op {op!r} failed{where}: {type(cause).__name__}: {cause}"
+        self._error_log(f"Error: {format_address(self.peer)}: {display_text(text, _ERROR_CHARS)}")
+        if self.server.op_tracebacks and cause is not None:
+            for line in "".join(traceback.format_exception(cause)).splitlines():
+                self._error_log(f"  {display_text(line, _ERROR_CHARS)}")
 
     def _failed(
         self, what: str, exc: Exception, request_id: Any = NO_ID, how: str = "failed"

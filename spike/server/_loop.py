@@ -79,7 +79,8 @@ class Server:
     ``log`` is None (default: ``log``). ``connection_class``: the
     :class:`Connection` subclass made for each client. ``clock``: the
     monotonic clock (seconds) every timer reads: idle timeout, flush-after,
-    linger and the accept retry (tests pass a fake one).
+    linger and the accept retry (tests pass a fake one). ``op_tracebacks``:
+    after the error line that names a failed op, log its traceback too.
 
     Methods for the caller:
         ``serve_forever(poll_interval)`` run the loop until stopped;
@@ -120,6 +121,7 @@ class Server:
         error_log: Log | None = None,
         connection_class: type[Connection] = Connection,
         clock: Callable[[], float] = time.monotonic,
+        op_tracebacks: bool = False,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
@@ -143,6 +145,7 @@ class Server:
         self.fast_log_lines = log.lines if isinstance(log, LogWriter) else None
         self.fast_log_line = log.line if isinstance(log, LogWriter) else None
         self.connection_class = connection_class
+        self.op_tracebacks = op_tracebacks
         self.total_connections = 0
         # Kept up to date as messages arrive, so stats cost the same with
         # ten connections or ten thousand.
