@@ -32,10 +32,18 @@ import collections
 import os
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TextIO
 
-__all__ = ["DISPLAY_CHARS", "LogWriter", "display_line", "display_text", "dropped_line"]
+__all__ = [
+    "DISPLAY_CHARS",
+    "CallableLog",
+    "EventLog",
+    "LogWriter",
+    "display_line",
+    "display_text",
+    "dropped_line",
+]
 
 DISPLAY_CHARS = 200
 # Everything a log reader could take for a line break or a terminal control:
@@ -80,6 +88,50 @@ def _shown_as_is(joined: bytes) -> bool:
     """
     classes = joined.translate(_CLASSES)
     return b"\0" not in classes and (len(joined) <= DISPLAY_CHARS or _TOO_LONG not in classes)
+
+
+class EventLog(Protocol):
+    """The server's one log interface: a line of text, or raw client lines
+    to show after a prefix (made safe with :func:`display_line`).
+
+    :class:`LogWriter` is one; :class:`CallableLog` makes one of any
+    ``print``-like callable. None of the three methods may block or raise.
+    """
+
+    def __call__(self, line: str) -> None:
+        """Log one line of text (no newline)."""
+        ...
+
+    def line(self, prefix: str, raw: bytes) -> None:
+        """Log ``prefix + display_line(raw)``."""
+        ...
+
+    def lines(self, prefix: str, lines: Sequence[bytes], joined: bytes | None = None) -> None:
+        """Log ``prefix + display_line(line)`` for each line (``joined``:
+        ``b"\\n".join(lines)``, when the caller has it)."""
+        ...
+
+
+class CallableLog:
+    """An :class:`EventLog` around a callable that takes one line of text
+    (``print``, a list's ``append``); a failing callable is ignored, so a
+    closed output can never stop the server."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
+
+    def __call__(self, line: str) -> None:
+        try:
+            self._write(line)
+        except Exception:  # the log must never take the server down with it
+            return
+
+    def line(self, prefix: str, raw: bytes) -> None:
+        self(prefix + display_line(raw))
+
+    def lines(self, prefix: str, lines: Sequence[bytes], joined: bytes | None = None) -> None:
+        for raw in lines:
+            self(prefix + display_line(raw))
 
 
 # What the queue holds: a line; a drop report (how many lines were lost

@@ -159,4 +159,4 @@ def test_public_api_is_documented() -> None:
             assert (value.__doc__ or "").strip(), f"{name} has no docstring"
     for cls in (spike.Server, spike.Client, spike.Connection):
         assert "Methods for the caller" in (cls.__doc__ or ""), cls.__name__
-    assert "Methods to override" in (spike.Connection.__doc__ or "")
+    assert "What an op sees as its ``ctx``" in (spike.Connection.__doc__ or "")

@@ -448,7 +448,7 @@ def test_ctrl_c_is_noticed_even_when_no_signal_interrupts_the_wait() -> None:
     def waiting_in_poll() -> bool:
         assert main_id is not None
         frame = sys._current_frames().get(main_id)
-        while frame is not None and frame.f_code.co_name != "serve_forever":
+        while frame is not None and frame.f_code.co_name != "_dispatch":
             frame = frame.f_back
         if frame is None:
             return False
@@ -659,24 +659,6 @@ def test_idle_timeout_spares_a_client_still_reading_its_replies() -> None:
     assert not any("idle for" in entry for entry in log.lines)
 
 
-def test_connection_class_override() -> None:
-    class Shouting(Connection):
-        def handle_text(self, text: str) -> str:
-            return text.upper()
-
-        def handle_request(self, op: str, params: dict):
-            return {"op": op, "params": params}
-
-    with (
-        running_server(port=0, connection_class=Shouting) as server,
-        connect(server.address) as sock,
-    ):
-        reader = LineReader(sock)
-        sock.sendall(b'hello\n{"op": "anything", "id": 1, "x": 2}\n')
-        assert reader.line() == b"HELLO"
-        assert json.loads(reader.line())["result"] == {"op": "anything", "params": {"x": 2}}
-
-
 def test_op_can_use_the_connection_context() -> None:
     ops = OpRegistry()
     ops.op("whoami")(lambda params, ctx: {"peer": list(ctx.peer), "messages": ctx.messages})
@@ -689,14 +671,23 @@ def test_op_can_use_the_connection_context() -> None:
 
 
 # --- robustness -------------------------------------------------------------------
-def test_a_crashing_connection_handler_costs_only_its_client(log: LogCapture) -> None:
-    class Buggy(Connection):
-        def on_readable(self) -> None:
-            if self.sock.recv(5, socket.MSG_PEEK) == b"crash":
-                raise RuntimeError("bug in a subclass")
-            super().on_readable()
+def _with_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant a bug in the connection's read handler, set off by a client sending "crash"."""
+    on_readable = Connection.on_readable
 
-    with running_server(port=0, connection_class=Buggy, log=log) as server:
+    def buggy(self: Connection) -> None:
+        if self.sock.recv(5, socket.MSG_PEEK) == b"crash":
+            raise RuntimeError("bug in the handler")
+        on_readable(self)
+
+    monkeypatch.setattr(Connection, "on_readable", buggy)
+
+
+def test_a_crashing_connection_handler_costs_only_its_client(
+    log: LogCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_a_bug(monkeypatch)
+    with running_server(port=0, log=log) as server:
         socks = [connect(server.address) for _ in range(6)]
         for i, sock in enumerate(socks):
             sock.sendall(b"crash\n" if i % 2 else b"hi\n")
@@ -709,39 +700,31 @@ def test_a_crashing_connection_handler_costs_only_its_client(log: LogCapture) ->
             sock.close()
         with Client(*server.address) as client:
             assert client.send_text("server still up") == "server still up"
-    assert any("RuntimeError: bug in a subclass" in line for line in log.lines)
+    assert any("RuntimeError: bug in the handler" in line for line in log.lines)
 
 
-def test_errors_reach_the_error_log_when_the_event_log_is_off() -> None:
-    class Fragile(Connection):
-        def handle_text(self, text: str) -> str:
-            if text == "boom":
-                raise ValueError("cannot echo that")
-            return text
-
-        def on_readable(self) -> None:
-            if self.sock.recv(5, socket.MSG_PEEK) == b"crash":
-                raise RuntimeError("bug in a subclass")
-            super().on_readable()
-
+def test_errors_reach_the_error_log_when_the_event_log_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _with_a_bug(monkeypatch)
+    ops = default_ops.copy()
+    ops.op("boom")(lambda params, ctx: 1 / 0)
     errors = LogCapture()
-    with running_server(
-        port=0, max_line_bytes=10, connection_class=Fragile, error_log=errors
-    ) as server:
-        assert server.log is None
+    with running_server(port=0, max_line_bytes=20, ops=ops, error_log=errors) as server:
         with connect(server.address) as sock:
-            assert error_of(round_trip(sock, b"boom\n"))["error"]["code"] == "op_failed"
+            reply = round_trip(sock, b'{"op":"boom"}\n')
+            assert error_of(reply)["error"]["code"] == "op_failed"
             assert (
-                error_of(round_trip(sock, b"far too long\n"))["error"]["code"] == "line_too_long"
+                error_of(round_trip(sock, b"x" * 21 + b"\n"))["error"]["code"] == "line_too_long"
             )
         with connect(server.address) as sock:
             sock.sendall(b"crash\n")
             assert LineReader(sock).closed_by_peer()
-        errors.wait_for(lambda line: "RuntimeError: bug in a subclass" in line)
+        errors.wait_for(lambda line: "RuntimeError: bug in the handler" in line)
     assert len(errors.lines) == 3
     assert all(line.startswith("Error: ") for line in errors.lines)
-    assert "handle_text failed: ValueError: cannot echo that" in errors.lines[0]
-    assert "sent a line longer than 10 bytes" in errors.lines[1]
+    assert "op 'boom' failed: ZeroDivisionError: division by zero" in errors.lines[0]
+    assert "sent a line longer than 20 bytes" in errors.lines[1]
 
 
 def test_a_failing_log_callable_does_not_stop_the_server() -> None:

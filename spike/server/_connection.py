@@ -1,31 +1,40 @@
-"""One client's connection: its framer, held input, unsent replies and turns.
+"""One client's connection: its framer, held input, unsent replies and its life.
 
-A :class:`Connection` never touches the poller, the timers or the other
-connections itself: it asks its :class:`~spike.server.Server` through a
-few methods (``mark_active``, ``queue_turn``, ``schedule_flush``, ...), so
-each class keeps its own state private.
+A :class:`Connection` is driven by the server loop (``on_readable``,
+``on_writable``, ``take_turn``, ...) and reports back only through the
+small :class:`ConnectionHost` interface that :class:`~spike.server.Server`
+implements: it never touches the poller, the timers, the other
+connections or the server's attributes. The arrows point one way: this
+module imports nothing of the loop.
+
+Every answered line, however it arrived (one line alone, a pipelined
+burst, a partial line flushed after ``flush_after``, the last line before
+end of stream), goes through one method, :meth:`Connection._reply`: it
+counts the message, logs it, decides and encodes the reply (an encoding
+failure becomes an error reply) and queues it against the output cap.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import enum
 import json
 import socket
 import traceback
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from .._logwriter import display_line as _display_line
-from .._logwriter import display_text
+from .._logwriter import EventLog, display_text
 from ..errors import NO_ID, OP_FAILED, OVERLOADED, LineTooLong, ProtocolError
+from ..ops import OpRegistry, ServerView
 from ..protocol import (
-    Invalid,
     LineFramer,
     Request,
-    check_utf8,
+    Text,
     encode_error,
     encode_result,
-    encode_text,
     format_address,
     parse_message,
 )
@@ -33,33 +42,120 @@ from ._net import queued_for_peer
 from ._poller import READ as _READ
 from ._poller import WRITE as _WRITE
 
-if TYPE_CHECKING:
-    from ._loop import Server
-
-__all__ = ["Connection"]
+__all__ = ["ANSWERING", "Connection", "ConnectionHost", "Settings", "State"]
 
 _RECV_SIZE = 65536
-_TURN_BYTES = 65536  # at most this many bytes framed per turn (see Server.turn_lines())
+_TURN_BYTES = 65536  # at most this many bytes framed per turn (see ConnectionHost.turn_lines)
 # Received bytes are cut into lines this many at a time, which bounds the
 # list of lines held per connection (a 64 KiB chunk of "{\n" would be
 # 32,768 list entries).
 _WINDOW_BYTES = 4096
-# While more than this many reply bytes wait for a client to read them, the
-# server stops answering its input: a client that does not read stalls
-# only itself. It starts again once half of that has gone out.
+# High water mark: while more than this many reply bytes wait for a client
+# to read them, the connection answers nothing more (even mid-pipeline) and
+# reads nothing more, so a client that does not read stalls only itself.
+# Low water mark: it starts again once half of that has gone out.
 _OUTPUT_CAP = 256 * 1024
+_OUTPUT_RESUME = _OUTPUT_CAP // 2
 # Replies to a backlog are sent in batches of about this size, not after
-# every turn: fewer system calls, and fewer wake-ups of the reader.
+# every line: fewer system calls, and fewer wake-ups of the reader.
 _CORK_BYTES = 65536
 # While lingering after a fatal error reply, input is read and dropped, up
 # to this much (then the connection closes at once).
 _LINGER_MAX_BYTES = 4 * _RECV_SIZE
 _ERROR_CHARS = 2000  # an error's own text (an exception message) is shortened later
+_RECEIVED = "Received: "
 
 
-def json_id(request_id: Any) -> str:
-    """A request id as it was sent (JSON), for a log line."""
-    return json.dumps(request_id, ensure_ascii=False)
+class State(enum.Enum):
+    """A connection's life, one state at a time (after h11's ``_state.py``)."""
+
+    #: Reading and answering.
+    OPEN = "open"
+    #: More than the output cap of replies waits unsent: nothing more is
+    #: read or answered until the client reads (back-pressure).
+    PAUSED = "paused"
+    #: The client has finished sending: the replies already made go out,
+    #: then the connection closes.
+    DRAINING = "draining"
+    #: The server is stopping: nothing more is answered, the replies
+    #: already made go out, then the connection closes.
+    STOPPING = "stopping"
+    #: A final error reply goes out (an over-long line, or refused to keep
+    #: the memory budget); then LINGERING.
+    REFUSING = "refusing"
+    #: Our side is shut; input is read and dropped until the client closes
+    #: or the linger time is up, so a reset cannot destroy the last reply.
+    LINGERING = "lingering"
+    CLOSED = "closed"
+
+
+#: The states in which a connection still answers what it reads.
+ANSWERING = (State.OPEN, State.PAUSED)
+# The states that end once the last reply is out.
+_FINISHING = (State.DRAINING, State.STOPPING, State.REFUSING)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What every connection of one server shares, fixed when the server starts."""
+
+    ops: OpRegistry
+    max_line_bytes: int
+    idle_timeout: float | None
+    flush_after: float
+    log: EventLog | None
+    error_log: Callable[[str], None] | None
+    op_tracebacks: bool
+
+
+class ConnectionHost(ServerView, Protocol):
+    """What a connection tells its server (a :class:`~spike.server.Server` is one).
+
+    The server keeps its own books (turn queue, timers, totals) from these
+    reports; it reads a connection's ``holding`` and ``state`` but never
+    writes them.
+    """
+
+    def turn_lines(self) -> int:
+        """How many lines this connection may answer in its current turn."""
+        ...
+
+    def answered(self, count: int) -> None:
+        """``count`` more messages were answered."""
+        ...
+
+    def holding_changed(self, change: int) -> None:
+        """The bytes this connection holds (unread input and unsent replies)
+        changed by ``change``; the server may refuse connections to keep its budget."""
+        ...
+
+    def want_turn(self, conn: Connection) -> None:
+        """Input is left over: give ``conn`` another turn after everyone waiting."""
+        ...
+
+    def want_flush(self, conn: Connection) -> None:
+        """Answer ``conn``'s partial line once it has sat ``flush_after`` seconds."""
+        ...
+
+    def cancel_flush(self, conn: Connection) -> None:
+        """New bytes arrived, or ``conn`` stops reading: forget its flush."""
+        ...
+
+    def active(self, conn: Connection) -> None:
+        """Bytes moved on ``conn``: its idle time starts again."""
+        ...
+
+    def watch(self, conn: Connection, events: int) -> None:
+        """Watch ``conn``'s socket for ``events`` (READ, WRITE, both or 0) from now on."""
+        ...
+
+    def lingering(self, conn: Connection) -> None:
+        """``conn`` has shut its side: close it after the linger time."""
+        ...
+
+    def closed(self, conn: Connection) -> None:
+        """``conn`` is closed: forget it."""
+        ...
 
 
 def _plural(count: int, noun: str) -> str:
@@ -67,88 +163,89 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
+def _is_plain_ascii(joined: bytes) -> bool:
+    """True if every line of a batch (joined by ``\\n``) is ASCII plain text:
+    its reply is the line itself."""
+    return joined.isascii() and joined[:1] != b"{" and b"\n{" not in joined
+
+
 class Connection:
-    """One client's connection, driven by :class:`Server`'s event loop.
+    """One client's connection, driven by :class:`~spike.server.Server`'s loop.
 
     Methods for the caller (the server loop):
         ``on_readable()`` read and answer what arrived; ``on_writable()``
         send replies the socket could not take at once; ``take_turn()``
         answer the next share of input left over from an earlier turn;
-        ``flush_idle()`` answer an unterminated line that has sat idle for
-        ``flush_after``; ``close()`` close the socket and update the
-        server's books; ``close_idle()`` the same after ``idle_timeout``
-        without traffic.
+        ``flush_idle()`` answer an unterminated line that sat idle for
+        ``flush_after``; ``close_idle()`` close after ``idle_timeout``
+        without traffic; ``refuse_overloaded()`` refuse it to keep the
+        memory budget; ``stop()`` the server is stopping: send what is
+        answered, then close; ``close()`` close now.
 
-    Methods to override (in a subclass passed as ``Server(connection_class=...)``):
-        ``handle_text(text) -> str`` the reply to a plain-text message
-        (default: the same text); ``handle_request(op, params) -> result``
-        the result of a JSON request (default: the server's op registry).
-
-    Attributes: ``server``, ``peer`` (client's address), ``messages``
-    (messages received so far), ``sock``, ``buffered_bytes`` (input held).
+    What an op sees as its ``ctx`` (:class:`~spike.ops.OpContext`):
+    ``peer``, ``messages`` and ``server``. Read-only for the server:
+    ``state``, ``holding`` (unread input and unsent replies, in bytes),
+    ``unsent`` (reply bytes not handed to the socket), ``sock``.
 
     How input flows: one ``recv()`` of up to 64 KiB at a time, and no
     further ``recv()`` until every line in it is answered. Each loop turn
-    answers only a share of it (see ``Server.turn_lines()``); a connection with
-    more left queues itself for the next turn, behind every other
+    answers only a share of it (``ConnectionHost.turn_lines()``), and stops
+    early once more than the output cap of replies waits unsent; a
+    connection with more left asks for another turn, behind every other
     connection with work waiting.
     """
 
-    def __init__(self, server: Server, sock: socket.socket, peer: tuple[Any, ...]) -> None:
-        self.server = server
+    def __init__(
+        self, host: ConnectionHost, sock: socket.socket, peer: tuple[Any, ...], settings: Settings
+    ) -> None:
         self.sock = sock
         self.peer = peer
         self.messages = 0
-        self.framer = LineFramer(server.max_line_bytes)
-        self.last_active = 0.0  # when bytes last moved either way (with idle_timeout)
-        # Set by the server (its internal API, below): the kernel's unsent
-        # bytes at the last idle check, whether this connection waits in the
-        # turn queue, and whether a flush of its partial line is scheduled.
-        self.unsent_at_idle_check = 0
-        self.turn_queued = False
-        self.flush_scheduled = False
+        self.state = State.OPEN
+        self.framer = LineFramer(settings.max_line_bytes)
+        self._host = host
+        self._settings = settings
+        self._ops = settings.ops
+        self._log = settings.log
+        self._error_log = settings.error_log
+        self._track_idle = settings.idle_timeout is not None
+        self._longest_reply = settings.max_line_bytes + 1  # a line and its "\n"
+        self._eof = False  # the client has finished sending (its FIN arrived)
         # Received bytes not cut into lines yet, and lines not answered yet.
         self._backlog = b""
         self._backlog_pos = 0
         self._lines: list[bytes] = []
         self._line_pos = 0
-        self._held = 0  # this connection's part of the server's buffered-input total
-        # Replies not handed to the socket yet because more input is being
-        # answered (sent together once it is, or once there are enough).
+        # Replies made while input is being answered, sent together once it
+        # is (or once there are _CORK_BYTES of them).
         self._corked: list[bytes] = []
         self._corked_bytes = 0
         # Reply bytes the socket has not taken yet, as a queue of chunks: a
         # big reply is sent from a moving view, never shifted down after
         # each partial send.
-        self._out: collections.deque[bytes | memoryview] = collections.deque()
+        self._out: deque[bytes | memoryview] = deque()
         self._out_bytes = 0
-        self._paused = False  # too many unsent replies: input waits
+        self._holding = 0  # what the server was last told this connection holds
+        self._discarded = 0  # bytes dropped while lingering
         self._interest = _READ  # what the poller watches for
-        self._closing = False  # no more messages: close once replies are out
-        self._lingering = False  # draining input after a fatal error reply
-        self._eof = False  # the client has finished sending
-        self._discarded = 0  # bytes ignored while closing
-        self._closed = False
-        self._log = server.log
-        self._log_line = server.fast_log_line
-        self._log_lines = server.fast_log_lines
-        self._error_log = server.error_log
-        self._idle_timeout = server.idle_timeout
-        self._flush_after = server.flush_after
-        # Plain echo needs no decode/encode round trip: reply with the bytes.
-        self._plain_echo = type(self).handle_text is Connection.handle_text
-        self._max_reply = server.max_line_bytes + 1  # longest line plus "\n"
 
-    # -- methods to override ---------------------------------------------
-    def handle_text(self, text: str) -> str:
-        """Reply to a plain-text message. The default echoes it."""
-        return text
+    # -- what an op and the server may read ---------------------------------
+    @property
+    def server(self) -> ServerView:
+        """The server that accepted the connection (an op's ``ctx.server``)."""
+        return self._host
 
-    def handle_request(self, op: str, params: dict[str, Any]) -> Any:
-        """Result of a JSON request; raise ProtocolError for an error reply."""
-        return self.server.ops.call(op, params, self)
+    @property
+    def holding(self) -> int:
+        """Bytes held for this connection: unread input and unsent replies."""
+        return self._holding
 
-    # -- methods for the caller --------------------------------------------
+    @property
+    def unsent(self) -> int:
+        """Reply bytes made but not handed to the socket yet."""
+        return self._corked_bytes + self._out_bytes
+
+    # -- methods for the caller (the loop) -----------------------------------
     def on_readable(self) -> None:
         """Read once; answer the first turn's share of what arrived."""
         if not self._interest & _READ:
@@ -165,80 +262,49 @@ class Connection:
         if not data:
             self._end_of_stream()
             return
-        if self._closing:  # lingering after a fatal error: ignore input
+        if self.state is not State.OPEN:  # lingering or stopping: input is dropped
             self._discarded += len(data)
             if self._discarded > _LINGER_MAX_BYTES:
                 self.close()
             return
-        if self._idle_timeout is not None:
-            self.server.mark_active(self)
-        if self.flush_scheduled:  # new bytes: the held line is not idle
-            self.server.cancel_flush(self)
-        # Fast path for the commonest case, one whole ASCII plain-text line
-        # echoed: the reply is exactly the bytes received. Anything else (a
-        # "\r\n", "{", a held partial line, non-ASCII, several lines, an
-        # over-long line) takes the general path through the framer below.
-        if (
-            self._plain_echo
-            and data[-1] == 10
-            and data[0] != 123  # "{"
-            and data.find(b"\n") == len(data) - 1
-            and data[-2:-1] != b"\r"
-            and len(data) <= self._max_reply
-            and data.isascii()
-            and not self.framer.mid_line
-            and not self._out
-        ):
-            self.messages += 1
-            self.server.total_messages += 1
-            if self._log_line is not None:
-                self._log_line("Received: ", data[:-1])
-            elif self._log is not None:
-                self._log(f"Received: {_display_line(data[:-1])}")
-            self._send(data)
-            return
-        if (
+        if self._track_idle:
+            self._host.active(self)
+        framer = self.framer
+        if framer.mid_line:  # new bytes: the held line is not idle
+            self._host.cancel_flush(self)
+        elif (
             data[-1] == 10
             and data.find(b"\n") == len(data) - 1
-            and not self.framer.mid_line
             and not self._out
+            and len(data) <= self._longest_reply
         ):
-            # One whole line (a JSON request, say): answered at once.
-            try:
-                (line,) = self.framer.feed(data)
-            except LineTooLong as exc:
-                self._refuse_long_line(exc, [])
-                return
-            self._send(self._answer(line))
+            # The commonest case, one whole line that nothing waits before:
+            # answered and sent at once, without the framer's buffers.
+            line = data[:-2] if data[-2:-1] == b"\r" else data[:-1]
+            self._reply((line,))
+            self._send_corked()
+            if self._out:  # the socket took only part of it
+                self._account()
             return
         self._backlog = data
         self._backlog_pos = 0
-        self._account()
-        if not self._closing:  # the input budget may have refused this connection
+        if self._account():  # the budget may refuse what arrived
             self.take_turn()
 
     def take_turn(self) -> None:
-        """Answer up to one turn's share of the input held; queue another turn if more is left."""
-        if self._closed or self._closing or self._paused:
+        """Answer up to one turn's share of the input held; ask for another if more is left."""
+        if self.state is not State.OPEN:
             return
-        # This pass's lines, shared among everyone who may need a turn.
-        lines_left = self.server.turn_lines()
+        lines_left = self._host.turn_lines()
         bytes_left = _TURN_BYTES
-        replies: list[bytes] = []
-        answer = self._answer
-        while True:
+        while lines_left and self.unsent <= _OUTPUT_CAP:
             lines, pos = self._lines, self._line_pos
             if pos < len(lines):
-                batch = lines[pos : pos + lines_left]
-                self._line_pos = pos + len(batch)
-                lines_left -= len(batch)
-                echoed = self._echo_batch(batch) if self._plain_echo else None
-                if echoed is not None:
-                    replies.append(echoed)
-                else:
-                    replies.extend([answer(line) for line in batch])
-                if not lines_left:
-                    break
+                done = self._reply(lines[pos : pos + lines_left])
+                self._line_pos = pos + done
+                lines_left -= done
+                if self._corked_bytes >= _CORK_BYTES:
+                    self._send_corked()
                 continue
             backlog, start = self._backlog, self._backlog_pos
             if start >= len(backlog) or bytes_left <= 0:
@@ -249,8 +315,9 @@ class Connection:
             try:
                 self._lines = self.framer.feed(window)
             except LineTooLong as exc:
-                replies.extend([answer(line) for line in exc.lines])
-                self._refuse_long_line(exc, replies)
+                self._lines = []
+                self._reply(exc.lines)
+                self._refuse_long_line(exc)
                 return
             self._line_pos = 0
         if self._line_pos >= len(self._lines):
@@ -259,33 +326,233 @@ class Connection:
         if self._backlog_pos >= len(self._backlog):
             self._backlog = b""
             self._backlog_pos = 0
-        if replies:
-            self._queue_reply(replies[0] if len(replies) == 1 else b"".join(replies))
-        # (Framing moves bytes from the backlog to a partial line: the total
-        # held never grows here, so this cannot refuse the connection.)
-        self._account()
-        if self._closed:
+        self._send_corked()
+        if not self._account() or self.state is not State.OPEN:
             return
         if self._has_input():
-            if self._corked_bytes >= _CORK_BYTES:
-                self._send_corked()
-            if not self._paused and not self._closed:
-                self.server.queue_turn(self)
-        else:
-            self._send_corked()
-            if self._flush_after and self.framer.partial_bytes and not self._closed:
-                self.server.schedule_flush(self)
+            self._host.want_turn(self)
+        elif self._settings.flush_after and self.framer.partial_bytes:
+            self._host.want_flush(self)
         self._update_interest()
 
     def on_writable(self) -> None:
         """Send more of the replies that were waiting for buffer space."""
-        out = self._out
-        if self._closed or not out:
+        if not self._out or self.state is State.CLOSED:
             return
-        if self._idle_timeout is not None:
+        if self._track_idle:
             # A client taking its replies is busy, not idle, even while the
             # server has stopped reading from it.
-            self.server.mark_active(self)
+            self._host.active(self)
+        if self._write_out():
+            self._account()
+            self._after_sent()
+
+    def flush_idle(self) -> None:
+        """Answer the unterminated line held by the framer as one message."""
+        if self.state is not State.OPEN or self._has_input():
+            # Not reading now (earlier input is still being answered): the
+            # rest of the line may be unread in the socket. The wait starts
+            # again once reading resumes.
+            return
+        line = self.framer.flush()
+        if line is not None:
+            self._reply((line,))
+            self._send_corked()
+            self._account()
+
+    def close_idle(self) -> None:
+        """Close after the server's ``idle_timeout`` without traffic; the log
+        line says so, and what was lost."""
+        note = f"; idle for {self._settings.idle_timeout:g} s"
+        if self.framer.partial_bytes:
+            note += f"; {_plural(self.framer.partial_bytes, 'byte')} of an unfinished line dropped"
+        unsent = self.unsent + queued_for_peer(self.sock)
+        if unsent:
+            note += f"; {_plural(unsent, 'byte')} of replies not delivered"
+        self.close(note)
+
+    def refuse_overloaded(self, total: int, limit: int) -> None:
+        """Refuse this connection to keep the server within its memory budget.
+
+        With replies waiting unsent the client is not reading, so an error
+        reply queued behind them would never arrive: it is closed at once.
+        Otherwise it gets an ``overloaded`` error reply, then closes.
+        """
+        unread = self._holding - self.unsent
+        why = (
+            f"input and replies held for all connections reached {_plural(total, 'byte')} "
+            f"(the limit is {limit}) and this connection held the most "
+            f"({_plural(unread, 'byte')} of unread input, "
+            f"{_plural(self.unsent, 'byte')} of unsent replies)"
+        )
+        self._log_error(f"{format_address(self.peer)} refused: {why}; closing the connection")
+        if self.unsent:
+            self.close("; refused: the server's memory budget")
+            return
+        self._refuse(
+            encode_error(
+                OVERLOADED,
+                f"the server holds too much for all its clients; this connection held "
+                f"the most ({_plural(unread, 'byte')}), so it is closed",
+            )
+        )
+
+    def stop(self) -> None:
+        """The server is stopping: no more input is answered; replies already
+        made go out (``on_writable``), then the connection closes."""
+        if self.state is State.CLOSED:
+            return
+        if self.state in ANSWERING:
+            self.state = State.STOPPING
+            self._drop_input()
+        self._send_corked()
+        if self.state is not State.CLOSED and not self._out:
+            self._after_sent()
+        else:
+            self._update_interest()
+
+    def close(self, note: str = "") -> None:
+        """Close the socket now (idempotent) and log it."""
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self._corked = []
+        self._out.clear()
+        self._corked_bytes = self._out_bytes = 0
+        self._drop_input()
+        self._host.closed(self)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if self._log is not None:
+            count = _plural(self.messages, "message")
+            self._log(f"Connection closed: {format_address(self.peer)} ({count}{note})")
+
+    # -- the one reply path ----------------------------------------------------
+    def _reply(self, lines: Sequence[bytes]) -> int:
+        """Answer lines in order: count, log, decide and encode each reply, and
+        queue it. Stops after the reply that takes the unsent bytes past the
+        output cap; returns how many lines it answered."""
+        if not lines:
+            return 0
+        log = self._log
+        joined = lines[0] if len(lines) == 1 else b"\n".join(lines)
+        if _is_plain_ascii(joined):
+            # The echo of ASCII text is the line itself: a whole batch is
+            # counted, logged and queued in a few calls.
+            count = len(lines)
+            self.messages += count
+            self._host.answered(count)
+            if log is not None:
+                if count == 1:
+                    log.line(_RECEIVED, joined)
+                else:
+                    log.lines(_RECEIVED, lines, joined)
+            self._queue(joined + b"\n")
+            return count
+        for done, line in enumerate(lines, 1):
+            self.messages += 1
+            self._host.answered(1)
+            if log is not None:
+                log.line(_RECEIVED, line)
+            self._queue(self._decide(line))
+            if self.unsent > _OUTPUT_CAP:
+                return done
+        return len(lines)
+
+    def _decide(self, line: bytes) -> bytes:
+        """The reply line for one message; never raises."""
+        message = parse_message(line)
+        if type(message) is Text:  # valid UTF-8: echoed as it came
+            return line + b"\n"
+        if type(message) is Request:
+            return self._call(message)
+        return self._error_reply(message.code, message.message, message.id)
+
+    def _call(self, request: Request) -> bytes:
+        """Run the request's op and encode its result, or the error reply."""
+        request_id = request.id
+        try:
+            result = self._ops.call(request.op, request.params, self)
+        except ProtocolError as exc:
+            if exc.code == OP_FAILED and exc.__cause__ is not None:
+                self._log_op_failure(request.op, request_id, exc.__cause__)
+            return self._error_reply(exc.code, exc.message, request_id)
+        try:
+            return encode_result(result, request_id)
+        except Exception as exc:  # not JSON, nested too deep (RecursionError), ...
+            self._log_op_failure(request.op, request_id, exc, "returned a result that")
+            return self._error_reply(
+                OP_FAILED,
+                f"op {request.op!r} returned a result that cannot be sent as JSON: "
+                f"{type(exc).__name__}: {exc}",
+                request_id,
+            )
+
+    def _error_reply(self, code: str, message: str, request_id: Any) -> bytes:
+        """An error reply line, with the request's id when it can be encoded."""
+        try:
+            return encode_error(code, message, request_id)
+        except Exception:  # an id nested too deep to encode again
+            return encode_error(code, f"{message} (the request's id could not be sent back)")
+
+    def _log_op_failure(
+        self, op: str, request_id: Any, exc: BaseException, what: str = ""
+    ) -> None:
+        """One error line naming the op, the request id and the exception
+        (then its traceback, when the server was asked for them)."""
+        if self._error_log is None:
+            return
+        try:
+            where = "" if request_id is NO_ID else f" (request id {json.dumps(request_id)})"
+        except Exception:
+            where = " (request id not shown)"
+        how = f"{what} failed to encode" if what else "failed"
+        self._log_error(
+            f"{format_address(self.peer)}: op {op!r} {how}{where}: {type(exc).__name__}: {exc}"
+        )
+        if self._settings.op_tracebacks:
+            for line in "".join(traceback.format_exception(exc)).splitlines():
+                self._error_log(f"  {display_text(line, _ERROR_CHARS)}")
+
+    def _log_error(self, text: str) -> None:
+        if self._error_log is not None:  # else the operator never learns why
+            self._error_log(f"Error: {display_text(text, _ERROR_CHARS)}")
+
+    # -- output ------------------------------------------------------------------
+    def _queue(self, data: bytes) -> None:
+        self._corked.append(data)
+        self._corked_bytes += len(data)
+
+    def _send_corked(self) -> None:
+        """Hand the corked replies to the socket (behind any already waiting)."""
+        if not self._corked:
+            return
+        corked = self._corked
+        data = corked[0] if len(corked) == 1 else b"".join(corked)
+        self._corked = []
+        self._corked_bytes = 0
+        if self._out:  # keep order behind replies already waiting
+            self._out.append(data)
+            self._out_bytes += len(data)
+        else:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            if sent == len(data):
+                return
+            self._out.append(memoryview(data)[sent:])
+            self._out_bytes += len(data) - sent
+        if self._out_bytes > _OUTPUT_CAP and self.state is State.OPEN:
+            self.state = State.PAUSED
+        self._update_interest()
+
+    def _write_out(self) -> bool:
+        """Send what the socket takes of the waiting replies; False if that closed it."""
+        out = self._out
         while out:
             chunk = out[0]
             try:
@@ -294,306 +561,127 @@ class Connection:
                 break
             except OSError:
                 self.close()
-                return
+                return False
             self._out_bytes -= sent
             if sent < len(chunk):
                 out[0] = memoryview(chunk)[sent:]
                 break
             out.popleft()
-        if not out and self._closing:
-            self._finish_closing()
-            return
-        if self._paused and self._out_bytes <= _OUTPUT_CAP // 2:
-            self._paused = False
+        return True
+
+    def _after_sent(self) -> None:
+        """Every reply so far is out (or below the low water mark): move on."""
+        state = self.state
+        if state is State.PAUSED and self._out_bytes <= _OUTPUT_RESUME:
+            self.state = State.OPEN
             if self._has_input():
-                self.server.queue_turn(self)
-            elif self._flush_after and self.framer.partial_bytes:
+                self._host.want_turn(self)
+            elif self._settings.flush_after and self.framer.partial_bytes:
                 # Reading again: the held line's idle time starts now.
-                self.server.schedule_flush(self)
+                self._host.want_flush(self)
+        elif state in _FINISHING and not self._out:
+            if self._eof or (state is State.STOPPING and not self._unread_input()):
+                # Nothing can come back as a reset to destroy the replies.
+                self.close()
+                return
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+            self.state = State.LINGERING
+            self._host.lingering(self)
         self._update_interest()
 
-    def flush_idle(self) -> None:
-        """Answer the unterminated line held by the framer as one message."""
-        if self._paused or self._has_input() or self._closing:
-            # Not reading (back-pressure, or earlier input still being
-            # answered): the rest of the line may be sitting unread in the
-            # socket. The wait starts again once reading resumes.
-            return
-        line = self.framer.flush()
-        self._account()
-        if line is not None and not self._closed:
-            self._send(self._answer(line))
+    # -- input ---------------------------------------------------------------------
+    def _unread_input(self) -> bool:
+        """True if the client's bytes wait unread in the socket (closing now
+        would answer them with a reset); reads and drops what is there."""
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+        if not data:
+            self._eof = True
+            return False
+        self._discarded += len(data)
+        return True
 
-    def close(self) -> None:
-        """Close the socket (idempotent) and log it."""
-        self._close()
-
-    def close_idle(self) -> None:
-        """Close a connection that had no traffic for the server's
-        ``idle_timeout``; the log line says so, and what was lost."""
-        note = f"; idle for {self._idle_timeout:g} s"
-        if self.framer.partial_bytes:
-            note += f"; {_plural(self.framer.partial_bytes, 'byte')} of an unfinished line dropped"
-        unsent = self._out_bytes + self._corked_bytes + queued_for_peer(self.sock)
-        if unsent:
-            note += f"; {_plural(unsent, 'byte')} of replies not delivered"
-        self._close(note)
-
-    @property
-    def closed(self) -> bool:
-        """True once the connection has been closed."""
-        return self._closed
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Input held for this connection: its partial line and bytes not yet answered."""
-        return self._held
-
-    # -- for the server (its internal API; not for subclasses) -------------
-    @property
-    def closing(self) -> bool:
-        """True once no more messages will be answered (a final error reply,
-        or the client's end of stream): the connection closes once its
-        replies are out."""
-        return self._closing
-
-    def release_held(self) -> int:
-        """Stop counting this connection's held input; return how much it was
-        (the server takes it off its total when the connection goes)."""
-        held, self._held = self._held, 0
-        return held
-
-    # -- internals ---------------------------------------------------------
     def _has_input(self) -> bool:
         """True while received input waits for a turn."""
         return self._backlog_pos < len(self._backlog) or self._line_pos < len(self._lines)
 
-    def _account(self) -> None:
-        """Bring the server's buffered-input total up to date with this connection."""
-        held = self.framer.partial_bytes + len(self._backlog) - self._backlog_pos
-        change = held - self._held
+    def _account(self) -> bool:
+        """Tell the server what this connection holds now; False if that (or
+        anything before) ended its answering."""
+        held = (
+            self.framer.partial_bytes
+            + len(self._backlog)
+            - self._backlog_pos
+            + self._corked_bytes
+            + self._out_bytes
+        )
+        change = held - self._holding
         if change:
-            self._held = held
-            server = self.server
-            server.buffered_bytes += change
-            if change > 0 and server.buffered_bytes > server.max_buffered_bytes:
-                server.enforce_budget()
+            self._holding = held
+            self._host.holding_changed(change)
+        return self.state in ANSWERING
 
     def _drop_input(self) -> None:
-        """Forget every byte of input held (the connection is being refused)."""
+        """Forget every byte of input held (refused, stopping or closing)."""
         self._backlog = b""
         self._backlog_pos = 0
         self._lines = []
         self._line_pos = 0
-        self.framer.flush()
+        if self.framer.partial_bytes:
+            self.framer.flush()
+        self._host.cancel_flush(self)
         self._account()
+
+    def _end_of_stream(self) -> None:
+        """The client closed its side: answer a final unterminated line, then
+        close once the replies are out."""
+        self._eof = True
+        # Reading happens only while OPEN with no input waiting, or LINGERING.
+        if self.state is not State.OPEN:
+            self.close()
+            return
+        self.state = State.DRAINING
+        self._host.cancel_flush(self)
+        line = self.framer.flush()
+        if line is not None:
+            self._reply((line,))
+            self._send_corked()
+        if self.state is not State.CLOSED:
+            self._account()
+            self._after_sent()
+
+    def _refuse_long_line(self, exc: LineTooLong) -> None:
+        self._log_error(
+            f"{format_address(self.peer)} sent a line longer than {exc.limit} bytes; "
+            "closing the connection"
+        )
+        self._refuse(encode_error(exc.code, exc.message, exc.request_id))
+
+    def _refuse(self, data: bytes) -> None:
+        """Send a final error reply, then close (lingering first)."""
+        self.state = State.REFUSING
+        self._drop_input()
+        self._queue(data)
+        self._send_corked()
+        if self.state is not State.CLOSED:
+            self._account()
+            if not self._out:
+                self._after_sent()
 
     def _update_interest(self) -> None:
         """Tell the poller what to watch: writable while replies wait, readable
         while the connection may take more input."""
-        if self._closed:
+        state = self.state
+        if state is State.CLOSED:
             return
         want = _WRITE if self._out else 0
-        if self._lingering or not (self._closing or self._paused or self._has_input()):
+        if state is State.LINGERING or (state is State.OPEN and not self._has_input()):
             want |= _READ
         if want != self._interest:
             self._interest = want
-            self.server.watch(self, want)
-
-    def _close(self, note: str = "") -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.server.release(self)
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        if self._log is not None:
-            count = _plural(self.messages, "message")
-            self._log(f"Connection closed: {format_address(self.peer)} ({count}{note})")
-
-    def _echo_batch(self, lines: list[bytes]) -> bytes | None:
-        """The replies to lines that are all plain ASCII text, echoed with a
-        few calls for the whole batch; None if any line needs more care."""
-        joined = b"\n".join(lines)
-        if not joined.isascii() or joined[:1] == b"{" or b"\n{" in joined:
-            return None
-        count = len(lines)
-        self.messages += count
-        self.server.total_messages += count
-        if self._log_lines is not None:
-            self._log_lines("Received: ", lines, joined)
-        elif self._log is not None:
-            for line in lines:
-                self._log(f"Received: {_display_line(line)}")
-        return joined + b"\n"
-
-    def _answer(self, line: bytes) -> bytes:
-        """The reply bytes for one message line (never raises)."""
-        self.messages += 1
-        self.server.total_messages += 1
-        if self._log_line is not None:
-            self._log_line("Received: ", line)
-        elif self._log is not None:
-            self._log(f"Received: {_display_line(line)}")
-        # Fast path: the echo needs no text, only valid UTF-8 (ASCII is).
-        if self._plain_echo and line[:1] != b"{":
-            if line.isascii():
-                return line + b"\n"
-            invalid = check_utf8(line)
-            if invalid is None:
-                return line + b"\n"
-            return encode_error(invalid.code, invalid.message)
-        message = parse_message(line)
-        if type(message) is Request:  # the commonest case first
-            request_id = message.id
-            try:
-                result = self.handle_request(message.op, message.params)
-            except ProtocolError as exc:
-                if exc.__cause__ is not None and exc.code == OP_FAILED:
-                    self._log_op_failure(message.op, request_id, exc)
-                return encode_error(exc.code, exc.message, request_id)
-            except Exception as exc:  # a handle_request override crashed
-                return self._failed("handle_request", exc, request_id)
-            try:
-                return encode_result(result, request_id)
-            except (TypeError, ValueError) as exc:
-                return self._failed("the result", exc, request_id, "is not JSON-serializable")
-        if type(message) is Invalid:
-            return encode_error(message.code, message.message, message.id)
-        try:
-            return encode_text(self.handle_text(message.text))
-        except Exception as exc:
-            return self._failed("handle_text", exc)
-
-    def _log_op_failure(self, op: str, request_id: Any, exc: ProtocolError) -> None:
-        """One error line naming the op, the request id and the op's exception
-        (and its traceback, when the server was asked for them)."""
-        if self._error_log is None:
-            return
-        cause = exc.__cause__
-        where = "" if request_id is NO_ID else f" (request id {json_id(request_id)})"
-        text = f"op {op!r} failed{where}: {type(cause).__name__}: {cause}"
-        self._error_log(f"Error: {format_address(self.peer)}: {display_text(text, _ERROR_CHARS)}")
-        if self.server.op_tracebacks and cause is not None:
-            for line in "".join(traceback.format_exception(cause)).splitlines():
-                self._error_log(f"  {display_text(line, _ERROR_CHARS)}")
-
-    def _failed(
-        self, what: str, exc: Exception, request_id: Any = NO_ID, how: str = "failed"
-    ) -> bytes:
-        message = f"{what} {how}: {type(exc).__name__}: {exc}"
-        if self._error_log is not None:
-            self._error_log(f"Error: {display_text(message, _ERROR_CHARS)}")
-        return encode_error(OP_FAILED, message, request_id)
-
-    def _queue_reply(self, data: bytes) -> None:
-        """Hold reply bytes until the input being answered is done (keeps order)."""
-        if self._out:  # already waiting for the socket: join the queue
-            self._out.append(data)
-            self._out_bytes += len(data)
-            if self._out_bytes > _OUTPUT_CAP:
-                self._paused = True
-            return
-        self._corked.append(data)
-        self._corked_bytes += len(data)
-
-    def _send_corked(self) -> None:
-        if self._corked:
-            data = self._corked[0] if len(self._corked) == 1 else b"".join(self._corked)
-            self._corked = []
-            self._corked_bytes = 0
-            self._send(data)
-
-    def _send(self, data: bytes) -> None:
-        """Send now what the socket takes; keep the rest for on_writable()."""
-        if self._out:  # keep order behind replies already waiting
-            self._out.append(data)
-            self._out_bytes += len(data)
-            if self._out_bytes > _OUTPUT_CAP:
-                self._paused = True
-            return
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self.close()
-            return
-        if sent < len(data):
-            self._hold_unsent(memoryview(data)[sent:])
-
-    def _hold_unsent(self, unsent: memoryview) -> None:
-        """Hold reply bytes the socket did not take, and wait until it can."""
-        self._out.append(unsent)
-        self._out_bytes += len(unsent)
-        if self._out_bytes > _OUTPUT_CAP:
-            # Back-pressure: a client that never reads its replies gets no
-            # more answers (and its input is not read) until it does.
-            self._paused = True
-        self._update_interest()
-
-    def _refuse_long_line(self, exc: LineTooLong, replies: list[bytes]) -> None:
-        if self._error_log is not None:  # else the operator never learns why it closed
-            self._error_log(
-                f"Error: {format_address(self.peer)} sent a line longer than "
-                f"{exc.limit} bytes; closing the connection"
-            )
-        replies.append(encode_error(exc.code, exc.message, exc.request_id))
-        self._send_final_error(b"".join(replies))
-
-    def refuse_overloaded(self, total: int, limit: int) -> None:
-        """Refuse this connection to keep the server within its input budget."""
-        held = self._held
-        if self._error_log is not None:
-            self._error_log(
-                f"Error: {format_address(self.peer)} refused: unfinished input on all "
-                f"connections reached {_plural(total, 'byte')} (the limit is {limit}) and this "
-                f"connection held the most ({_plural(held, 'byte')}); closing the connection"
-            )
-        self._send_final_error(
-            encode_error(
-                OVERLOADED,
-                f"the server holds too much unfinished input from all its clients; this "
-                f"connection held the most ({_plural(held, 'byte')}), so it is closed",
-            )
-        )
-
-    def _send_final_error(self, data: bytes) -> None:
-        """Send a final error reply, then close (after a line_too_long, or when overloaded)."""
-        self._closing = True
-        self._drop_input()
-        if self.flush_scheduled:
-            self.server.cancel_flush(self)
-        self._queue_reply(data)
-        self._send_corked()
-        if not self._closed and not self._out:
-            self._finish_closing()
-        else:
-            self._update_interest()
-
-    def _finish_closing(self) -> None:
-        """All replies are out: close, lingering first if the client may still send."""
-        if self._eof:
-            self.close()
-            return
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)
-        self._lingering = True
-        self._update_interest()
-        self.server.start_linger(self)
-
-    def _end_of_stream(self) -> None:
-        """The client closed its side: answer a final unterminated line, close."""
-        if self._closing:
-            self.close()
-            return
-        self._eof = True
-        self._closing = True
-        line = self.framer.flush()
-        self._account()
-        if line is not None:
-            self._send(self._answer(line))
-        if not self._closed and not self._out:
-            self.close()
-        else:
-            self._update_interest()
+            self._host.watch(self, want)

@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._logwriter import LogWriter
+from .._logwriter import CallableLog, EventLog, LogWriter
 from ..errors import PipeError
 from ..ops import OpRegistry, default_ops
 from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
-from ._connection import Connection
+from ._connection import ANSWERING, Connection, Settings
 from ._net import listen, queued_for_peer
 from ._poller import READ as _READ
 from ._poller import READY_READ as _READY_READ
@@ -35,8 +35,9 @@ DEFAULT_FLUSH_AFTER = 0.25
 # The stdlib socketserver's backlog of 5 drops connections when 1,000 clients
 # connect at once; the kernel caps this at its own maximum (somaxconn).
 DEFAULT_BACKLOG = 4096
-# Unfinished input (partial lines, and bytes received but not yet answered)
-# the server holds across all connections before it refuses the biggest holders.
+# What the server holds for all connections together (unread input: partial
+# lines and bytes received but not answered yet; and replies not sent yet)
+# before it refuses the biggest holders.
 DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 # A loop pass's share of messages (see Server.turn_lines()).
 _PASS_LINES = 1024
@@ -51,6 +52,9 @@ _ACCEPT_RETRY_DELAY = 0.1
 # and discarding for a moment: closing with unread input would send a reset,
 # which can destroy the error reply before the client reads it.
 _LINGER_SECONDS = 2.0
+# When the server stops, replies already made go out to clients that read
+# them for at most this long; then every connection closes.
+_STOP_DRAIN_SECONDS = 1.0
 
 Log = Callable[[str], None]
 
@@ -68,42 +72,47 @@ class Server:
     direction for this many seconds (None: never). ``flush_after``: answer
     an unterminated line after this many idle seconds (0: only a newline or
     end of stream ends a message).
-    ``max_buffered_bytes``: the most unfinished input (partial lines, and
-    bytes received but not answered yet) held across all connections; past
-    it the connections holding the most get an ``overloaded`` error reply
-    and are closed, until the total is back under seven eighths of it.
-    ``backlog``: the listen queue length. ``log``: called with one line of
-    text per event (None: silent). ``error_log``: called instead of ``log``
-    for the lines that report errors (``"Error: ..."``: a refused accept, a
-    crashed handler, an over-long line), so errors can still be shown when
-    ``log`` is None (default: ``log``). ``connection_class``: the
-    :class:`Connection` subclass made for each client. ``clock``: the
-    monotonic clock (seconds) every timer reads: idle timeout, flush-after,
-    linger and the accept retry (tests pass a fake one). ``op_tracebacks``:
-    after the error line that names a failed op, log its traceback too.
+    ``max_buffered_bytes``: the most the server holds for all connections
+    together, unread input (partial lines, bytes received but not answered)
+    and unsent replies alike; past it the connections holding the most are
+    refused (an ``overloaded`` error reply, or closed at once when their
+    client is not reading its replies), until the total is back under seven
+    eighths of it. ``backlog``: the listen queue length. ``log``: called
+    with one line of text per event (None: silent); a
+    :class:`~spike._logwriter.LogWriter` is used as it is, any other
+    callable through :class:`~spike._logwriter.CallableLog`.
+    ``error_log``: called instead of ``log`` for the lines that report
+    errors (``"Error: ..."``: a refused client, a failed op, an over-long
+    line), so errors can still be shown when ``log`` is None (default:
+    ``log``). ``op_tracebacks``: after the error line that names a failed
+    op, log its traceback too. ``clock``: the monotonic clock (seconds)
+    every timer reads: idle timeout, flush-after, linger and the accept
+    retry (tests pass a fake one). ``poller``: what waits for sockets
+    (default: this platform's, see :mod:`spike.server._poller`; tests pass
+    each one).
 
     Methods for the caller:
         ``serve_forever(poll_interval)`` run the loop until stopped;
         ``shutdown()`` stop the loop (from any thread, or from an op);
-        ``close()`` stop, then close every connection and the listener (also
-        on leaving a ``with`` block); ``wait_serving(timeout)`` wait until
-        the loop runs; ``stats()`` the numbers the ``stats`` op reports.
+        ``close()`` stop, send the replies already made (for up to a
+        second), then close every connection and the listener (also on
+        leaving a ``with`` block); ``wait_serving(timeout)`` wait until the
+        loop runs; ``stats()`` the numbers the ``stats`` op reports.
         Attributes: ``address`` (the bound host and port), ``uptime``,
         ``open_connections``, ``total_connections``, ``total_messages``,
-        ``buffered_bytes`` (unfinished input held, all connections).
+        ``buffered_bytes`` (unread input and unsent replies, all connections).
 
-    Methods for connections (internal API, used by :class:`Connection`):
-        ``turn_lines()``, ``queue_turn()``, ``enforce_budget()``,
-        ``watch()``, ``release()``, ``schedule_flush()``,
-        ``cancel_flush()``, ``start_linger()``, ``mark_active()``.
+    Methods for connections: the :class:`~spike.server._connection.ConnectionHost`
+    interface (``turn_lines``, ``answered``, ``holding_changed``,
+    ``want_turn``, ``want_flush``, ``cancel_flush``, ``active``, ``watch``,
+    ``lingering``, ``closed``). The server reads a connection's ``state``
+    and ``holding``; neither class writes the other's attributes.
 
     ``log`` and ``error_log`` are called on the loop's thread, so they must
     not block: a :class:`~spike._logwriter.LogWriter` (what ``spike-server``
-    uses) hands the lines to a thread of its own and never does.
+    uses) hands the lines to a thread of its own.
 
-    To change what the server does, do not subclass it: pass ``ops`` (new
-    JSON ops) or a ``connection_class`` that overrides
-    :meth:`Connection.handle_text` / :meth:`Connection.handle_request`.
+    To change what the server does, do not subclass it: pass ``ops``.
     """
 
     def __init__(
@@ -119,58 +128,46 @@ class Server:
         backlog: int = DEFAULT_BACKLOG,
         log: Log | None = None,
         error_log: Log | None = None,
-        connection_class: type[Connection] = Connection,
-        clock: Callable[[], float] = time.monotonic,
         op_tracebacks: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        poller: Poller | None = None,
     ) -> None:
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
-        if max_line_bytes < 1:
-            raise ValueError("max_line_bytes must be at least 1")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise ValueError("idle_timeout must be positive (or None for no timeout)")
-        if flush_after < 0:
-            raise ValueError("flush_after must be 0 (off) or positive")
-        if max_buffered_bytes < 1:
-            raise ValueError("max_buffered_bytes must be at least 1")
-        self.ops = default_ops if ops is None else ops
-        self.max_line_bytes = max_line_bytes
-        self.idle_timeout = idle_timeout
-        self.flush_after = flush_after
+        _check_settings(port, max_line_bytes, idle_timeout, flush_after, max_buffered_bytes)
+        event_log = None if log is None else _event_log(log)
+        self._settings = Settings(
+            ops=default_ops if ops is None else ops,
+            max_line_bytes=max_line_bytes,
+            idle_timeout=idle_timeout,
+            flush_after=flush_after,
+            log=event_log,
+            error_log=event_log if error_log is None else _event_log(error_log),
+            op_tracebacks=op_tracebacks,
+        )
         self.max_buffered_bytes = max_buffered_bytes
-        self.log = None if log is None else _never_raising(log)
-        self.error_log = self.log if error_log is None else _never_raising(error_log)
-        # A LogWriter never raises, and formats a batch of received lines
-        # on its own thread: the loop hands over a pipelined burst at once.
-        self.fast_log_lines = log.lines if isinstance(log, LogWriter) else None
-        self.fast_log_line = log.line if isinstance(log, LogWriter) else None
-        self.connection_class = connection_class
-        self.op_tracebacks = op_tracebacks
         self.total_connections = 0
-        # Kept up to date as messages arrive, so stats cost the same with
+        # Kept up to date as connections report, so stats cost the same with
         # ten connections or ten thousand.
         self.total_messages = 0
-        # Unfinished input held, all connections together (each connection
-        # adds its own changes).
         self.buffered_bytes = 0
+        self._enforcing = False
         self._connections: set[Connection] = set()
         # Connections with input left over from an earlier turn, in turn order.
         self._ready: collections.deque[Connection] = collections.deque()
+        self._queued: set[Connection] = set()
         self._happened: list[tuple[int, int]] = []  # this loop pass's events
         # Deadlines are "now + a constant", so insertion order is deadline
         # order: the first entry is always the next one due.
         self._flush_due: collections.OrderedDict[Connection, float] = collections.OrderedDict()
-        self._idle_order: collections.OrderedDict[Connection, None] = collections.OrderedDict()
+        self._last_active: collections.OrderedDict[Connection, float] = collections.OrderedDict()
+        self._unsent_seen: dict[Connection, int] = {}  # the kernel's unsent bytes at the last look
         self._linger_due: collections.OrderedDict[Connection, float] = collections.OrderedDict()
-        # Every timer (idle timeout, flush-after, linger, accept retry) reads
-        # this clock, so tests can run them on a fake one.
         self._clock = clock
         self._started = clock()
         self._listener = listen(host, port, backlog)
         self._listener_fd = self._listener.fileno()
         sockname = self._listener.getsockname()
         self._address = (sockname[0], sockname[1])
-        self._poller: Poller = DefaultPoller()
+        self._poller: Poller = DefaultPoller() if poller is None else poller
         self._accept_resume_at: float | None = None
         self._pause_reason = ""
         # A socket pair lets shutdown() wake the loop from another thread.
@@ -224,42 +221,13 @@ class Server:
         self._loop_done.clear()
         self._loop_thread = threading.get_ident()
         self._serving.set()
-        poll = self._poller.poll
-        owners = self._poller.owners
-        listener_fd = self._listener_fd
-        wake_r = self._wake_r
-        flush_due = self._flush_due
-        idle_order = self._idle_order
-        linger_due = self._linger_due
         ready = self._ready
-        ready_read, ready_write = _READY_READ, _READY_WRITE
         try:
             while not self._stop_requested:
-                if flush_due or idle_order or linger_due or self._accept_resume_at is not None:
-                    timeout = self._run_timers(poll_interval)
-                else:
-                    timeout = poll_interval
+                timeout = self._run_timers(poll_interval) if self._has_timers() else poll_interval
                 if ready:  # input waits for its turn: look for events, do not sleep
                     timeout = 0.0
-                # Kept for take_turn(): who may want a share of this pass.
-                self._happened = happened = poll(timeout)
-                for fd, events in happened:
-                    conn = owners.get(fd)
-                    if conn is None:
-                        if fd == listener_fd:
-                            self._accept()
-                        # else: closed earlier in this pass; nothing to do
-                    elif conn is wake_r:
-                        with contextlib.suppress(OSError):
-                            wake_r.recv(4096)
-                    else:
-                        try:
-                            if events & ready_read:
-                                conn.on_readable()
-                            if events & ready_write:
-                                conn.on_writable()
-                        except Exception as exc:  # a bug must cost one client, not all
-                            self._drop(conn, exc)
+                self._dispatch(timeout)
                 if ready:
                     self._take_turns()
         finally:
@@ -284,18 +252,22 @@ class Server:
         if self._loop_thread is not None and self._loop_thread != threading.get_ident():
             self._loop_done.wait()
 
-    def close(self) -> None:
-        """Stop serving if needed, close every connection and the listener."""
+    def close(self, drain: float = _STOP_DRAIN_SECONDS) -> None:
+        """Stop serving if needed; send the replies already made to clients
+        that read them (for at most ``drain`` seconds); close every
+        connection and the listener."""
         if self._closed:
             return
         self.shutdown()
         self._closed = True
         self._ready.clear()
-        for conn in list(self._connections):
-            conn.close()
+        self._queued.clear()
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._poller.unregister(self._listener)
         self._listener.close()
+        self._drain(drain)
+        for conn in list(self._connections):
+            conn.close()
         self._poller.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -311,6 +283,44 @@ class Server:
         return f"<Server {state} open_connections={len(self._connections)}>"
 
     # -- the loop's helpers ----------------------------------------------------
+    def _dispatch(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for events and hand each to its owner."""
+        # Kept for turn_lines(): who may want a share of this pass.
+        self._happened = happened = self._poller.poll(timeout)
+        owners = self._poller.owners
+        for fd, events in happened:
+            conn = owners.get(fd)
+            if conn is None:
+                if fd == self._listener_fd and not self._closed:
+                    self._accept()
+                # else: closed earlier in this pass; nothing to do
+            elif conn is self._wake_r:
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)
+            else:
+                try:
+                    if events & _READY_READ:
+                        conn.on_readable()
+                    if events & _READY_WRITE:
+                        conn.on_writable()
+                except Exception as exc:  # a bug must cost one client, not all
+                    self._drop(conn, exc)
+
+    def _drain(self, seconds: float) -> None:
+        """Stopping: no more input is answered; replies already made go out to
+        clients that read them, until all are out or ``seconds`` pass."""
+        for conn in list(self._connections):
+            try:
+                conn.stop()
+            except Exception as exc:
+                self._drop(conn, exc)
+        deadline = self._clock() + seconds
+        while self._connections:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return
+            self._dispatch(min(remaining, 0.05))
+
     def _accept(self) -> None:
         for _ in range(_ACCEPT_BATCH):
             try:
@@ -325,48 +335,78 @@ class Server:
             sock.setblocking(False)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = self.connection_class(self, sock, peer)
+            conn = Connection(self, sock, peer, self._settings)
             self._connections.add(conn)
             self.total_connections += 1
             self._poller.register(sock, _READ, conn)
-            if self.idle_timeout is not None:
-                self.mark_active(conn)
-            if self.log is not None:
-                self.log(f"Connection opened: {format_address(peer)}")
+            if self._settings.idle_timeout is not None:
+                self.active(conn)
+            if self._settings.log is not None:
+                self._settings.log(f"Connection opened: {format_address(peer)}")
 
     def _pause_accepting(self, reason: str) -> None:
         """Stop watching the listener for a moment; queued clients wait in the backlog."""
-        if self.error_log is not None and reason != self._pause_reason:
-            self.error_log(f"Error: {reason}; new connections wait")
+        error_log = self._settings.error_log
+        if error_log is not None and reason != self._pause_reason:
+            error_log(f"Error: {reason}; new connections wait")
         self._pause_reason = reason
         self._poller.unregister(self._listener)
         self._accept_resume_at = self._clock() + _ACCEPT_RETRY_DELAY
 
     def _drop(self, conn: Connection, exc: Exception) -> None:
         """Close a connection whose handling raised, and say why."""
-        if self.error_log is not None:
-            self.error_log(
+        error_log = self._settings.error_log
+        if error_log is not None:
+            error_log(
                 f"Error: closing {format_address(conn.peer)} after {type(exc).__name__}: {exc}"
             )
         with contextlib.suppress(Exception):
             conn.close()
         # Whatever close() did not get to, the server must still let go of.
-        self.release(conn)
+        self.closed(conn)
         with contextlib.suppress(OSError):
             conn.sock.close()
 
     def _take_turns(self) -> None:
         """One more turn for every connection that has input left over, in order."""
         ready = self._ready
+        queued = self._queued
         for _ in range(len(ready)):
             conn = ready.popleft()
-            conn.turn_queued = False
+            queued.discard(conn)
             try:
                 conn.take_turn()
             except Exception as exc:  # a bug must cost one client, not all
                 self._drop(conn, exc)
 
-    # -- for connections (the server's internal API) -------------------------
+    def _enforce_budget(self) -> None:
+        """Refuse the connections holding the most until the total is back
+        under seven eighths of the budget.
+
+        Pausing them instead would not free anything: a client that never
+        ends its line, or never reads its replies, keeps its bytes held for
+        as long as it likes. Refusing frees the memory at once and says why.
+        Going below the limit (not just to it) makes the sort here rare:
+        each one frees at least an eighth of the budget.
+        """
+        limit = self.max_buffered_bytes
+        total = self.buffered_bytes
+        target = limit - limit // 8
+        holders = sorted(
+            (conn for conn in self._connections if conn.holding and conn.state in ANSWERING),
+            key=_holding,
+            reverse=True,
+        )
+        self._enforcing = True
+        try:
+            for conn in holders:
+                if self.buffered_bytes <= target:
+                    break
+                conn.refuse_overloaded(total, limit)
+        finally:
+            self._enforcing = False
+
+    # -- for connections (the ConnectionHost interface) --------------------------
     def turn_lines(self) -> int:
         """How many lines a connection may answer in this turn.
 
@@ -379,76 +419,67 @@ class Server:
         busy = len(self._happened) + len(self._ready)
         return _PASS_LINES if busy < 2 else max(_MIN_TURN_LINES, _PASS_LINES // busy)
 
-    def queue_turn(self, conn: Connection) -> None:
+    def answered(self, count: int) -> None:
+        """A connection answered ``count`` more messages."""
+        self.total_messages += count
+
+    def holding_changed(self, change: int) -> None:
+        """A connection holds ``change`` more (or fewer) bytes; keep the budget."""
+        self.buffered_bytes += change
+        if change > 0 and self.buffered_bytes > self.max_buffered_bytes and not self._enforcing:
+            self._enforce_budget()
+
+    def want_turn(self, conn: Connection) -> None:
         """Give ``conn`` another turn after everyone already waiting."""
-        if not conn.turn_queued:
-            conn.turn_queued = True
+        if conn not in self._queued:
+            self._queued.add(conn)
             self._ready.append(conn)
 
-    def enforce_budget(self) -> None:
-        """Refuse the connections holding the most input until the total is
-        back under seven eighths of the budget.
+    def want_flush(self, conn: Connection) -> None:
+        """Answer ``conn``'s partial line once it has sat ``flush_after`` seconds."""
+        self._flush_due[conn] = self._clock() + self._settings.flush_after
+        self._flush_due.move_to_end(conn)
 
-        Pausing them instead would not free anything: a client that never
-        ends its line keeps its bytes held for as long as it likes, and the
-        rest of its line waits in the socket, out of reach. Refusing frees
-        the memory at once and tells that client why. Going below the limit
-        (not just to it) makes the sort here rare: each one frees at least
-        an eighth of the budget.
-        """
-        limit = self.max_buffered_bytes
-        total = self.buffered_bytes
-        target = limit - limit // 8
-        holders = sorted(
-            (conn for conn in self._connections if conn.buffered_bytes and not conn.closing),
-            key=_buffered_bytes,
-            reverse=True,
-        )
-        for conn in holders:
-            if self.buffered_bytes <= target:
-                break
-            conn.refuse_overloaded(total, limit)
+    def cancel_flush(self, conn: Connection) -> None:
+        """Forget a scheduled flush (new bytes arrived, or the connection stops reading)."""
+        self._flush_due.pop(conn, None)
+
+    def active(self, conn: Connection) -> None:
+        """Bytes moved on ``conn``: its idle time starts again now."""
+        self._last_active[conn] = self._clock()
+        self._last_active.move_to_end(conn)
 
     def watch(self, conn: Connection, events: int) -> None:
         """Watch ``conn``'s socket for ``events`` (READ, WRITE, both or 0) from now on."""
         self._poller.modify(conn.sock, events)
 
-    def release(self, conn: Connection) -> None:
-        """Drop a closing connection from the poller and every table."""
-        if conn in self._connections:
-            self._connections.remove(conn)
-        self.buffered_bytes -= conn.release_held()
-        self.cancel_flush(conn)
-        self._idle_order.pop(conn, None)
+    def lingering(self, conn: Connection) -> None:
+        """Close ``conn`` after ``_LINGER_SECONDS`` of reading and dropping input."""
+        self._linger_due[conn] = self._clock() + _LINGER_SECONDS
+
+    def closed(self, conn: Connection) -> None:
+        """Drop a closed connection from the poller and every table."""
+        self._connections.discard(conn)
+        self._queued.discard(conn)
+        self._flush_due.pop(conn, None)
+        self._last_active.pop(conn, None)
+        self._unsent_seen.pop(conn, None)
         self._linger_due.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._poller.unregister(conn.sock)
 
-    def schedule_flush(self, conn: Connection) -> None:
-        """Answer ``conn``'s partial line once it has sat ``flush_after`` seconds."""
-        self._flush_due[conn] = self._clock() + self.flush_after
-        self._flush_due.move_to_end(conn)
-        conn.flush_scheduled = True
-
-    def cancel_flush(self, conn: Connection) -> None:
-        """Forget a scheduled flush (new bytes arrived, or the connection closes)."""
-        self._flush_due.pop(conn, None)
-        conn.flush_scheduled = False
-
-    def start_linger(self, conn: Connection) -> None:
-        """Close ``conn`` after ``_LINGER_SECONDS`` of reading and dropping input."""
-        self._linger_due[conn] = self._clock() + _LINGER_SECONDS
-
-    def mark_active(self, conn: Connection) -> None:
-        """Bytes moved on ``conn``: its idle time starts again now."""
-        conn.last_active = self._clock()
-        self._idle_order[conn] = None
-        self._idle_order.move_to_end(conn)
-
     # -- timers ------------------------------------------------------------------
+    def _has_timers(self) -> bool:
+        return bool(
+            self._flush_due
+            or self._last_active
+            or self._linger_due
+            or self._accept_resume_at is not None
+        )
 
     def _run_timers(self, poll_interval: float) -> float:
-        """Run what is due (flushes, idle closes, accept retry); return the wait until the next."""
+        """Run what is due (flushes, idle closes, lingers, accept retry); return
+        the wait until the next."""
         now = self._clock()
         next_due = now + poll_interval
         flush_due = self._flush_due
@@ -457,24 +488,25 @@ class Server:
             if due > now:
                 next_due = min(next_due, due)
                 break
-            self.cancel_flush(conn)
+            del flush_due[conn]
             try:
                 conn.flush_idle()
             except Exception as exc:
                 self._drop(conn, exc)
-        idle_order = self._idle_order
-        while idle_order and self.idle_timeout is not None:
-            conn = next(iter(idle_order))
-            due = conn.last_active + self.idle_timeout
+        idle_timeout = self._settings.idle_timeout
+        last_active = self._last_active
+        while last_active and idle_timeout is not None:
+            conn, since = next(iter(last_active.items()))
+            due = since + idle_timeout
             if due > now:
                 next_due = min(next_due, due)
                 break
             queued = queued_for_peer(conn.sock)
-            if queued != conn.unsent_at_idle_check:
+            if queued != self._unsent_seen.get(conn, 0):
                 # Replies the server handed over have left the kernel since
                 # the last look: the client is reading, just slowly.
-                conn.unsent_at_idle_check = queued
-                self.mark_active(conn)
+                self._unsent_seen[conn] = queued
+                self.active(conn)
                 continue
             conn.close_idle()
         linger_due = self._linger_due
@@ -493,21 +525,34 @@ class Server:
         return max(0.0, next_due - now)
 
 
-def _buffered_bytes(conn: Connection) -> int:
-    return conn.buffered_bytes
+def _holding(conn: Connection) -> int:
+    return conn.holding
 
 
-def _never_raising(log: Log) -> Log:
-    """Wrap a log callable so that a failing one (say, a closed stdout)
-    can never stop the server: its errors are ignored."""
-    if isinstance(log, LogWriter):  # never raises; calling it directly is cheaper
-        return log
+def _event_log(log: Log) -> EventLog:
+    """The one log interface for any log callable: a LogWriter never blocks
+    or raises and formats client lines on its own thread; anything else is
+    wrapped so that a failing log (a closed stdout) can never stop the server."""
+    return log if isinstance(log, LogWriter) else CallableLog(log)
 
-    def safe_log(line: str) -> None:
-        with contextlib.suppress(Exception):
-            log(line)
 
-    return safe_log
+def _check_settings(
+    port: int,
+    max_line_bytes: int,
+    idle_timeout: float | None,
+    flush_after: float,
+    max_buffered_bytes: int,
+) -> None:
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
+    if max_line_bytes < 1:
+        raise ValueError("max_line_bytes must be at least 1")
+    if idle_timeout is not None and idle_timeout <= 0:
+        raise ValueError("idle_timeout must be positive (or None for no timeout)")
+    if flush_after < 0:
+        raise ValueError("flush_after must be 0 (off) or positive")
+    if max_buffered_bytes < 1:
+        raise ValueError("max_buffered_bytes must be at least 1")
 
 
 @contextlib.contextmanager
