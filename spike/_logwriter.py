@@ -140,31 +140,43 @@ class CallableLog:
 _Item = str | int | tuple[str, bytes, Sequence[bytes] | None, int]
 
 DEFAULT_INTERVAL = 0.05
-# What may wait in memory for a stalled output, in characters.
-DEFAULT_MAX_PENDING = 1 << 20
+# What may wait in memory, in characters. A file or a pipe that is read
+# never fills it: past it the loop waits for the writer (as print() would)
+# while the output keeps taking data, and lines are dropped only once the
+# output has taken nothing for DEFAULT_STALL seconds.
+DEFAULT_MAX_PENDING = 32 << 20
 # Write at once, without waiting out the interval, when this much waits.
 DEFAULT_LARGE = 256 << 10
 # One write call at most this big, so that close() can see progress.
 _CHUNK = 64 << 10
-# close() gives up on an output that takes nothing for this long.
+# An output that takes nothing for this long has stalled: lines that find no
+# room are dropped, and close() gives up on it.
 DEFAULT_STALL = 0.4
 # An output made non-blocking by someone else (a shared pipe): retry after this.
 _RETRY = 0.01
 
 
-def dropped_line(count: int) -> str:
-    """The one line that reports lost log lines."""
+STALLED = "the log output took nothing for a while"
+FAILED = "the log output failed"
+
+
+def dropped_line(count: int, reason: str = STALLED) -> str:
+    """The one line that reports lost log lines, and why (:data:`STALLED`
+    or :data:`FAILED`)."""
     lines = "line" if count == 1 else "lines"
-    return f"{count} log {lines} dropped: the log output is not being read"
+    return f"{count} log {lines} dropped: {reason}"
 
 
 class LogWriter:
     """A callable log sink (``writer(line)``) that writes on a thread of its own.
 
     ``stream``: a text stream such as ``sys.stdout``. Calling the writer never
-    blocks and never raises; ``close(stall)`` writes what is left and stops
-    the thread, giving up on an output that takes nothing for ``stall``
-    seconds. ``dropped`` counts the lines lost so far.
+    raises, and waits only while ``max_pending`` characters wait and the
+    output is still taking them; an output that took nothing for ``stall``
+    seconds has stalled, and lines that find no room are dropped (and
+    reported in their place once it moves again). ``close(stall)`` writes
+    what is left and stops the thread. ``dropped`` counts the lines lost so
+    far, ``drop_reason`` says why (:data:`STALLED` or :data:`FAILED`).
     """
 
     def __init__(
@@ -174,6 +186,7 @@ class LogWriter:
         interval: float = DEFAULT_INTERVAL,
         max_pending: int = DEFAULT_MAX_PENDING,
         large: int = DEFAULT_LARGE,
+        stall: float = DEFAULT_STALL,
         name: str = "spike-log",
     ) -> None:
         self._stream = stream
@@ -187,12 +200,11 @@ class LogWriter:
         except LookupError:
             self._ascii_ok = False
         self._interval = interval
-        # The bound on what waits: characters of lines and batches, and a
-        # number of single raw lines (at most DISPLAY_CHARS each). Past
-        # calm_items the writer is hurried, past max_items lines are dropped.
+        # The bound on what waits, in characters. Past large characters, or
+        # calm_items items, the writer is hurried.
         self._max_pending = max_pending
         self._large = large
-        self._max_items = max(1, max_pending // (DISPLAY_CHARS + 56))
+        self._stall = stall
         self._calm_items = max(1, large // (DISPLAY_CHARS + 56))
         # Lines (str), raw lines to show with a prefix, and drop reports
         # (int: how many lines were lost at that point). The loop appends,
@@ -204,11 +216,14 @@ class LogWriter:
         self._taken = 0  # characters taken off the queue (writer)
         self._dropping = 0  # lines dropped since the last one queued (loop)
         self.dropped = 0  # lines lost in all (loop)
+        self.drop_reason = STALLED
         # What is being written, how much of it went out, and how many lines
         # it holds: what an output that stalls halfway has lost.
         self._inflight: tuple[bytes, int, int] | None = None  # (writer)
         self._progress = 0  # chunks written (writer)
+        self._stalled_at: int | None = None  # progress count when found stalled (loop)
         self._broken = False  # the output failed for good (writer)
+        self._room = threading.Event()  # the writer took something off the queue
         self._closing = False
         self._wake = threading.Event()  # something waits to be written
         self._hurry = threading.Event()  # much waits, or closing: do not wait out the interval
@@ -230,13 +245,15 @@ class LogWriter:
         # The loop's call for every message: as little as possible on the
         # common path (a short line, the queue far from full).
         queue = self._queue
+        size = len(prefix) + len(raw) + 1
         if (
             len(queue) < self._calm_items
             and not self._dropping
             and len(raw) <= DISPLAY_CHARS
             and b"\n" not in raw
         ):
-            queue.append((prefix, raw, None, 0))
+            queue.append((prefix, raw, None, size))
+            self._added += size
             if not self._woken:
                 self._woken = True
                 self._wake.set()
@@ -246,7 +263,7 @@ class LogWriter:
             # size in memory), or it would read as two lines as it is.
             self(prefix + display_line(raw))
         else:
-            self._put((prefix, raw, None, 0), 0, 1)
+            self._put((prefix, raw, None, size), size, 1)
 
     def lines(self, prefix: str, lines: Sequence[bytes], joined: bytes | None = None) -> None:
         """Queue ``prefix + display_line(line)`` for each raw line, as one item.
@@ -272,9 +289,10 @@ class LogWriter:
     def _put(self, item: _Item, size: int, count: int) -> None:
         queue = self._queue
         pending = self._added - self._taken + size
-        if pending > self._max_pending or len(queue) >= self._max_items or self._broken:
+        if self._broken or (pending > self._max_pending and not self._make_room(size)):
             self._dropping += count
             self.dropped += count
+            self.drop_reason = FAILED if self._broken else STALLED
             return
         if self._dropping:
             queue.append(self._dropping)
@@ -287,6 +305,29 @@ class LogWriter:
         if (pending > self._large or len(queue) >= self._calm_items) and not self._hurried:
             self._hurried = True
             self._hurry.set()
+
+    def _make_room(self, size: int) -> bool:
+        """Wait while the output keeps taking data, until ``size`` more
+        characters fit; False (at once, or after ``stall`` seconds without
+        progress) if the output has stalled."""
+        if self._stalled_at is not None:
+            if self._progress == self._stalled_at:
+                return False  # still stalled: no waiting again for every line
+            self._stalled_at = None
+        self._hurried = self._woken = True
+        self._hurry.set()
+        self._wake.set()
+        while self._added - self._taken + size > self._max_pending:
+            if self._broken:
+                return False
+            progress = self._progress
+            self._room.clear()  # then look again: a wake-up in between is not lost
+            if self._added - self._taken + size <= self._max_pending:
+                break
+            if not self._room.wait(self._stall) and self._progress == progress:
+                self._stalled_at = progress
+                return False
+        return True
 
     def close(self, stall: float = DEFAULT_STALL) -> bool:
         """Write everything queued and stop the thread; True if all of it went out
@@ -396,6 +437,7 @@ class LogWriter:
         if texts:
             out.append(self._encode(texts))
         self._taken += size
+        self._room.set()
         return b"".join(out), count
 
     def _encode(self, texts: list[str]) -> bytes:
@@ -422,6 +464,7 @@ class LogWriter:
                     done += written
                     self._inflight = (encoded, done, lines)
                     self._progress += 1
+                    self._room.set()
         except Exception:
             # Closed or broken for good (EPIPE, a closed file, no stdout at
             # all): stop trying; the server goes on without its log, and
@@ -429,6 +472,7 @@ class LogWriter:
             # quick way past the count).
             self._calm_items = 0
             self._broken = True
+            self._room.set()  # a loop waiting for room must see it at once
             return
         self._inflight = None
         self._progress += 1

@@ -163,6 +163,20 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
+def _rest(chunk: bytes | memoryview, sent: int) -> bytes | memoryview:
+    """What is left of a reply chunk after ``sent`` bytes went out.
+
+    A view avoids copying a big reply after every partial send, but keeps
+    all of it in memory: once more than half has gone out, the rest is
+    copied, so what a connection holds is never more than twice what it
+    has still to send (and each copy is at most half the one before).
+    """
+    left = len(chunk) - sent
+    if left < sent:
+        return bytes(chunk[sent:])
+    return memoryview(chunk)[sent:]
+
+
 def _is_plain_ascii(joined: bytes) -> bool:
     """True if every line of a batch (joined by ``\\n``) is ASCII plain text:
     its reply is the line itself."""
@@ -544,7 +558,7 @@ class Connection:
                 return
             if sent == len(data):
                 return
-            self._out.append(memoryview(data)[sent:])
+            self._out.append(_rest(data, sent))
             self._out_bytes += len(data) - sent
         if self._out_bytes > _OUTPUT_CAP and self.state is State.OPEN:
             self.state = State.PAUSED
@@ -564,7 +578,7 @@ class Connection:
                 return False
             self._out_bytes -= sent
             if sent < len(chunk):
-                out[0] = memoryview(chunk)[sent:]
+                out[0] = _rest(chunk, sent)
                 break
             out.popleft()
         return True

@@ -314,9 +314,10 @@ class Server:
                 conn.stop()
             except Exception as exc:
                 self._drop(conn, exc)
-        deadline = self._clock() + seconds
+        # Real time, not the server's clock: a bounded wait, not a timer.
+        deadline = time.monotonic() + seconds
         while self._connections:
-            remaining = deadline - self._clock()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             self._dispatch(min(remaining, 0.05))
