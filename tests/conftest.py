@@ -3,16 +3,39 @@ Helpers the tests import live in helpers.py."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 import pytest
-from helpers import LogCapture, ServerProcess
+from helpers import POLLERS, LogCapture, Serve, ServerProcess
 
-from spike import running_server
+from spike import Server, running_server
 from spike._limits import raise_open_file_limit
 
 # The concurrency tests hold about two sockets per client in this process.
 raise_open_file_limit(8192)
+
+
+@pytest.fixture(params=sorted(POLLERS))
+def serve(request: pytest.FixtureRequest) -> Serve:
+    """``running_server`` on each poller in turn (the test runs once per poller)."""
+    make = POLLERS[request.param]
+    if (
+        request.param == "select"
+        and sys.platform != "win32"
+        and request.node.get_closest_marker("many_sockets")
+    ):
+        pytest.skip(
+            "select() here cannot watch descriptors numbered 1024 or more "
+            "(Windows' has no such limit; its groups are tested with 150 clients)"
+        )
+
+    def start(**kwargs: Any) -> AbstractContextManager[Server]:
+        return running_server(poller=make(), **kwargs)
+
+    return start
 
 
 @pytest.fixture

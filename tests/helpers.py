@@ -14,10 +14,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 
+from spike import Server
 from spike.cli import serving_port
+from spike.server._poller import GroupedSelectPoller, Poller, SelectorPoller
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -328,3 +331,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str =
 def settle(passes: int = 5) -> None:
     """Let a fake-clock server's loop run a few passes (and so its timers)."""
     time.sleep(passes * FAKE_POLL * 2)
+
+
+# --- every poller ------------------------------------------------------------------
+# Every poller this platform has: the server suite runs on each, so the
+# Windows loop (select() in groups) is tested by the whole suite on Linux too.
+POLLERS: dict[str, Callable[[], Poller]] = {
+    "select": GroupedSelectPoller,
+    "selectors": SelectorPoller,
+}
+if sys.platform.startswith("linux"):
+    from spike.server._poller import EpollPoller
+
+    POLLERS["epoll"] = EpollPoller
+
+Serve = Callable[..., AbstractContextManager[Server]]

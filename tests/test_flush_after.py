@@ -14,6 +14,7 @@ from helpers import (
     FakeClock,
     LineReader,
     LogCapture,
+    Serve,
     connect,
     round_trip,
     run_cli,
@@ -21,7 +22,7 @@ from helpers import (
     wait_until,
 )
 
-from spike import Client, running_server
+from spike import Client
 from spike.server import DEFAULT_FLUSH_AFTER
 
 # How long a test waits to be sure that *no* reply comes (strict mode).
@@ -56,10 +57,10 @@ def test_java_println_then_close_is_logged(server, log: LogCapture) -> None:
     assert log.lines.count("Received: A message from CS361!") == 1
 
 
-def test_the_connection_goes_on_after_a_flush() -> None:
+def test_the_connection_goes_on_after_a_flush(serve: Serve) -> None:
     clock = FakeClock()
     with (
-        running_server(port=0, clock=clock, poll_interval=FAKE_POLL) as server,
+        serve(port=0, clock=clock, poll_interval=FAKE_POLL) as server,
         connect(server.address) as sock,
     ):
         reader = LineReader(sock)
@@ -77,10 +78,10 @@ def test_the_connection_goes_on_after_a_flush() -> None:
         assert server.total_messages == 3
 
 
-def test_a_line_is_flushed_after_flush_after_not_before() -> None:
+def test_a_line_is_flushed_after_flush_after_not_before(serve: Serve) -> None:
     clock = FakeClock()
     with (
-        running_server(port=0, flush_after=0.25, clock=clock, poll_interval=FAKE_POLL) as server,
+        serve(port=0, flush_after=0.25, clock=clock, poll_interval=FAKE_POLL) as server,
         connect(server.address) as sock,
     ):
         sock.sendall(b"wait for me")
@@ -101,8 +102,8 @@ def test_newline_clients_see_no_change(server) -> None:
         assert time.monotonic() - started < 50 * 0.25 / 2
 
 
-def test_strict_mode_waits_for_the_newline() -> None:
-    with running_server(port=0, flush_after=0) as server, connect(server.address) as sock:
+def test_strict_mode_waits_for_the_newline(serve: Serve) -> None:
+    with serve(port=0, flush_after=0) as server, connect(server.address) as sock:
         sock.settimeout(QUIET_WAIT)
         sock.sendall(b"Hello, world")
         with pytest.raises(socket.timeout):
@@ -112,9 +113,9 @@ def test_strict_mode_waits_for_the_newline() -> None:
         assert LineReader(sock).line() == b"Hello, world"
 
 
-def test_the_line_limit_holds_while_waiting() -> None:
+def test_the_line_limit_holds_while_waiting(serve: Serve) -> None:
     with (
-        running_server(port=0, max_line_bytes=64, flush_after=5.0) as server,
+        serve(port=0, max_line_bytes=64, flush_after=5.0) as server,
         connect(server.address) as sock,
     ):
         reader = LineReader(sock)
@@ -124,13 +125,13 @@ def test_the_line_limit_holds_while_waiting() -> None:
         assert reader.at_eof()
 
 
-def test_trickling_client_is_bounded_and_delays_nobody() -> None:
+def test_trickling_client_is_bounded_and_delays_nobody(serve: Serve) -> None:
     # A byte every 0.1 s (of a fake clock) for longer than flush_after: each
     # byte restarts the flush timer, so only the line limit ends this line,
     # and the other client is answered at once throughout.
     clock = FakeClock()
     with (
-        running_server(
+        serve(
             port=0, max_line_bytes=32, flush_after=0.5, clock=clock, poll_interval=FAKE_POLL
         ) as server,
         connect(server.address) as trickler,
@@ -151,14 +152,14 @@ def test_trickling_client_is_bounded_and_delays_nobody() -> None:
         assert reader.at_eof()
 
 
-def test_no_flush_while_the_server_is_not_reading() -> None:
+def test_no_flush_while_the_server_is_not_reading(serve: Serve) -> None:
     """A client that sends a long pipeline and reads the replies only later:
     the server stops reading (back-pressure), possibly in the middle of a
     line, and the rest of that line waits unread in the socket. Not having
     read new bytes is not "no new bytes arrived", so the line is not cut."""
     line = b"r" * 999 + b"\n"
     clock = FakeClock()
-    with running_server(port=0, flush_after=0.1, clock=clock, poll_interval=FAKE_POLL) as server:
+    with serve(port=0, flush_after=0.1, clock=clock, poll_interval=FAKE_POLL) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(server.address)

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, WAIT, LineReader, LogCapture, cli_env, connect, round_trip
+from helpers import ROOT, WAIT, LineReader, LogCapture, Serve, cli_env, connect, round_trip
 
-from spike import default_ops, running_server
+from spike import default_ops
 from spike.cli import serving_port
 
 LINUX = sys.platform.startswith("linux")
@@ -146,13 +146,13 @@ def test_flood_of_tiny_bad_lines_from_clients_that_never_read(quiet_server) -> N
             sock.close()
 
 
-def test_a_client_that_never_reads_is_held_to_the_reply_cap() -> None:
+def test_a_client_that_never_reads_is_held_to_the_reply_cap(serve: Serve) -> None:
     """Once 256 KiB of its replies wait unsent, the server stops answering a
     client (and reading from it) until it reads. Before: it answered a whole
     64 KiB recv at a time, 4.8 MB of error replies for 64 KiB of "{" lines."""
     from spike.server._connection import _OUTPUT_CAP
 
-    with running_server(port=0) as server:
+    with serve(port=0) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(server.address)
@@ -220,12 +220,12 @@ def test_flooders_that_read_do_not_stall_the_others(quiet_server) -> None:
     assert not failures, failures
 
 
-def test_a_long_pipeline_comes_back_whole_and_in_order_beside_others() -> None:
+def test_a_long_pipeline_comes_back_whole_and_in_order_beside_others(serve: Serve) -> None:
     """Turns split one client's burst across loop passes: nothing is lost
     or reordered, lines cut at every window boundary included."""
     lines = [f"{n:06d}" + "x" * (n % 97) for n in range(20_000)]
     stream = "".join(line + "\n" for line in lines).encode()
-    with running_server(port=0, flush_after=0) as server:
+    with serve(port=0, flush_after=0) as server:
         with connect(server.address) as burst, connect(server.address) as other:
             writer = threading.Thread(target=burst.sendall, args=(stream,), daemon=True)
             writer.start()
@@ -237,11 +237,9 @@ def test_a_long_pipeline_comes_back_whole_and_in_order_beside_others() -> None:
 
 
 # --- the total input budget -----------------------------------------------------
-def test_over_the_budget_the_biggest_holder_is_refused_and_others_go_on() -> None:
+def test_over_the_budget_the_biggest_holder_is_refused_and_others_go_on(serve: Serve) -> None:
     log = LogCapture()
-    with running_server(
-        port=0, flush_after=0, max_buffered_bytes=100_000, error_log=log
-    ) as server:
+    with serve(port=0, flush_after=0, max_buffered_bytes=100_000, error_log=log) as server:
         big, small, fresh = (connect(server.address) for _ in range(3))
         with big, small, fresh:
             big.sendall(b"b" * 60_000)
@@ -419,7 +417,7 @@ def test_forged_line_breaks_stay_inside_one_log_line(server_process) -> None:
     assert any("\\x85Error: fake admin login\\u2028Connection closed:" in line for line in lines)
 
 
-def test_an_error_message_with_client_text_stays_one_line() -> None:
+def test_an_error_message_with_client_text_stays_one_line(serve: Serve) -> None:
     """Errors repeat what a client sent (an op's exception message): those
     lines are escaped the same way."""
     ops = default_ops.copy()
@@ -429,7 +427,7 @@ def test_an_error_message_with_client_text_stays_one_line() -> None:
         raise RuntimeError(params["text"])
 
     log = LogCapture()
-    with running_server(port=0, ops=ops, log=log) as server:
+    with serve(port=0, ops=ops, log=log) as server:
         with connect(server.address) as sock:
             reader = LineReader(sock)
             for text in FORGERIES:
@@ -454,7 +452,8 @@ def test_display_text_escapes_every_line_break_splitlines_knows() -> None:
 
 
 # --- stats stays O(1) ----------------------------------------------------------------
-def test_stats_with_thousands_of_idle_connections_stays_fast() -> None:
+@pytest.mark.many_sockets
+def test_stats_with_thousands_of_idle_connections_stays_fast(serve: Serve) -> None:
     """Before: stats summed over every connection (0.02 s for 2,000 stats
     requests alone, 0.42 s with 4,000 idle connections open)."""
     requests = b'{"op": "stats"}\n' * 2000
@@ -470,7 +469,7 @@ def test_stats_with_thousands_of_idle_connections_stays_fast() -> None:
                 seen += data.count(b"\n")
             return time.monotonic() - started
 
-    with running_server(port=0) as server:
+    with serve(port=0) as server:
         alone = min(chunk_time(server.address) for _ in range(3))
         idle = [connect(server.address) for _ in range(3000)]
         try:

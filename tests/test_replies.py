@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, WAIT, LineReader, LogCapture, cli_env, connect, round_trip
+from helpers import ROOT, WAIT, LineReader, LogCapture, Serve, cli_env, connect, round_trip
 
-from spike import default_ops, running_server
+from spike import default_ops
 from spike.cli import serving_port
 
 LINUX = sys.platform.startswith("linux")
@@ -79,11 +79,11 @@ def echo_time(address: tuple) -> float:
 
 
 @pytest.mark.skipif(not LINUX, reason="reads this process's memory from /proc")
-def test_pipelined_big_replies_nobody_reads_stay_under_the_cap() -> None:
+def test_pipelined_big_replies_nobody_reads_stay_under_the_cap(serve: Serve) -> None:
     """300 pipelined calls for 1 MB replies, never read. Before: every call of
     a turn was answered before the cap was looked at (1,000 such calls built
     1.9 GB and stalled everyone for 4.6 s)."""
-    with running_server(port=0, ops=big_ops(1_000_000)) as server:
+    with serve(port=0, ops=big_ops(1_000_000)) as server:
         memory = PeakMemory()
         with non_reader(server.address) as sock:
             sock.sendall(b'{"op": "big"}\n' * 300)
@@ -98,16 +98,14 @@ def test_pipelined_big_replies_nobody_reads_stay_under_the_cap() -> None:
 
 @pytest.mark.skipif(not LINUX, reason="reads this process's memory from /proc")
 @pytest.mark.parametrize("budget", [32 * MiB, 4 * MiB], ids=["32MiB", "4MiB"])
-def test_unsent_replies_count_against_the_total_budget(budget: int) -> None:
+def test_unsent_replies_count_against_the_total_budget(budget: int, serve: Serve) -> None:
     """100 clients each ask for a 3 MB reply and never read. Before: replies
     were outside every budget (1,200 such clients took the server to 3.6 GB;
     nothing was refused or logged). The kernel takes most of each reply, so
     the 32 MiB budget may never be reached; the 4 MiB one is, and the
     biggest holders are refused, each with a log line saying why."""
     log = LogCapture()
-    with running_server(
-        port=0, ops=big_ops(3_000_000), max_buffered_bytes=budget, error_log=log
-    ) as server:
+    with serve(port=0, ops=big_ops(3_000_000), max_buffered_bytes=budget, error_log=log) as server:
         memory = PeakMemory()
         socks = [non_reader(server.address) for _ in range(100)]
         try:
@@ -132,7 +130,7 @@ def test_unsent_replies_count_against_the_total_budget(budget: int) -> None:
     assert "of unsent replies" in refused[0]
 
 
-def test_a_result_too_deep_to_encode_gets_one_error_reply() -> None:
+def test_a_result_too_deep_to_encode_gets_one_error_reply(serve: Serve) -> None:
     """Before: RecursionError while encoding dropped the connection with no
     reply, breaking the protocol's first rule (one reply per line)."""
     ops = default_ops.copy()
@@ -155,7 +153,7 @@ def test_a_result_too_deep_to_encode_gets_one_error_reply() -> None:
     nested = "[" * 950 + "]" * 950
     log = LogCapture()
     with (
-        running_server(port=0, ops=ops, log=log) as server,
+        serve(port=0, ops=ops, log=log) as server,
         connect(server.address) as sock,
     ):
         reader = LineReader(sock)
@@ -218,24 +216,24 @@ def test_a_redirected_log_keeps_every_line() -> None:
     assert lines[-1] == "Server stopped."
 
 
-def test_stopping_sends_the_replies_already_made() -> None:
-    """100 clients pipeline more than the server will answer before it
-    stops, and have read nothing. Then it stops, and they read: every reply
+def test_stopping_sends_the_replies_already_made(serve: Serve) -> None:
+    """25 clients pipeline more than the server will answer before it
+    stops (6 MB each), and have read nothing. Then it stops, and they read: every reply
     the server made arrives, and no client is reset. Before: unsent replies
     were dropped, and closing with their unread input reset the clients."""
     line = b"r" * 9_999 + b"\n"
-    with running_server(port=0) as server:
-        socks = [non_reader(server.address) for _ in range(100)]
+    with serve(port=0, flush_after=0) as server:
+        socks = [non_reader(server.address) for _ in range(25)]
         for sock in socks:
             sock.setblocking(False)
             with contextlib.suppress(BlockingIOError):
-                sock.send(line * 300)  # as much as the buffers take
+                sock.send(line * 600)  # as much as the buffers take
         answered = settled(lambda: server.total_messages)
         stopper = threading.Thread(target=server.close)
         stopper.start()
         received = read_all(socks)
         stopper.join(WAIT)
-    assert answered > 100
+    assert answered > 25
     assert received == answered
 
 

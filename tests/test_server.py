@@ -20,6 +20,7 @@ from helpers import (
     FakeClock,
     LineReader,
     LogCapture,
+    Serve,
     connect,
     round_trip,
     settle,
@@ -168,8 +169,8 @@ def test_seed_client_send_without_newline_then_close_is_logged_in_full(server, l
     assert "Received: A message from CS361!" in log.lines
 
 
-def test_half_close_still_gets_the_reply() -> None:
-    with running_server(port=0, flush_after=0) as server, connect(server.address) as sock:
+def test_half_close_still_gets_the_reply(serve: Serve) -> None:
+    with serve(port=0, flush_after=0) as server, connect(server.address) as sock:
         sock.sendall("no newline, then EOF ✓".encode())
         sock.shutdown(socket.SHUT_WR)
         reader = LineReader(sock)
@@ -212,11 +213,11 @@ def test_bad_input_gets_an_error_and_the_connection_stays_usable(
         assert reader.line() == b"still here"
 
 
-def test_op_failed_keeps_the_server_running(log: LogCapture) -> None:
+def test_op_failed_keeps_the_server_running(log: LogCapture, serve: Serve) -> None:
     ops = default_ops.copy()
     ops.op("crash")(lambda params, ctx: 1 / 0)
     ops.op("unencodable")(lambda params, ctx: {"x": object()})
-    with running_server(port=0, ops=ops, log=log) as server, connect(server.address) as sock:
+    with serve(port=0, ops=ops, log=log) as server, connect(server.address) as sock:
         reader = LineReader(sock)
         sock.sendall(b'{"op": "crash", "id": 1}\n{"op": "unencodable", "id": 2}\nok\n')
         crash = error_of(reader.line())
@@ -228,9 +229,9 @@ def test_op_failed_keeps_the_server_running(log: LogCapture) -> None:
     assert any(line.startswith("Error:") and "ZeroDivisionError" in line for line in log.lines)
 
 
-def test_over_long_line_closes_only_that_connection() -> None:
+def test_over_long_line_closes_only_that_connection(serve: Serve) -> None:
     with (
-        running_server(port=0, max_line_bytes=100) as server,
+        serve(port=0, max_line_bytes=100) as server,
         connect(server.address) as bystander,
         connect(server.address) as offender,
     ):
@@ -245,8 +246,8 @@ def test_over_long_line_closes_only_that_connection() -> None:
         assert round_trip(bystander, b"y" * 100 + b"\n") == b"y" * 100
 
 
-def test_over_long_line_is_logged_with_the_reason(log: LogCapture) -> None:
-    with running_server(port=0, max_line_bytes=100, log=log) as server:
+def test_over_long_line_is_logged_with_the_reason(log: LogCapture, serve: Serve) -> None:
+    with serve(port=0, max_line_bytes=100, log=log) as server:
         with connect(server.address) as sock:
             peer = "{}:{}".format(*sock.getsockname()[:2])
             sock.sendall(b"fine\n" + b"x" * 101 + b"\n")
@@ -261,8 +262,8 @@ def test_over_long_line_is_logged_with_the_reason(log: LogCapture) -> None:
     ]
 
 
-def test_limit_is_exact_for_a_line_on_its_own() -> None:
-    with running_server(port=0, max_line_bytes=100) as server, connect(server.address) as sock:
+def test_limit_is_exact_for_a_line_on_its_own(serve: Serve) -> None:
+    with serve(port=0, max_line_bytes=100) as server, connect(server.address) as sock:
         assert round_trip(sock, b"a" * 100 + b"\n") == b"a" * 100
         assert round_trip(sock, b"b" * 99 + b"\r\n") == b"b" * 99
         reader = LineReader(sock)
@@ -271,18 +272,18 @@ def test_limit_is_exact_for_a_line_on_its_own() -> None:
         assert reader.at_eof()
 
 
-def test_over_long_line_is_refused_before_its_newline() -> None:
-    with running_server(port=0, max_line_bytes=1000) as server, connect(server.address) as sock:
+def test_over_long_line_is_refused_before_its_newline(serve: Serve) -> None:
+    with serve(port=0, max_line_bytes=1000) as server, connect(server.address) as sock:
         sock.sendall(b"z" * 5000)  # no newline, far past the limit
         reader = LineReader(sock)
         assert error_of(reader.line())["error"]["code"] == "line_too_long"
         assert reader.at_eof()
 
 
-def test_error_reply_survives_a_client_that_keeps_sending() -> None:
+def test_error_reply_survives_a_client_that_keeps_sending(serve: Serve) -> None:
     # Closing a socket with unread input sends a reset, which can destroy the
     # error reply in flight; the server half-closes and drains instead.
-    with running_server(port=0, max_line_bytes=1000) as server, connect(server.address) as sock:
+    with serve(port=0, max_line_bytes=1000) as server, connect(server.address) as sock:
         sock.sendall(b"x" * 200_000)
         reader = LineReader(sock)
         assert json.loads(reader.line())["error"]["code"] == "line_too_long"
@@ -298,11 +299,13 @@ def test_default_limit_is_one_mebibyte(server) -> None:
         assert error_of(reader.line())["error"]["code"] == "line_too_long"
 
 
-def test_a_big_line_reaches_a_slow_reader_whole_and_in_order(log: LogCapture) -> None:
+def test_a_big_line_reaches_a_slow_reader_whole_and_in_order(
+    log: LogCapture, serve: Serve
+) -> None:
     """A reply far bigger than the socket buffers goes out in many partial
     sends, and the message after it still comes back after it."""
     big = bytes(range(32, 127)) * 50_000  # 4.75 MB of ASCII, no newline
-    with running_server(port=0, max_line_bytes=len(big), log=log) as server:
+    with serve(port=0, max_line_bytes=len(big), log=log) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
         sock.connect(server.address)
@@ -325,11 +328,12 @@ def test_a_big_line_reaches_a_slow_reader_whole_and_in_order(log: LogCapture) ->
 
 
 # --- concurrency and fairness ---------------------------------------------------------
-def test_a_thousand_concurrent_connections_each_get_their_own_replies() -> None:
+@pytest.mark.many_sockets
+def test_a_thousand_concurrent_connections_each_get_their_own_replies(serve: Serve) -> None:
     count = 1000
     # Strict framing: on a loaded machine the gap between the two halves of
     # a line can exceed the flush delay, which would (correctly) flush it.
-    with running_server(port=0, flush_after=0) as server:
+    with serve(port=0, flush_after=0) as server:
         socks = [connect(server.address) for _ in range(count)]
         try:
             readers = [LineReader(sock) for sock in socks]
@@ -348,7 +352,7 @@ def test_a_thousand_concurrent_connections_each_get_their_own_replies() -> None:
                 sock.close()
 
 
-def test_hundreds_of_threaded_clients_interleave_without_mixing() -> None:
+def test_hundreds_of_threaded_clients_interleave_without_mixing(serve: Serve) -> None:
     clients, messages = 200, 50
     failures: list[str] = []
     start = threading.Barrier(clients)
@@ -369,7 +373,7 @@ def test_hundreds_of_threaded_clients_interleave_without_mixing() -> None:
             failures.append(f"client {n}: {exc!r}")
 
     address: tuple[str, int]
-    with running_server(port=0) as server:
+    with serve(port=0) as server:
         address = server.address
         threads = [threading.Thread(target=talk, args=(n,)) for n in range(clients)]
         for thread in threads:
@@ -380,8 +384,8 @@ def test_hundreds_of_threaded_clients_interleave_without_mixing() -> None:
     assert not failures, failures[:5]
 
 
-def test_an_idle_or_stuck_client_does_not_delay_another() -> None:
-    with running_server(port=0) as server:
+def test_an_idle_or_stuck_client_does_not_delay_another(serve: Serve) -> None:
+    with serve(port=0) as server:
         # One client sends half a line and stalls; another floods us and never reads.
         staller = connect(server.address)
         staller.sendall(b"half a line, then nothing")
@@ -407,10 +411,10 @@ def test_an_idle_or_stuck_client_does_not_delay_another() -> None:
             flooder.close()
 
 
-def test_a_client_that_stops_reading_gets_every_reply_later() -> None:
+def test_a_client_that_stops_reading_gets_every_reply_later(serve: Serve) -> None:
     """One line at a time (the server's fast path) until back-pressure stops it."""
     line = b"r" * 7999 + b"\n"
-    with running_server(port=0) as server:
+    with serve(port=0) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(server.address)
@@ -504,8 +508,8 @@ def test_shutdown_is_prompt_and_close_disconnects_clients() -> None:
     sock.close()
 
 
-def test_running_server_runs_a_named_thread_and_stops_it() -> None:
-    with running_server(port=0) as server:
+def test_running_server_runs_a_named_thread_and_stops_it(serve: Serve) -> None:
+    with serve(port=0) as server:
         assert server.wait_serving(0)
         names = [thread.name for thread in threading.enumerate()]
         assert f"spike-server-{server.address[1]}" in names
@@ -513,12 +517,10 @@ def test_running_server_runs_a_named_thread_and_stops_it() -> None:
     assert f"spike-server-{server.address[1]}" not in [t.name for t in threading.enumerate()]
 
 
-def test_idle_timeout_closes_silent_connections_only() -> None:
+def test_idle_timeout_closes_silent_connections_only(serve: Serve) -> None:
     log = LogCapture()
     clock = FakeClock()
-    with running_server(
-        port=0, idle_timeout=0.5, log=log, clock=clock, poll_interval=FAKE_POLL
-    ) as server:
+    with serve(port=0, idle_timeout=0.5, log=log, clock=clock, poll_interval=FAKE_POLL) as server:
         silent = connect(server.address)
         busy = connect(server.address)
         wait_until(lambda: server.open_connections == 2)
@@ -537,19 +539,19 @@ def test_idle_timeout_closes_silent_connections_only() -> None:
         busy.close()
 
 
-def test_idle_timeout_runs_on_the_real_clock() -> None:
+def test_idle_timeout_runs_on_the_real_clock(serve: Serve) -> None:
     """The real thing, once: a silent connection closes after idle_timeout."""
-    with running_server(port=0, idle_timeout=0.2) as server, connect(server.address) as sock:
+    with serve(port=0, idle_timeout=0.2) as server, connect(server.address) as sock:
         started = time.monotonic()
         assert LineReader(sock).closed_by_peer()
         assert 0.15 < time.monotonic() - started < WAIT
 
 
-def test_idle_timeout_says_when_it_drops_an_unfinished_line() -> None:
+def test_idle_timeout_says_when_it_drops_an_unfinished_line(serve: Serve) -> None:
     log = LogCapture()
     clock = FakeClock()
     with (
-        running_server(
+        serve(
             port=0, idle_timeout=0.3, flush_after=0, log=log, clock=clock, poll_interval=FAKE_POLL
         ) as server,
         connect(server.address) as sock,
@@ -567,10 +569,10 @@ def test_idle_timeout_says_when_it_drops_an_unfinished_line() -> None:
     )
 
 
-def test_idle_timeout_closes_a_client_that_stopped_reading_its_replies() -> None:
+def test_idle_timeout_closes_a_client_that_stopped_reading_its_replies(serve: Serve) -> None:
     log = LogCapture()
     clock = FakeClock()
-    with running_server(
+    with serve(
         port=0,
         idle_timeout=0.3,
         max_line_bytes=2_000_000,
@@ -598,14 +600,14 @@ def test_idle_timeout_closes_a_client_that_stopped_reading_its_replies() -> None
     assert closed.endswith(" bytes of replies not delivered)")
 
 
-def test_a_refused_client_is_closed_after_the_linger_not_before() -> None:
+def test_a_refused_client_is_closed_after_the_linger_not_before(serve: Serve) -> None:
     """After a fatal error reply the server reads and drops input for
     _LINGER_SECONDS (so the reply is not destroyed by a reset), then closes."""
     from spike.server._loop import _LINGER_SECONDS
 
     clock = FakeClock()
     with (
-        running_server(port=0, max_line_bytes=10, clock=clock, poll_interval=FAKE_POLL) as server,
+        serve(port=0, max_line_bytes=10, clock=clock, poll_interval=FAKE_POLL) as server,
         connect(server.address) as sock,
     ):
         sock.sendall(b"x" * 11)
@@ -626,7 +628,7 @@ def test_a_refused_client_is_closed_after_the_linger_not_before() -> None:
 @pytest.mark.skipif(
     sys.platform == "win32", reason="Windows cannot tell how much a socket has yet to deliver"
 )
-def test_idle_timeout_spares_a_client_still_reading_its_replies() -> None:
+def test_idle_timeout_spares_a_client_still_reading_its_replies(serve: Serve) -> None:
     """Traffic in either direction counts: while the server is still sending
     replies to a slow reader, the connection is not idle."""
     idle = 0.3
@@ -634,9 +636,7 @@ def test_idle_timeout_spares_a_client_still_reading_its_replies() -> None:
     count = 1500  # 1.5 MB of replies, far more than the socket buffers hold
     log = LogCapture()
     clock = FakeClock()
-    with running_server(
-        port=0, idle_timeout=idle, log=log, clock=clock, poll_interval=FAKE_POLL
-    ) as server:
+    with serve(port=0, idle_timeout=idle, log=log, clock=clock, poll_interval=FAKE_POLL) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         sock.connect(server.address)
@@ -659,10 +659,10 @@ def test_idle_timeout_spares_a_client_still_reading_its_replies() -> None:
     assert not any("idle for" in entry for entry in log.lines)
 
 
-def test_op_can_use_the_connection_context() -> None:
+def test_op_can_use_the_connection_context(serve: Serve) -> None:
     ops = OpRegistry()
     ops.op("whoami")(lambda params, ctx: {"peer": list(ctx.peer), "messages": ctx.messages})
-    with running_server(port=0, ops=ops) as server, Client(*server.address) as client:
+    with serve(port=0, ops=ops) as server, Client(*server.address) as client:
         client.send_text("one")
         reply = client.request("whoami")
         assert reply["messages"] == 2
@@ -684,10 +684,12 @@ def _with_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_crashing_connection_handler_costs_only_its_client(
-    log: LogCapture, monkeypatch: pytest.MonkeyPatch
+    log: LogCapture,
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Serve,
 ) -> None:
     _with_a_bug(monkeypatch)
-    with running_server(port=0, log=log) as server:
+    with serve(port=0, log=log) as server:
         socks = [connect(server.address) for _ in range(6)]
         for i, sock in enumerate(socks):
             sock.sendall(b"crash\n" if i % 2 else b"hi\n")
@@ -705,12 +707,13 @@ def test_a_crashing_connection_handler_costs_only_its_client(
 
 def test_errors_reach_the_error_log_when_the_event_log_is_off(
     monkeypatch: pytest.MonkeyPatch,
+    serve: Serve,
 ) -> None:
     _with_a_bug(monkeypatch)
     ops = default_ops.copy()
     ops.op("boom")(lambda params, ctx: 1 / 0)
     errors = LogCapture()
-    with running_server(port=0, max_line_bytes=20, ops=ops, error_log=errors) as server:
+    with serve(port=0, max_line_bytes=20, ops=ops, error_log=errors) as server:
         with connect(server.address) as sock:
             reply = round_trip(sock, b'{"op":"boom"}\n')
             assert error_of(reply)["error"]["code"] == "op_failed"
@@ -727,26 +730,23 @@ def test_errors_reach_the_error_log_when_the_event_log_is_off(
     assert "sent a line longer than 20 bytes" in errors.lines[1]
 
 
-def test_a_failing_log_callable_does_not_stop_the_server() -> None:
+def test_a_failing_log_callable_does_not_stop_the_server(serve: Serve) -> None:
     def broken_log(line: str) -> None:
         raise OSError("stdout is gone")
 
-    with running_server(port=0, log=broken_log) as server, Client(*server.address) as client:
+    with serve(port=0, log=broken_log) as server, Client(*server.address) as client:
         assert client.send_text("logged nowhere") == "logged nowhere"
         assert client.request("echo", text="fine") == {"text": "fine"}
 
 
-def test_portable_select_poller(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The selectors-based loop used on Windows and macOS, run here with select()."""
+def test_portable_select_poller() -> None:
+    """The selectors-based loop (macOS's, with kqueue there), run here with select()."""
     import selectors
 
-    import spike.server._loop
     from spike.server._poller import SelectorPoller
 
-    monkeypatch.setattr(
-        spike.server._loop, "DefaultPoller", lambda: SelectorPoller(selectors.SelectSelector)
-    )
-    with running_server(port=0, max_line_bytes=1000) as server:
+    poller = SelectorPoller(selectors.SelectSelector)
+    with running_server(port=0, max_line_bytes=1000, poller=poller) as server:
         assert isinstance(server._poller, SelectorPoller)
         socks = [connect(server.address) for _ in range(100)]
         try:
@@ -775,7 +775,6 @@ def test_grouped_select_poller_serves_more_clients_than_one_select_takes(
 ) -> None:
     """The Windows loop: select() takes at most 512 sockets there, so the
     poller watches them in groups (here groups of 40, with 150 clients)."""
-    import spike.server._loop
     import spike.server._poller
     from spike.server._poller import GroupedSelectPoller
 
@@ -787,10 +786,8 @@ def test_grouped_select_poller_serves_more_clients_than_one_select_takes(
         return real_select(readers, writers, errors, timeout)
 
     monkeypatch.setattr(spike.server._poller.select, "select", counting_select)
-    monkeypatch.setattr(
-        spike.server._loop, "DefaultPoller", lambda: GroupedSelectPoller(group_size=40)
-    )
-    with running_server(port=0, max_line_bytes=1000) as server:
+    poller = GroupedSelectPoller(group_size=40)
+    with running_server(port=0, max_line_bytes=1000, poller=poller) as server:
         assert isinstance(server._poller, GroupedSelectPoller)
         socks = [connect(server.address) for _ in range(150)]
         try:
@@ -880,11 +877,11 @@ def test_quiet_server_still_reports_running_out_of_file_descriptors(server_proce
     assert proc.rest() == []  # no per-connection lines on stdout
 
 
-def test_an_op_failure_is_logged_with_op_and_request_id(log: LogCapture) -> None:
+def test_an_op_failure_is_logged_with_op_and_request_id(log: LogCapture, serve: Serve) -> None:
     ops = default_ops.copy()
     ops.op("crash")(lambda params, ctx: 1 / 0)
     with (
-        running_server(port=0, ops=ops, log=log, op_tracebacks=True) as server,
+        serve(port=0, ops=ops, log=log, op_tracebacks=True) as server,
         connect(server.address) as sock,
     ):
         reply = error_of(round_trip(sock, b'{"op": "crash", "id": "r7"}\n'))

@@ -20,6 +20,7 @@ import contextlib
 import enum
 import json
 import socket
+import sys
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -60,7 +61,9 @@ _OUTPUT_RESUME = _OUTPUT_CAP // 2
 # every line: fewer system calls, and fewer wake-ups of the reader.
 _CORK_BYTES = 65536
 # While lingering after a fatal error reply, input is read and dropped, up
-# to this much (then the connection closes at once).
+# to this much (then the connection closes at once). A server that stops
+# drops all there is, for its bounded drain time: the client is owed its
+# replies, and closing on unread input would reset them away.
 _LINGER_MAX_BYTES = 4 * _RECV_SIZE
 _ERROR_CHARS = 2000  # an error's own text (an exception message) is shortened later
 _RECEIVED = "Received: "
@@ -240,7 +243,7 @@ class Connection:
         self._out: deque[bytes | memoryview] = deque()
         self._out_bytes = 0
         self._holding = 0  # what the server was last told this connection holds
-        self._discarded = 0  # bytes dropped while lingering
+        self._discard_left = _LINGER_MAX_BYTES  # input still to drop while lingering
         self._interest = _READ  # what the poller watches for
 
     # -- what an op and the server may read ---------------------------------
@@ -277,8 +280,8 @@ class Connection:
             self._end_of_stream()
             return
         if self.state is not State.OPEN:  # lingering or stopping: input is dropped
-            self._discarded += len(data)
-            if self._discarded > _LINGER_MAX_BYTES:
+            self._discard_left -= len(data)
+            if self._discard_left < 0:
                 self.close()
             return
         if self._track_idle:
@@ -418,6 +421,7 @@ class Connection:
             return
         if self.state in ANSWERING:
             self.state = State.STOPPING
+            self._discard_left = sys.maxsize
             self._drop_input()
         self._send_corked()
         if self.state is not State.CLOSED and not self._out:
@@ -617,7 +621,7 @@ class Connection:
         if not data:
             self._eof = True
             return False
-        self._discarded += len(data)
+        self._discard_left -= len(data)
         return True
 
     def _has_input(self) -> bool:
