@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from helpers import (
     FAKE_POLL,
+    ROOT,
     WAIT,
     FakeClock,
     LineReader,
@@ -890,3 +891,30 @@ def test_an_op_failure_is_logged_with_op_and_request_id(log: LogCapture, serve: 
     assert "op 'crash' failed" in line and '(request id "r7")' in line
     assert "ZeroDivisionError: division by zero" in line
     assert any(line.startswith("  Traceback") for line in log.lines)
+
+
+def test_the_server_package_imports_one_way() -> None:
+    """The loop drives connections and connections report back through an
+    interface (ConnectionHost): _connection imports nothing of _loop, and no
+    module of spike/server imports another that imports it back."""
+    import ast
+
+    paths = {path.stem: path for path in (ROOT / "spike" / "server").glob("*.py")}
+    graph = {
+        name: {
+            node.module
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in paths
+        }
+        for name, path in paths.items()
+    }
+    assert graph["_loop"] >= {"_connection"}
+    assert "_loop" not in graph["_connection"]
+
+    def reaches(start: str, goal: str, seen: frozenset[str] = frozenset()) -> bool:
+        return any(
+            step == goal or (step not in seen and reaches(step, goal, seen | {step}))
+            for step in graph[start]
+        )
+
+    assert not [name for name in graph if reaches(name, name)], graph
