@@ -98,8 +98,16 @@ def test_results_file_has_every_measurement(tiny_run):
             "py_json",
             "http",
         },
-        "pipelined": {"py_echo", "py_lines", "spike", "spike_quiet"},
-        "connections": {"spike", "spike_quiet"},
+        "pipelined": {
+            "py_echo",
+            "py_lines",
+            "py_json",
+            "spike",
+            "spike_quiet",
+            "spike_json",
+            "spike_quiet_json",
+        },
+        "connections": {"py_selectors", "spike", "spike_quiet"},
         "big_message": {"py_echo", "spike_big"},
     }
     if HAS_C:
@@ -135,6 +143,8 @@ def test_results_file_has_every_measurement(tiny_run):
     assert _rows(results, "round_trip")["spike_text"]["vs_quiet"] > 0
     assert _rows(results, "round_trip")["spike_json"]["vs_naive_json"] > 0
     assert _rows(results, "pipelined")["spike"]["vs_naive_lines"] > 0
+    assert _rows(results, "pipelined")["spike_json"]["vs_naive_json"] > 0
+    assert _rows(results, "connections")["spike"]["vs_py_selectors"] > 0
     assert _rows(results, "pipelined")["spike"]["vs_quiet"] > 0
     assert _rows(results, "connections")["spike"]["vs_quiet"] > 0
 

@@ -9,6 +9,7 @@ measurement does is in :func:`measure`, and the raw observations of
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 import sys
@@ -26,6 +27,8 @@ from spike.bench.procs import (
 
 BIG_REPEATS = 5
 MESSAGE = "A message from CS361!"
+# The same message as a JSON echo request, for pipelined JSON.
+JSON_REQUEST = json.dumps({"op": "echo", "text": MESSAGE}, separators=(",", ":"))
 
 
 @dataclasses.dataclass
@@ -105,7 +108,18 @@ CASES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ("pipelined", "py_lines", "pipelined", "", "", ""),
     ("pipelined", "spike", "pipelined", "spike, plain text", "", ""),
     ("pipelined", "spike_quiet", "pipelined", "spike --quiet, plain text", "", ""),
+    ("pipelined", "py_json", "pipelined_json", "", "", ""),
+    ("pipelined", "spike", "pipelined_json", "spike, JSON echo", "spike_json", ""),
+    (
+        "pipelined",
+        "spike_quiet",
+        "pipelined_json",
+        "spike --quiet, JSON echo",
+        "spike_quiet_json",
+        "",
+    ),
     ("connections", "c_epoll", "connections", "", "", ""),
+    ("connections", "py_selectors", "connections", "", "", ""),
     ("connections", "spike", "connections", "", "", ""),
     ("connections", "spike_quiet", "connections", "", "", ""),
     # Not a floor here: a thread per connection is the design the spike avoided.
@@ -173,9 +187,10 @@ def measure(kind: str, s: Settings) -> Measure:
         return lambda srv: round_trip_stats(
             loop(srv.host, srv.port, MESSAGE, s.requests, s.warmup)
         )
-    if kind == "pipelined":
+    if kind in ("pipelined", "pipelined_json"):
+        line = MESSAGE if kind == "pipelined" else JSON_REQUEST
         return lambda srv: {
-            "messages_per_s": s.pipeline / load.pipelined(srv.host, srv.port, MESSAGE, s.pipeline)
+            "messages_per_s": s.pipeline / load.pipelined(srv.host, srv.port, line, s.pipeline)
         }
     if kind == "connections":
         return lambda srv: connection_stats(
@@ -220,6 +235,7 @@ def subjects(settings: Settings, use_c: bool, notes: list[str]) -> dict[str, Sub
         "py_echo": ("Python socket echo (floor)", "floor", "echo"),
         "py_lines": ("naive lines server (Python)", "reference", "lines"),
         "py_json": ("naive JSON-lines (Python)", "reference", "jsonlines"),
+        "py_selectors": ("Python selectors echo, one thread (floor)", "floor", "selectors"),
         "http": ("HTTP/1.1 keep-alive (http.server)", "reference", "http"),
     }
     try:

@@ -42,14 +42,22 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     ),
     "pipelined": (
         Column("msg/s", "Messages/s", "messages_per_s", "rate"),
-        *_ratio(_C_FLOOR, _PY_FLOOR, ("vs_naive_lines", "÷ naive lines", "÷ naive lines")),
+        *_ratio(
+            _C_FLOOR,
+            _PY_FLOOR,
+            ("vs_naive_lines", "÷ naive lines", "÷ naive lines"),
+            ("vs_naive_json", "÷ naive JSON", "÷ naive JSON-lines"),
+        ),
     ),
     "connections": (
         Column("req/s", "Requests/s", "requests_per_s", "rate"),
         Column("p50 ms", "p50", "p50_ms", "ms"),
         Column("p99 ms", "p99", "p99_ms", "ms"),
         Column("errors", "Errors", "errors", "errors"),
-        *_ratio(("vs_c_epoll", "÷ C epoll", "÷ C epoll")),
+        *_ratio(
+            ("vs_c_epoll", "÷ C epoll", "÷ C epoll"),
+            ("vs_py_selectors", "÷ Py selectors", "÷ Python selectors"),
+        ),
     ),
     "big_message": (
         Column("MiB/s", "MiB/s", "mib_per_s", "rate"),

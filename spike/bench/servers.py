@@ -20,6 +20,10 @@ Kinds:
 ``jsonlines``
     The naive JSON-lines server: read a line, ``json.loads`` it, answer with
     ``json.dumps``. What the pipe's JSON mode would cost done the obvious way.
+``selectors``
+    One thread and a :mod:`selectors` loop: every readable socket's bytes
+    are sent straight back (``sendall``; no framing, no parsing). The floor
+    for many connections on one event loop, the pipe's own design.
 ``http``
     HTTP/1.1 keep-alive with ``http.server`` (threaded, Nagle disabled): a
     POST's body is sent back as the response body.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import selectors
 import socket
 import sys
 import threading
@@ -98,6 +103,36 @@ def _echo_json_lines(conn: socket.socket) -> None:
             pass
 
 
+def _serve_selectors(port: int) -> None:
+    """Echoes bytes on every connection from one thread and one selector."""
+    listener = _listen(port)
+    listener.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    _announce(HOST, listener.getsockname()[1])
+    while True:
+        for key, _ in selector.select():
+            sock = key.fileobj
+            if sock is listener:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                selector.register(conn, selectors.EVENT_READ)
+                continue
+            assert isinstance(sock, socket.socket)
+            try:
+                data = sock.recv(65536)
+                if data:
+                    sock.sendall(data)  # a small echo fits the send buffer at once
+                    continue
+            except OSError:
+                pass
+            selector.unregister(sock)
+            sock.close()
+
+
 class _EchoHandler(BaseHTTPRequestHandler):
     """Answers every POST with its own body, on a kept-alive connection."""
 
@@ -144,7 +179,7 @@ def _serve_zmq(port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Runs one reference server until the process is killed."""
     parser = argparse.ArgumentParser(prog="python -m spike.bench.servers")
-    parser.add_argument("kind", choices=["echo", "lines", "jsonlines", "http", "zmq"])
+    parser.add_argument("kind", choices=["echo", "lines", "jsonlines", "selectors", "http", "zmq"])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     try:
@@ -154,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             _serve_threads(args.port, _echo_lines)
         elif args.kind == "jsonlines":
             _serve_threads(args.port, _echo_json_lines)
+        elif args.kind == "selectors":
+            _serve_selectors(args.port)
         elif args.kind == "http":
             _serve_http(args.port)
         else:
