@@ -50,9 +50,11 @@ def _compiler_version() -> str | None:
 
 def load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages (None on Windows, which has none)."""
+    if sys.platform == "win32":
+        return None
     try:
         return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
+    except OSError:  # POSIX says it may be unobtainable
         return None
 
 

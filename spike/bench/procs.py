@@ -41,7 +41,7 @@ def pin_to_cpu(cpu: int | None) -> str:
     """
     if cpu is None:
         return "not pinned (--no-pin)"
-    if not hasattr(os, "sched_setaffinity"):
+    if sys.platform != "linux":
         return f"not pinned: {sys.platform} has no os.sched_setaffinity; expect more noise"
     allowed = os.sched_getaffinity(0)
     if cpu not in allowed:
@@ -88,7 +88,7 @@ class ServerProcess:
             )
         except OSError as exc:
             raise BenchSetupError(f"{self.name}: cannot start {self.command[0]}: {exc}") from exc
-        if self.cpu is not None and hasattr(os, "sched_setaffinity"):
+        if self.cpu is not None and sys.platform == "linux":
             # Inherited from the pinned parent already; set again so a server
             # started without a pinned parent is still on the chosen core.
             os.sched_setaffinity(self._proc.pid, {self.cpu})
@@ -178,7 +178,8 @@ def build_c_server(source_name: str, compiler: str) -> Path:
     the source and the compiler, so the repository stays clean and a rerun
     does not compile again.
     """
-    source = resources.files("spike.bench").joinpath("c", source_name).read_bytes()
+    # One name per joinpath(): Traversable takes several only from Python 3.11.
+    source = resources.files("spike.bench").joinpath("c").joinpath(source_name).read_bytes()
     key = hashlib.sha256(source + compiler.encode()).hexdigest()[:16]
     cache = Path(tempfile.gettempdir()) / "spike-bench-c"
     binary = cache / f"{Path(source_name).stem}-{key}"
