@@ -267,3 +267,18 @@ def settled(value: Callable[[], int], quiet: float = 0.3) -> int:
         if now != last:
             last, since = now, time.monotonic()
     return last
+
+
+def test_every_line_before_an_over_long_one_is_answered(serve: Serve) -> None:
+    """Three calls for replies above the output cap, then a line over the
+    limit in the same burst: three replies, then the error, then the end."""
+    with (
+        serve(port=0, ops=big_ops(300_000), max_line_bytes=100) as server,
+        connect(server.address) as sock,
+    ):
+        sock.sendall(b'{"op": "big"}\n' * 3 + b"x" * 101 + b"\n")
+        reader = LineReader(sock)
+        for _ in range(3):
+            assert json.loads(reader.line())["result"] == "x" * 300_000
+        assert json.loads(reader.line())["error"]["code"] == "line_too_long"
+        assert reader.closed_by_peer()

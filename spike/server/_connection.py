@@ -332,8 +332,12 @@ class Connection:
             try:
                 self._lines = self.framer.feed(window)
             except LineTooLong as exc:
+                # The whole lines before the offender are answered, all of
+                # them (the cap does not apply: the connection ends here).
                 self._lines = []
-                self._reply(exc.lines)
+                lines = exc.lines
+                while lines:
+                    lines = lines[self._reply(lines) :]
                 self._refuse_long_line(exc)
                 return
             self._line_pos = 0
