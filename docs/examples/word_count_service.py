@@ -19,7 +19,7 @@ import re
 import sys
 from collections import Counter
 
-from spike import PipeError, Server, default_ops
+from spike import BadRequest, PipeError, Server, default_ops
 
 # A copy, so this service's op is added without changing spike's defaults.
 ops = default_ops.copy()
@@ -31,15 +31,17 @@ _WORD = re.compile(r"[\w']+")
 def word_count(params: dict, ctx) -> dict:
     """``{"op": "word_count", "text": "...", "top": 3}`` -> counts.
 
-    A missing ``text`` raises KeyError and a wrong type raises TypeError
-    or ValueError; the pipe turns those into a ``bad_request`` reply.
+    A missing ``text`` is a ``bad_request`` reply by itself; a wrong value
+    is one because the op raises ``BadRequest``. Any other exception here
+    would be a bug in the op: an ``op_failed`` reply and a line in the
+    server's log.
     """
     text = params["text"]
     if not isinstance(text, str):
-        raise TypeError('"text" must be a string')
+        raise BadRequest('"text" must be a string')
     top = params.get("top", 3)
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
-        raise ValueError('"top" must be a whole number, 0 or more')
+        raise BadRequest('"top" must be a whole number, 0 or more')
     words = [word.lower() for word in _WORD.findall(text)]
     ranked = Counter(words).most_common(top)
     return {
