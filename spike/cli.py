@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
+from ._display import shorten
 from ._limits import raise_open_file_limit
 from ._logwriter import LogWriter, dropped_line
 from .client import (
@@ -30,7 +31,6 @@ from .client import (
     Client,
     check_reply,
     request_id_of,
-    shorten,
 )
 from .errors import PipeError
 from .ops import default_ops

@@ -153,6 +153,11 @@ class LineFramer:
         return bool(self._partial) or self._after_flush
 
     @property
+    def partial(self) -> bytes:
+        """The bytes held for a line that has no ``\\n`` yet (a copy)."""
+        return bytes(self._partial)
+
+    @property
     def partial_bytes(self) -> int:
         """Number of bytes held for a line that has no ``\\n`` yet."""
         return len(self._partial)
