@@ -104,12 +104,14 @@ __all__ = [
     "LineFramer",
     "LineTooLong",
     "Message",
+    "NonFiniteNumber",
     "PipeError",
     "ProtocolError",
     "RemoteError",
     "Request",
     "Text",
     "check_utf8",
+    "decode_json",
     "decode_message",
     "decode_reply",
     "encode_error",
@@ -234,17 +236,26 @@ class LineFramer:
 
 
 # --- JSON codec: orjson when installed, else the standard library --------
+class NonFiniteNumber(ValueError):
+    """JSON that :func:`decode_json` refuses for a number no JSON can carry:
+    ``NaN`` or ``Infinity`` (not JSON, though Python's json reads them), or
+    ``1e999`` (JSON, but infinite as a float, so it could never be written
+    back). ``text`` is the number as written."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__(reason)
+        self.text = text
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise NonFiniteNumber(name, f"{name} is not valid JSON")
 
 
 def _finite_float(text: str) -> float:
-    # 1e999 is valid JSON syntax but infinite as a float, and infinity
-    # cannot be written back (an "id" of 1e999 could never be echoed).
     # orjson refuses such numbers too, so both codecs agree.
     value = float(text)
     if value - value != 0.0:  # inf - inf is nan
-        raise ValueError(f"number {text} is out of range")
+        raise NonFiniteNumber(text, f"number {text} is out of range")
     return value
 
 
@@ -287,6 +298,14 @@ else:
             return text.encode()
         except UnicodeEncodeError:  # a lone surrogate: \\u-escape everything
             return _ascii_dumps(obj).encode()
+
+
+def decode_json(data: bytes) -> Any:
+    """One JSON value, read as the protocol reads a request (with the same
+    codec): ``ValueError`` if it is not JSON, :class:`NonFiniteNumber` (a
+    ``ValueError``) for ``NaN``, ``Infinity`` or ``1e999``, and
+    ``RecursionError`` for nesting too deep."""
+    return _loads(data)
 
 
 @final
