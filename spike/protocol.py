@@ -55,8 +55,9 @@ This module only turns bytes into messages and replies into bytes:
 classifies one line as a typed message (:class:`Text`, :class:`Request`,
 :class:`Invalid`), and the ``encode_*`` functions build reply and request
 lines (:func:`format_address` writes ``HOST:PORT`` the way both sides print
-it). It imports nothing of the package but :mod:`spike.errors` (whose error
-codes and exceptions it re-exports for older imports).
+it); :func:`decode_json` reads JSON as a request is read. It imports nothing
+of the package but :mod:`spike.errors`, where the error codes and
+exceptions are.
 """
 
 from __future__ import annotations
@@ -65,21 +66,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, final
 
-from .errors import (
-    BAD_JSON,
-    BAD_REQUEST,
-    BAD_UTF8,
-    ERROR_CODES,
-    LINE_TOO_LONG,
-    NO_ID,
-    OP_FAILED,
-    OVERLOADED,
-    UNKNOWN_OP,
-    LineTooLong,
-    PipeError,
-    ProtocolError,
-    RemoteError,
-)
+from .errors import BAD_JSON, BAD_REQUEST, BAD_UTF8, NO_ID, LineTooLong, ProtocolError
 
 try:  # orjson is optional: several times faster, same bytes on the wire.
     import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
@@ -87,32 +74,18 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
 __all__ = [
-    "BAD_JSON",
-    "BAD_REQUEST",
-    "BAD_UTF8",
     "DEFAULT_HOST",
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_PORT",
-    "ERROR_CODES",
     "JSON_BACKEND",
-    "LINE_TOO_LONG",
-    "NO_ID",
-    "OP_FAILED",
-    "OVERLOADED",
-    "UNKNOWN_OP",
     "Invalid",
     "LineFramer",
-    "LineTooLong",
     "Message",
     "NonFiniteNumber",
-    "PipeError",
-    "ProtocolError",
-    "RemoteError",
     "Request",
     "Text",
     "check_utf8",
     "decode_json",
-    "decode_message",
     "decode_reply",
     "encode_error",
     "encode_request",
@@ -388,23 +361,6 @@ def parse_message(line: bytes) -> Text | Request | Invalid:
     if type(op) is not str:
         return Invalid(BAD_REQUEST, 'a request needs "op" with a string value', request_id)
     return Request(op, request_id, request)
-
-
-def decode_message(line: bytes) -> str | dict[str, Any]:
-    """Older form of :func:`parse_message`: plain text -> ``str``, a JSON
-    request -> its ``dict`` (``"op"`` and ``"id"`` included); raises
-    :class:`ProtocolError` for an invalid line."""
-    message = parse_message(line)
-    if type(message) is Text:
-        return message.text
-    if type(message) is Invalid:
-        raise message.error()
-    assert type(message) is Request
-    request = {"op": message.op}
-    if message.id is not NO_ID:
-        request["id"] = message.id
-    request.update(message.params)
-    return request
 
 
 def _first_line(exc: BaseException) -> str:
