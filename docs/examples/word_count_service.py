@@ -1,14 +1,11 @@
 """A small microservice on the spike pipe: it counts the words in a text.
 
-This is the service side of the tutorial ("Use the pipe in your
-microservice"). It keeps the built-in ops (echo, info, stats) and adds
-one of its own, ``word_count``. Start it, then call it from another
-program:
+The service side of the tutorial: the built-in ops (echo, info, stats)
+plus ``word_count``. Start it, then call it from another program:
 
     uv run python docs/examples/word_count_service.py --port 3001
 
-Stop it with Ctrl+C. Other programs can also import ``ops`` from here
-and serve it themselves, e.g. ``running_server(ops=ops, port=0)``.
+Stop it with Ctrl+C.
 """
 
 from __future__ import annotations
@@ -31,10 +28,8 @@ _WORD = re.compile(r"[\w']+")
 def word_count(params: dict, ctx) -> dict:
     """``{"op": "word_count", "text": "...", "top": 3}`` -> counts.
 
-    A missing ``text`` is a ``bad_request`` reply by itself; a wrong value
-    is one because the op raises ``BadRequest``. Any other exception here
-    would be a bug in the op: an ``op_failed`` reply and a line in the
-    server's log.
+    A missing ``text`` is a ``bad_request`` reply by itself, a wrong value
+    one because the op raises ``BadRequest``; any other exception is a bug.
     """
     text = params["text"]
     if not isinstance(text, str):
