@@ -6,7 +6,7 @@
 
     with Client("127.0.0.1", 3000) as client:
         print(client.send_text("A message from CS361"))  # plain-text echo
-        print(client.request("info"))                      # a JSON op
+        print(client.request("info"))                     # a JSON op
 
 ``timeout`` is a deadline, not an idle timer: connecting must finish
 within it, and so must each exchange (sending a message and receiving its
@@ -71,7 +71,6 @@ __all__ = [
     "Client",
     "check_reply",
     "request_id_of",
-    "unbracket",
 ]
 
 DEFAULT_TIMEOUT = 5.0
