@@ -4,6 +4,8 @@ Public API::
 
     from spike import Server, Client, PipeError, running_server, OpRegistry, default_ops
 
+An op refuses its input with ``raise BadRequest("...")`` (see :mod:`spike.ops`).
+
 The wire protocol is described in :mod:`spike.protocol`; the command-line
 tools are ``spike-server``, ``spike-client`` and ``python -m spike`` (a demo).
 """
@@ -22,13 +24,14 @@ from .errors import (
     ProtocolError,
     RemoteError,
 )
-from .ops import OpRegistry, default_ops
+from .ops import BadRequest, OpRegistry, default_ops
 from .server import Connection, Server, running_server
 
 # (spike.server and spike.client are packages whose __main__ runs the CLI,
 # so importing them here does not make `python -m spike.server` warn.)
 __all__ = [
     "AddressInUseError",
+    "BadRequest",
     "BindError",
     "Client",
     "ConnectError",

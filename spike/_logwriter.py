@@ -35,6 +35,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TextIO
 
+from ._display import DISPLAY_CHARS, display_line, display_text, plural
+
 __all__ = [
     "DISPLAY_CHARS",
     "CallableLog",
@@ -45,39 +47,11 @@ __all__ = [
     "dropped_line",
 ]
 
-DISPLAY_CHARS = 200
-# Everything a log reader could take for a line break or a terminal control:
-# C0 (with \n, \r, VT, FF, the FS/GS/RS separators), DEL, C1 (with NEL,
-# U+0085), and the Unicode line and paragraph separators. str.splitlines()
-# and many log viewers break lines at all of these, so a client's text
-# containing one could otherwise start a forged log line.
-_CONTROL_ESCAPES: dict[int, str] = {
-    **{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
-    0x2028: "\\u2028",
-    0x2029: "\\u2029",
-}
 # For checking a batch of lines in two passes: every byte that must not be
 # shown as it is (controls, DEL, non-ASCII) becomes 0, every other byte "x",
 # and the "\n" that joins the lines stays.
 _CLASSES = bytes(10 if c == 0x0A else 0 if c < 0x20 or c >= 0x7F else ord("x") for c in range(256))
 _TOO_LONG = b"x" * (DISPLAY_CHARS + 1)
-
-
-def display_text(text: str, limit: int = DISPLAY_CHARS) -> str:
-    """Text made safe for one log line: shortened, line breaks and controls escaped."""
-    if len(text) > limit:
-        text = f"{text[:limit]}... ({len(text)} characters)"
-    elif text.isprintable():  # the common case: nothing to escape, no copy
-        return text
-    return text.translate(_CONTROL_ESCAPES)
-
-
-def display_line(line: bytes, limit: int = DISPLAY_CHARS) -> str:
-    """:func:`display_text` of a raw line (bad UTF-8 shown as U+FFFD),
-    decoding only the part shown when the line is ASCII."""
-    if len(line) > limit and line.isascii():
-        return f"{line[:limit].decode()}... ({len(line)} characters)".translate(_CONTROL_ESCAPES)
-    return display_text(line.decode(errors="replace"), limit)
 
 
 def _shown_as_is(joined: bytes) -> bool:
@@ -163,8 +137,7 @@ FAILED = "the log output failed"
 def dropped_line(count: int, reason: str = STALLED) -> str:
     """The one line that reports lost log lines, and why (:data:`STALLED`
     or :data:`FAILED`)."""
-    lines = "line" if count == 1 else "lines"
-    return f"{count} log {lines} dropped: {reason}"
+    return f"{plural(count, 'log line')} dropped: {reason}"
 
 
 class LogWriter:

@@ -20,11 +20,24 @@ Adding your own op takes a few lines::
     with running_server(ops=ops) as server:
         ...
 
-A function that raises ``ValueError``, ``KeyError`` or ``TypeError`` (a
-missing or wrong parameter) produces an ``ok: false`` reply with code
-``bad_request``; any other exception produces ``op_failed``. Either way the
-server keeps serving. Ops run on the server's single event-loop thread, so
-keep them quick: a slow op makes every client wait.
+Who is at fault decides the error code:
+
+* ``params`` is a :class:`Params`, a dict whose missing key raises
+  :class:`MissingParameter` (a ``KeyError``): ``params["user"]`` when the
+  request has no ``"user"`` is the caller's mistake, ``bad_request``
+  (``missing parameter 'user'``).
+* An op that refuses what it was given says so: ``raise BadRequest("...")``
+  is ``bad_request`` with that message.
+* Any other exception raised by the op's code, ``KeyError``, ``ValueError``
+  and ``TypeError`` included, is a bug in the op: ``op_failed``, and the
+  server logs one error line naming the op, the exception and the request
+  id (``spike-server --tracebacks`` adds the traceback). So
+  ``users[params["user"]]`` with an unknown user is ``op_failed``: the
+  ``KeyError`` came from the op's own dict, and the op should have checked
+  and raised ``BadRequest``.
+
+Either way the server keeps serving. Ops run on the server's single
+event-loop thread, so keep them quick: a slow op makes every client wait.
 """
 
 from __future__ import annotations
@@ -37,7 +50,62 @@ from typing import Any, Protocol
 from ._version import __version__
 from .errors import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError
 
-__all__ = ["OpContext", "OpFunction", "OpRegistry", "ServerView", "default_ops"]
+__all__ = [
+    "BadRequest",
+    "MissingParameter",
+    "OpContext",
+    "OpFunction",
+    "OpRegistry",
+    "Params",
+    "ServerView",
+    "default_ops",
+]
+
+
+class MissingParameter(KeyError):
+    """A request lacks a parameter its op reads: the caller's mistake, ``bad_request``.
+
+    A ``KeyError``, so an op that catches ``KeyError`` to supply a default
+    still works.
+    """
+
+    def __init__(self, name: object) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"missing parameter {self.name!r}"
+
+
+class BadRequest(ProtocolError):
+    """Raise it in an op for input the op refuses: the reply is
+    ``bad_request`` with ``message``, and nothing is logged as a failure."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(BAD_REQUEST, message)
+
+
+_NOT_GIVEN: Any = object()
+
+
+class Params(dict[str, Any]):
+    """A request's parameters, as an op receives them: a dict whose missing
+    key raises :class:`MissingParameter` instead of a plain ``KeyError``,
+    so that a parameter the caller left out is told apart from a bug in the
+    op (a ``KeyError`` from any other dict)."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> Any:
+        raise MissingParameter(key)
+
+    def pop(self, key: str, default: Any = _NOT_GIVEN) -> Any:
+        """``dict.pop``; a missing key without a default is a :class:`MissingParameter`."""
+        if default is _NOT_GIVEN:
+            if key not in self:
+                raise MissingParameter(key)
+            return super().pop(key)
+        return super().pop(key, default)
 
 
 class ServerView(Protocol):
@@ -124,23 +192,23 @@ class OpRegistry:
         return f"OpRegistry({self.names()!r})"
 
     def call(self, name: str, params: dict[str, Any], ctx: OpContext) -> Any:
-        """Run op ``name``; failures become :class:`ProtocolError`.
+        """Run op ``name`` with ``params`` (as a :class:`Params`); failures
+        become :class:`ProtocolError`.
 
-        ``unknown_op`` if no such op, ``bad_request`` for ValueError,
-        KeyError or TypeError, ``op_failed`` for anything else (the original
-        exception is the error's ``__cause__``, for logging).
+        ``unknown_op`` if no such op; ``bad_request`` for a
+        :class:`MissingParameter` or a :class:`ProtocolError` the op raised
+        (:class:`BadRequest`); ``op_failed`` for any other exception, whose
+        ``__cause__`` is the op's exception, for the server's log.
         """
         func = self._ops.get(name)
         if func is None:
             raise ProtocolError(UNKNOWN_OP, f"no op named {name!r}; try one of {self.names()}")
         try:
-            return func(params, ctx)
+            return func(Params(params), ctx)
         except ProtocolError:
             raise
-        except KeyError as exc:
-            raise ProtocolError(BAD_REQUEST, f"missing parameter {exc}") from exc
-        except (ValueError, TypeError) as exc:
-            raise ProtocolError(BAD_REQUEST, str(exc) or type(exc).__name__) from exc
+        except MissingParameter as exc:
+            raise ProtocolError(BAD_REQUEST, str(exc)) from exc
         except Exception as exc:
             raise ProtocolError(
                 OP_FAILED, f"op {name!r} failed: {type(exc).__name__}: {exc}"
@@ -155,7 +223,7 @@ def echo(params: dict[str, Any], ctx: OpContext) -> dict[str, Any]:
     """``{"op": "echo", "text": "..."}`` -> ``{"text": "..."}``."""
     text = params["text"]
     if not isinstance(text, str):
-        raise TypeError('"text" must be a string')
+        raise BadRequest('"text" must be a string')
     return {"text": text}
 
 

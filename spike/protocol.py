@@ -55,8 +55,9 @@ This module only turns bytes into messages and replies into bytes:
 classifies one line as a typed message (:class:`Text`, :class:`Request`,
 :class:`Invalid`), and the ``encode_*`` functions build reply and request
 lines (:func:`format_address` writes ``HOST:PORT`` the way both sides print
-it). It imports nothing of the package but :mod:`spike.errors` (whose error
-codes and exceptions it re-exports for older imports).
+it); :func:`decode_json` reads JSON as a request is read. It imports nothing
+of the package but :mod:`spike.errors`, where the error codes and
+exceptions are.
 """
 
 from __future__ import annotations
@@ -65,21 +66,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, final
 
-from .errors import (
-    BAD_JSON,
-    BAD_REQUEST,
-    BAD_UTF8,
-    ERROR_CODES,
-    LINE_TOO_LONG,
-    NO_ID,
-    OP_FAILED,
-    OVERLOADED,
-    UNKNOWN_OP,
-    LineTooLong,
-    PipeError,
-    ProtocolError,
-    RemoteError,
-)
+from .errors import BAD_JSON, BAD_REQUEST, BAD_UTF8, NO_ID, LineTooLong, ProtocolError
 
 try:  # orjson is optional: several times faster, same bytes on the wire.
     import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
@@ -87,30 +74,18 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
 __all__ = [
-    "BAD_JSON",
-    "BAD_REQUEST",
-    "BAD_UTF8",
     "DEFAULT_HOST",
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_PORT",
-    "ERROR_CODES",
     "JSON_BACKEND",
-    "LINE_TOO_LONG",
-    "NO_ID",
-    "OP_FAILED",
-    "OVERLOADED",
-    "UNKNOWN_OP",
     "Invalid",
     "LineFramer",
-    "LineTooLong",
     "Message",
-    "PipeError",
-    "ProtocolError",
-    "RemoteError",
+    "NonFiniteNumber",
     "Request",
     "Text",
     "check_utf8",
-    "decode_message",
+    "decode_json",
     "decode_reply",
     "encode_error",
     "encode_request",
@@ -151,6 +126,11 @@ class LineFramer:
         line, or a flushed line whose late newline may still come (so the
         next chunk cannot be taken as a line of its own)."""
         return bool(self._partial) or self._after_flush
+
+    @property
+    def partial(self) -> bytes:
+        """The bytes held for a line that has no ``\\n`` yet (a copy)."""
+        return bytes(self._partial)
 
     @property
     def partial_bytes(self) -> int:
@@ -229,17 +209,26 @@ class LineFramer:
 
 
 # --- JSON codec: orjson when installed, else the standard library --------
+class NonFiniteNumber(ValueError):
+    """JSON that :func:`decode_json` refuses for a number no JSON can carry:
+    ``NaN`` or ``Infinity`` (not JSON, though Python's json reads them), or
+    ``1e999`` (JSON, but infinite as a float, so it could never be written
+    back). ``text`` is the number as written."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__(reason)
+        self.text = text
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise NonFiniteNumber(name, f"{name} is not valid JSON")
 
 
 def _finite_float(text: str) -> float:
-    # 1e999 is valid JSON syntax but infinite as a float, and infinity
-    # cannot be written back (an "id" of 1e999 could never be echoed).
     # orjson refuses such numbers too, so both codecs agree.
     value = float(text)
     if value - value != 0.0:  # inf - inf is nan
-        raise ValueError(f"number {text} is out of range")
+        raise NonFiniteNumber(text, f"number {text} is out of range")
     return value
 
 
@@ -282,6 +271,14 @@ else:
             return text.encode()
         except UnicodeEncodeError:  # a lone surrogate: \\u-escape everything
             return _ascii_dumps(obj).encode()
+
+
+def decode_json(data: bytes) -> Any:
+    """One JSON value, read as the protocol reads a request (with the same
+    codec): ``ValueError`` if it is not JSON, :class:`NonFiniteNumber` (a
+    ``ValueError``) for ``NaN``, ``Infinity`` or ``1e999``, and
+    ``RecursionError`` for nesting too deep."""
+    return _loads(data)
 
 
 @final
@@ -364,23 +361,6 @@ def parse_message(line: bytes) -> Text | Request | Invalid:
     if type(op) is not str:
         return Invalid(BAD_REQUEST, 'a request needs "op" with a string value', request_id)
     return Request(op, request_id, request)
-
-
-def decode_message(line: bytes) -> str | dict[str, Any]:
-    """Older form of :func:`parse_message`: plain text -> ``str``, a JSON
-    request -> its ``dict`` (``"op"`` and ``"id"`` included); raises
-    :class:`ProtocolError` for an invalid line."""
-    message = parse_message(line)
-    if type(message) is Text:
-        return message.text
-    if type(message) is Invalid:
-        raise message.error()
-    assert type(message) is Request
-    request = {"op": message.op}
-    if message.id is not NO_ID:
-        request["id"] = message.id
-    request.update(message.params)
-    return request
 
 
 def _first_line(exc: BaseException) -> str:

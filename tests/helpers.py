@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from spike import Server
-from spike.cli import serving_port
+from spike._serving import wait_for_serving
 from spike.server._poller import GroupedSelectPoller, Poller, SelectorPoller
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,7 +211,7 @@ class _LinePump:
 
     def _pump(self, stream) -> None:
         for line in stream:
-            self._lines.put(line.rstrip("\n"))
+            self._lines.put(line.decode("utf-8").rstrip("\r\n"))
         self._lines.put(None)
 
     def next(self, timeout: float) -> str | None:
@@ -231,7 +231,8 @@ class _LinePump:
 
 
 class ServerProcess:
-    """``python -m spike.server`` as a child process, its stdout and stderr read line by line."""
+    """``python -m spike.server`` as a child process, its stdout and stderr read
+    line by line (as UTF-8), started once it has printed its "Serving on" line."""
 
     def __init__(self, *args: str, python_args: Sequence[str] = ("-m", "spike.server")) -> None:
         self.proc = subprocess.Popen(
@@ -239,17 +240,19 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            text=True,
-            encoding="utf-8",
             cwd=ROOT,
             env=cli_env(),
         )
-        self._out = _LinePump(self.proc.stdout)
         self._err = _LinePump(self.proc.stderr)
-        self.first_line = self.next_line()
-        address = serving_port(self.first_line)
-        assert address is not None, self.first_line
+        try:
+            address, lines = wait_for_serving(self.proc, WAIT)
+        except Exception:
+            self.stop()
+            raise
+        assert len(lines) == 1, f"the 'Serving on' line must come first: {lines}"
+        self.first_line = lines[0]
         self.port = address[1]
+        self._out = _LinePump(self.proc.stdout)
 
     def next_line(self, timeout: float = WAIT) -> str:
         """The next stdout line; fails if none comes within ``timeout``."""

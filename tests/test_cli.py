@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT, WAIT, free_port, run_cli
+from peers import ipv6_loopback
 
 from spike import Server
 from spike.cli import serving_port
@@ -33,12 +34,12 @@ def test_server_prints_its_real_port_then_one_line_per_event(server_process) -> 
     assert serving_port(proc.first_line) == ("127.0.0.1", proc.port)
     port = proc.port
     assert port > 0
-    result = run_cli("spike.client", "--port", str(port), "A message from CS361!")
+    result = run_cli("spike.client", "--port", str(port), "A message from CS361")
     assert result.returncode == 0, result.stderr
     opened = proc.next_line()
     assert re.fullmatch(r"Connection opened: 127\.0\.0\.1:\d+", opened)
     peer = opened.split(": ", 1)[1]
-    assert proc.next_line() == "Received: A message from CS361!"
+    assert proc.next_line() == "Received: A message from CS361"
     assert proc.next_line() == f"Connection closed: {peer} (1 message)"
 
 
@@ -127,6 +128,40 @@ def test_server_bad_flags(args: list[str]) -> None:
     assert_one_line_error(result.stderr, "spike-server: error:")
 
 
+@pytest.mark.parametrize(
+    ("host", "needle"),
+    [
+        ("127.0.0.1:3000", "'127.0.0.1:3000' includes a port: use --host 127.0.0.1 --port 3000"),
+        ("[::1]:3000", "'[::1]:3000' includes a port: use --host ::1 --port 3000"),
+        ("", "argument --host: empty"),
+    ],
+)
+def test_server_and_client_read_a_host_the_same_way(host: str, needle: str) -> None:
+    for module in ("spike.server", "spike.client"):
+        result = run_cli(module, "--host", host, "--port", "0", "hi")
+        assert result.returncode == 2, (module, result.stderr)
+        assert_one_line_error(result.stderr, needle)
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_server_takes_an_ipv6_host_in_brackets_as_the_client_does(server_process) -> None:
+    proc = server_process("--host", "[::1]", "--port", "0")
+    assert proc.first_line.startswith("Serving on [::1]:"), proc.first_line
+    assert proc.first_line.endswith(" (press Ctrl+C to stop)"), proc.first_line
+    result = run_cli("spike.client", "--host", "[::1]", "--port", str(proc.port), "hi")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("host", ["0", "0.0.0.0"])
+def test_a_wildcard_host_says_so_in_the_start_line(server_process, host: str) -> None:
+    """``--host 0`` is 0.0.0.0: every network interface, which the start line says."""
+    proc = server_process("--host", host, "--port", "0")
+    assert proc.first_line == (
+        f"Serving on 0.0.0.0:{proc.port} (every network interface: other computers can "
+        "connect; press Ctrl+C to stop)"
+    )
+
+
 # --- spike-client ---------------------------------------------------------------
 def test_client_prints_sent_and_received(server) -> None:
     port = str(server.address[1])
@@ -147,7 +182,7 @@ def test_client_sends_each_line_of_a_message(server) -> None:
     assert result.stdout.split("\n")[:-1:2] == [
         "Sent: one",
         "Sent: two",
-        "Sent: three\u2028same message",
+        "Sent: three\\u2028same message",  # shown escaped: a line separator
         "Sent: ",
     ]
 
@@ -232,9 +267,9 @@ def test_demo_runs_both_sides() -> None:
     assert re.fullmatch(r"\[server\] Serving on 127\.0\.0\.1:\d+", lines[0])
     assert re.fullmatch(r"\[server\] Connection opened: 127\.0\.0\.1:\d+", lines[1])
     assert lines[2:5] == [
-        "[client] Sent: A message from CS361!",
-        "[server] Received: A message from CS361!",
-        "[client] Received: A message from CS361!",
+        "[client] Sent: A message from CS361",
+        "[server] Received: A message from CS361",
+        "[client] Received: A message from CS361",
     ]
     assert re.fullmatch(r"\[server\] Connection closed: 127\.0\.0\.1:\d+ \(1 message\)", lines[5])
     assert lines[6:] == ["[server] Server stopped."]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import sys
@@ -23,8 +24,11 @@ from spike import (
     RemoteError,
     running_server,
 )
-from spike.client import MAX_TIMEOUT, _connect_failure, check_reply, shorten
-from spike.protocol import NO_ID, format_address
+from spike._display import shorten
+from spike.client import MAX_TIMEOUT, check_reply
+from spike.client._client import _connect_failure
+from spike.errors import NO_ID
+from spike.protocol import encode_result, format_address
 
 
 @pytest.fixture
@@ -394,3 +398,133 @@ def test_text_that_is_not_unicode_is_a_value_error(server) -> None:
         with pytest.raises(ValueError, match="valid Unicode text"):
             client.send_text("caf\udcff")  # the byte 0xff, as POSIX argv decodes it
         assert client.send_text("café") == "café"
+
+
+# --- a line nobody asked for -------------------------------------------------------
+class Chatty:
+    """A peer that answers each line as a pipe server does (echo, or an ok
+    reply with the request's id), but also sends ``banner`` once connected
+    and ``after`` after each reply, each in a send of its own. ``wait_sent(n)``
+    waits until ``n`` sends are done, so a test knows the extra bytes have
+    reached the client's machine before it calls again."""
+
+    def __init__(self, banner: bytes = b"", after: bytes = b"") -> None:
+        self.banner = banner
+        self.after = after
+        self._sent = 0
+        self._changed = threading.Condition()
+
+    def __call__(self, conn: socket.socket) -> None:
+        if self.banner:
+            self._send(conn, self.banner)
+        reader = conn.makefile("rb")
+        while line := reader.readline():
+            line = line.rstrip(b"\n")
+            if line.startswith(b"{"):
+                request = json.loads(line)
+                reply = encode_result({"text": request.get("text")}, request.get("id", NO_ID))
+            else:
+                reply = line + b"\n"
+            self._send(conn, reply)
+            if self.after:
+                self._send(conn, self.after)
+
+    def _send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        with self._changed:
+            self._sent += 1
+            self._changed.notify_all()
+
+    def wait_sent(self, count: int) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self._sent >= count, WAIT), self._sent
+
+
+def test_a_blank_line_after_each_reply_is_never_taken_for_the_next_reply(peers: Peers) -> None:
+    """Before: send_text("a"), ("b"), ("c") returned "a", "", "b"."""
+    peer = Chatty(after=b"\n")
+    client = Client(*peers.start(peer), timeout=WAIT)
+    assert client.send_text("a") == "a"
+    peer.wait_sent(2)
+    with pytest.raises(ProtocolError) as caught:
+        client.send_text("b")
+    assert "sent a line that answers no request: ''" in caught.value.message
+    assert "one reply line per message (no banners)" in caught.value.message
+    assert client.closed  # the replies are out of step: nothing later can be trusted
+    with pytest.raises(ConnectionClosed):
+        client.send_text("c")
+
+
+def test_an_extra_line_in_the_same_packet_as_the_reply_is_caught_too(peers: Peers) -> None:
+    host, port = peers.start(peers.answer(b"a\nsurprise\nand more\n"))
+    client = Client(host, port, timeout=WAIT)
+    assert client.send_text("a") == "a"
+    with pytest.raises(ProtocolError) as caught:
+        client.send_text("b")
+    assert caught.value.message.startswith(
+        f"{host}:{port} sent a line that answers no request: 'surprise' (and 1 more line);"
+    )
+
+
+def test_a_banner_is_never_returned_as_a_reply(peers: Peers) -> None:
+    peer = Chatty(banner=b"Welcome to my server\x1b[2J\n")
+    client = Client(*peers.start(peer), timeout=WAIT)
+    peer.wait_sent(1)
+    with pytest.raises(ProtocolError) as caught:
+        client.send_text("a")
+    assert "answers no request: 'Welcome to my server\\x1b[2J'" in caught.value.message
+
+
+def test_the_start_of_an_unasked_line_is_caught(peers: Peers) -> None:
+    client = Client(*peers.start(peers.answer(b"a\nWel")), timeout=WAIT)
+    assert client.send_text("a") == "a"
+    with pytest.raises(ProtocolError) as caught:
+        client.send_text("b")
+    assert "sent 3 bytes that answer no request (the start of a line: 'Wel')" in str(caught.value)
+
+
+def test_json_requests_catch_an_unasked_line_and_still_match_ids(peers: Peers) -> None:
+    """request() does not look for bytes before sending (the reply's id
+    check catches a line that came later), so the line here arrives with
+    the reply, in one packet."""
+    host, port = peers.start(peers.answer(b'{"id":1,"ok":true,"result":"one"}\n\n'))
+    client = Client(host, port, timeout=WAIT)
+    assert client.request("echo", text="one") == "one"
+    with pytest.raises(ProtocolError) as caught:
+        client.request("echo", text="two")
+    assert "sent a line that answers no request: ''" in caught.value.message
+    assert client.closed
+
+
+def test_json_requests_name_an_unasked_line_that_came_on_its_own(peers: Peers) -> None:
+    peer = Chatty(after=b"\n")
+    client = Client(*peers.start(peer), timeout=WAIT)
+    assert client.request("echo", text="one") == {"text": "one"}
+    peer.wait_sent(2)
+    with pytest.raises(ProtocolError) as caught:
+        client.request("echo", text="two")
+    # Seen before sending (with the reply) or after (instead of the reply):
+    # either way the stray line is named, and never returned as a result.
+    message = caught.value.message
+    assert message.endswith("''") or "no request: ''" in message, message
+    assert "answers no request" in message or "is not JSON" in message, message
+    assert client.closed
+
+
+def test_an_unasked_line_that_comes_after_the_request_is_sent_fails_the_json_request(
+    peers: Peers,
+) -> None:
+    """The reply to a JSON request must carry its id, so a stale line that
+    arrives late is still never returned as its result."""
+    reply = b"\n" + b'{"id":1,"ok":true,"result":1}\n'
+    with Client(*peers.start(peers.answer(reply)), timeout=WAIT) as client:
+        with pytest.raises(ProtocolError) as caught:
+            client.request("info")
+        assert caught.value.message.endswith("is not JSON: ''"), caught.value
+
+
+def test_a_well_behaved_server_is_never_accused(server) -> None:
+    with Client(*server.address) as client:
+        for n in range(200):
+            assert client.send_text(f"m{n}") == f"m{n}"
+            assert client.request("echo", text=f"j{n}") == {"text": f"j{n}"}

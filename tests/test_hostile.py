@@ -439,7 +439,7 @@ def test_an_error_message_with_client_text_stays_one_line(serve: Serve) -> None:
 
 
 def test_display_text_escapes_every_line_break_splitlines_knows() -> None:
-    from spike.server import display_text
+    from spike._display import display_text
 
     breakers = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
     for char in breakers:

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import LogCapture
 
 import spike
-from spike import Client, OpRegistry, RemoteError, default_ops, running_server
-from spike.protocol import ProtocolError
+from spike import BadRequest, Client, OpRegistry, RemoteError, default_ops, running_server
+from spike.errors import ProtocolError
+from spike.ops import MissingParameter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,11 +65,14 @@ def _raises(exc: BaseException):
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        (ValueError("n must be positive"), "bad_request"),
-        (TypeError("n must be a number"), "bad_request"),
-        (KeyError("n"), "bad_request"),
+        # The op's own code failed: its bug, whatever the exception's type.
+        (ValueError("n must be positive"), "op_failed"),
+        (TypeError("n must be a number"), "op_failed"),
+        (KeyError("n"), "op_failed"),
         (ZeroDivisionError("division by zero"), "op_failed"),
         (RuntimeError("boom"), "op_failed"),
+        # The caller's mistake.
+        (MissingParameter("n"), "bad_request"),
     ],
 )
 def test_exceptions_become_error_codes(exc: BaseException, code: str) -> None:
@@ -76,6 +81,71 @@ def test_exceptions_become_error_codes(exc: BaseException, code: str) -> None:
         registry.call("op", {}, NO_CONTEXT)
     assert caught.value.code == code
     assert caught.value.__cause__ is exc
+
+
+def test_an_op_refuses_input_with_bad_request() -> None:
+    registry = OpRegistry({"op": _raises(BadRequest('"n" must be positive'))})
+    with pytest.raises(ProtocolError) as caught:
+        registry.call("op", {}, NO_CONTEXT)
+    assert (caught.value.code, caught.value.message) == ("bad_request", '"n" must be positive')
+    assert caught.value.__cause__ is None  # nothing for the server to log
+
+
+def _lookup_user(params, ctx):
+    users = {"alice": 1}
+    return users[params["user"]]
+
+
+def test_a_key_error_in_the_op_is_op_failed_a_missing_parameter_is_bad_request() -> None:
+    registry = OpRegistry({"user": _lookup_user})
+    assert registry.call("user", {"user": "alice"}, NO_CONTEXT) == 1
+    with pytest.raises(ProtocolError) as caught:
+        registry.call("user", {"user": "bob"}, NO_CONTEXT)
+    assert caught.value.code == "op_failed"
+    assert type(caught.value.__cause__) is KeyError
+    assert caught.value.message == "op 'user' failed: KeyError: 'bob'"
+    with pytest.raises(ProtocolError) as caught:
+        registry.call("user", {}, NO_CONTEXT)
+    assert (caught.value.code, caught.value.message) == ("bad_request", "missing parameter 'user'")
+
+
+def test_params_is_a_dict_that_names_a_missing_parameter() -> None:
+    seen = {}
+
+    def op(params, ctx):
+        seen["params"] = params
+        return [params.get("absent", "default"), params.pop("absent", None)]
+
+    assert OpRegistry({"op": op}).call("op", {"a": 1}, NO_CONTEXT) == ["default", None]
+    params = seen["params"]
+    assert isinstance(params, dict) and params == {"a": 1}
+    with pytest.raises(KeyError) as caught:  # still a KeyError for an op that catches one
+        params.pop("absent")
+    assert type(caught.value) is MissingParameter
+    assert str(caught.value) == "missing parameter 'absent'"
+
+
+def test_an_op_bug_is_op_failed_and_logged_a_missing_parameter_is_not() -> None:
+    """Over the wire: the reply blames the right side, and the server's log
+    names the op, the exception and the request id only for the op's bug."""
+    ops = default_ops.copy()
+    ops.add("user", _lookup_user)
+    log = LogCapture()
+    with running_server(port=0, ops=ops, log=log) as server, Client(*server.address) as client:
+        assert client.request("user", user="alice") == 1
+        with pytest.raises(RemoteError) as caught:
+            client.request("user", user="bob")  # request id 2
+        assert caught.value.code == "op_failed"
+        with pytest.raises(RemoteError) as caught:
+            client.request("user")
+        assert (caught.value.code, caught.value.message) == (
+            "bad_request",
+            "missing parameter 'user'",
+        )
+        assert client.request("echo", text="still here") == {"text": "still here"}
+    errors = [line for line in log.lines if line.startswith("Error: ")]
+    assert len(errors) == 1, log.lines
+    assert errors[0].endswith(": op 'user' failed (request id 2): KeyError: 'bob'"), errors
 
 
 def test_missing_parameter_is_named() -> None:
@@ -96,7 +166,7 @@ def test_echo_checks_its_text() -> None:
     assert default_ops.call("echo", {"text": "hi"}, NO_CONTEXT) == {"text": "hi"}
     with pytest.raises(ProtocolError) as caught:
         default_ops.call("echo", {"text": 5}, NO_CONTEXT)
-    assert caught.value.code == "bad_request"
+    assert (caught.value.code, caught.value.message) == ("bad_request", '"text" must be a string')
 
 
 def test_info_and_stats_over_the_wire() -> None:
@@ -137,8 +207,8 @@ def test_a_student_adds_an_op_in_a_few_lines() -> None:
             client.request("add", a=2)
         assert caught.value.code == "bad_request"
         with pytest.raises(RemoteError) as caught:
-            client.request("add", a=2, b="x")
-        assert caught.value.code == "bad_request"
+            client.request("add", a=2, b="x")  # the op does not check its input: its bug
+        assert caught.value.code == "op_failed"
         assert client.request("echo", text="still here") == {"text": "still here"}
 
 

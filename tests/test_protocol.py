@@ -9,16 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spike import protocol
+from spike import errors, protocol
+from spike.errors import NO_ID, LineTooLong, ProtocolError
 from spike.protocol import (
-    NO_ID,
     Invalid,
     LineFramer,
-    LineTooLong,
-    ProtocolError,
+    NonFiniteNumber,
     Request,
     Text,
-    decode_message,
+    decode_json,
     decode_reply,
     encode_error,
     encode_request,
@@ -87,7 +86,7 @@ def test_line_limit_is_exact() -> None:
     assert framer.feed(b"45\n") == [b"12345"]
     with pytest.raises(LineTooLong) as caught:
         framer.feed(b"123456\n")
-    assert caught.value.code == protocol.LINE_TOO_LONG
+    assert caught.value.code == errors.LINE_TOO_LONG
     assert caught.value.lines == []
 
 
@@ -208,19 +207,19 @@ def test_json_request_is_op_id_and_params() -> None:
 @pytest.mark.parametrize(
     ("line", "code"),
     [
-        (b"caf\xc3", protocol.BAD_UTF8),  # a character cut in half
-        (b"\xff\xfe", protocol.BAD_UTF8),
-        (b'{"op": "echo", "text": "\xff"}', protocol.BAD_UTF8),
-        (b"{", protocol.BAD_JSON),
-        (b'{"op": "echo",}', protocol.BAD_JSON),
-        (b'{"op": "echo", "n": NaN}', protocol.BAD_JSON),
-        (b'{"op": "echo"} trailing', protocol.BAD_JSON),
-        (b"{" * 100_000, protocol.BAD_JSON),  # deep nesting must not crash
-        (b'{"op": "echo", "id": 1e999}', protocol.BAD_JSON),  # infinite as a float
-        (b'{"op": "echo", "text": "x", "n": [-1.5e400]}', protocol.BAD_JSON),
-        (b'{"id": 1}', protocol.BAD_REQUEST),
-        (b'{"op": 42}', protocol.BAD_REQUEST),
-        (b'{"op": null}', protocol.BAD_REQUEST),
+        (b"caf\xc3", errors.BAD_UTF8),  # a character cut in half
+        (b"\xff\xfe", errors.BAD_UTF8),
+        (b'{"op": "echo", "text": "\xff"}', errors.BAD_UTF8),
+        (b"{", errors.BAD_JSON),
+        (b'{"op": "echo",}', errors.BAD_JSON),
+        (b'{"op": "echo", "n": NaN}', errors.BAD_JSON),
+        (b'{"op": "echo"} trailing', errors.BAD_JSON),
+        (b"{" * 100_000, errors.BAD_JSON),  # deep nesting must not crash
+        (b'{"op": "echo", "id": 1e999}', errors.BAD_JSON),  # infinite as a float
+        (b'{"op": "echo", "text": "x", "n": [-1.5e400]}', errors.BAD_JSON),
+        (b'{"id": 1}', errors.BAD_REQUEST),
+        (b'{"op": 42}', errors.BAD_REQUEST),
+        (b'{"op": null}', errors.BAD_REQUEST),
     ],
 )
 def test_bad_lines_are_invalid_messages(line: bytes, code: str) -> None:
@@ -231,32 +230,31 @@ def test_bad_lines_are_invalid_messages(line: bytes, code: str) -> None:
 
 
 def test_bad_utf8_names_the_first_bad_byte() -> None:
-    assert parse_message(b"caf\xc3") == Invalid(protocol.BAD_UTF8, "not valid UTF-8 (byte 3)")
+    assert parse_message(b"caf\xc3") == Invalid(errors.BAD_UTF8, "not valid UTF-8 (byte 3)")
 
 
 def test_bad_request_keeps_the_id_when_it_can() -> None:
     assert parse_message(b'{"id": "abc"}') == Invalid(
-        protocol.BAD_REQUEST, 'a request needs "op" with a string value', "abc"
+        errors.BAD_REQUEST, 'a request needs "op" with a string value', "abc"
     )
     message = parse_message(b"{]")
     assert isinstance(message, Invalid)
     assert message.id is NO_ID
 
 
-def test_decode_message_keeps_its_older_str_or_dict_form() -> None:
-    assert decode_message("héllo".encode()) == "héllo"
-    assert decode_message(b'{"op": "echo", "id": 3, "text": "hi"}') == {
-        "op": "echo",
-        "id": 3,
-        "text": "hi",
-    }
-    with pytest.raises(ProtocolError) as caught:
-        decode_message(b'{"id": "abc"}')
-    assert (caught.value.code, caught.value.request_id) == (protocol.BAD_REQUEST, "abc")
+def test_decode_json_refuses_numbers_json_cannot_carry() -> None:
+    assert decode_json(b'{"n": [1.5, -2]}') == {"n": [1.5, -2]}
+    for text in ("NaN", "Infinity", "-Infinity", "1e999", "-1.5e400"):
+        with pytest.raises(NonFiniteNumber) as caught:
+            decode_json(text.encode())
+        assert caught.value.text == text
+    with pytest.raises(ValueError) as not_json:
+        decode_json(b"nope")
+    assert not isinstance(not_json.value, NonFiniteNumber)
 
 
 def test_error_codes_are_the_documented_seven() -> None:
-    assert set(protocol.ERROR_CODES) == {
+    assert set(errors.ERROR_CODES) == {
         "bad_utf8",
         "bad_json",
         "bad_request",
@@ -265,7 +263,7 @@ def test_error_codes_are_the_documented_seven() -> None:
         "line_too_long",
         "overloaded",
     }
-    for code in protocol.ERROR_CODES:
+    for code in errors.ERROR_CODES:
         assert f"``{code}``" in protocol.__doc__
 
 
@@ -292,7 +290,7 @@ def test_text_reply() -> None:
 def test_request_encoding() -> None:
     line = encode_request("echo", {"text": "hi"}, 1)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert decode_message(line[:-1]) == {"op": "echo", "id": 1, "text": "hi"}
+    assert parse_message(line[:-1]) == Request("echo", 1, {"text": "hi"})
     assert encode_request("info") == b'{"op":"info"}\n'
     with pytest.raises(ValueError):
         encode_request("echo", {"id": 2})
@@ -307,17 +305,17 @@ def test_not_json_serializable_results_raise() -> None:
 
 def test_big_integers_with_either_codec() -> None:
     big = 123456789012345678901234567890
-    request = decode_message(b'{"op": "echo", "n": %d}' % big)
-    assert isinstance(request, dict)
+    request = parse_message(b'{"op": "echo", "n": %d}' % big)
+    assert isinstance(request, Request)
     # Exact with the standard library; orjson reads it as a float (documented).
-    assert request["n"] == (big if protocol.JSON_BACKEND == "json" else float(big))
-    assert decode_reply(encode_result(big)[:-1])["result"] == request["n"]
+    assert request.params["n"] == (big if protocol.JSON_BACKEND == "json" else float(big))
+    assert decode_reply(encode_result(big)[:-1])["result"] == request.params["n"]
 
 
 def test_lone_surrogates_are_escaped_not_fatal() -> None:
-    request = decode_message(b'{"op": "echo", "text": "\\ud800"}')
-    assert isinstance(request, dict)
-    line = encode_result({"text": request["text"]}, 1)
+    request = parse_message(b'{"op": "echo", "text": "\\ud800"}')
+    assert isinstance(request, Request)
+    line = encode_result({"text": request.params["text"]}, 1)
     assert line.endswith(b"\n")
     assert json.loads(line)["result"]["text"] == "\ud800"
 
@@ -345,8 +343,8 @@ def test_result_round_trip(result: object, request_id: object) -> None:
 def test_echo_request_round_trip(text: str) -> None:
     line = encode_request("echo", {"text": text}, 1)
     assert line.count(b"\n") == 1
-    request = decode_message(line[:-1])
-    assert isinstance(request, dict) and request["text"] == text
+    request = parse_message(line[:-1])
+    assert isinstance(request, Request) and request.params == {"text": text}
 
 
 @pytest.mark.parametrize(

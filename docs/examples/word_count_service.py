@@ -1,14 +1,11 @@
 """A small microservice on the spike pipe: it counts the words in a text.
 
-This is the service side of the tutorial ("Use the pipe in your
-microservice"). It keeps the built-in ops (echo, info, stats) and adds
-one of its own, ``word_count``. Start it, then call it from another
-program:
+The service side of the tutorial: the built-in ops (echo, info, stats)
+plus ``word_count``. Start it, then call it from another program:
 
     uv run python docs/examples/word_count_service.py --port 3001
 
-Stop it with Ctrl+C. Other programs can also import ``ops`` from here
-and serve it themselves, e.g. ``running_server(ops=ops, port=0)``.
+Stop it with Ctrl+C.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ import re
 import sys
 from collections import Counter
 
-from spike import PipeError, Server, default_ops
+from spike import BadRequest, PipeError, Server, default_ops
 
 # A copy, so this service's op is added without changing spike's defaults.
 ops = default_ops.copy()
@@ -31,15 +28,15 @@ _WORD = re.compile(r"[\w']+")
 def word_count(params: dict, ctx) -> dict:
     """``{"op": "word_count", "text": "...", "top": 3}`` -> counts.
 
-    A missing ``text`` raises KeyError and a wrong type raises TypeError
-    or ValueError; the pipe turns those into a ``bad_request`` reply.
+    A missing ``text`` is a ``bad_request`` reply by itself, a wrong value
+    one because the op raises ``BadRequest``; any other exception is a bug.
     """
     text = params["text"]
     if not isinstance(text, str):
-        raise TypeError('"text" must be a string')
+        raise BadRequest('"text" must be a string')
     top = params.get("top", 3)
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
-        raise ValueError('"top" must be a whole number, 0 or more')
+        raise BadRequest('"top" must be a whole number, 0 or more')
     words = [word.lower() for word in _WORD.findall(text)]
     ranked = Counter(words).most_common(top)
     return {

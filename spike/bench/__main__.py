@@ -17,7 +17,7 @@ from spike.bench.plan import FULL, QUICK, Settings
 from spike.bench.procs import BenchSetupError
 from spike.bench.report import format_table
 from spike.bench.runner import command_line, run, write_json
-from spike.cli import positive_int
+from spike.cli._args import positive_int
 
 
 def _non_negative_int(text: str) -> int:

@@ -26,7 +26,7 @@ from spike.bench.procs import (
 )
 
 BIG_REPEATS = 5
-MESSAGE = "A message from CS361!"
+MESSAGE = "A message from CS361"  # the assignment's words, exactly
 # The same message as a JSON echo request, for pipelined JSON.
 JSON_REQUEST = json.dumps({"op": "echo", "text": MESSAGE}, separators=(",", ":"))
 

@@ -11,7 +11,6 @@ import collections
 import hashlib
 import io
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import cast
 
-from spike.cli import serving_port
+from spike._serving import NotServing, wait_for_serving
 
 _READY_TIMEOUT_S = 20.0
 
@@ -92,35 +91,23 @@ class ServerProcess:
             # Inherited from the pinned parent already; set again so a server
             # started without a pinned parent is still on the chosen core.
             os.sched_setaffinity(self._proc.pid, {self.cpu})
-        ready: queue.Queue[tuple[str, int] | None] = queue.Queue()
-        self._drainer = threading.Thread(target=self._drain, args=(ready,), daemon=True)
-        self._drainer.start()
         try:
-            address = ready.get(timeout=_READY_TIMEOUT_S)
-        except queue.Empty:
-            address = None
-        if address is None:
+            (self.host, self.port), lines = wait_for_serving(self._proc, _READY_TIMEOUT_S)
+        except NotServing as exc:
+            self._tail.extend(exc.output)
             self.stop()
             raise BenchSetupError(
                 f"{self.name}: server did not start ({self.last_output() or 'no output'})"
-            )
-        self.host, self.port = address
+            ) from None
+        self._tail.extend(lines)
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
         return self
 
-    def _drain(self, ready: queue.Queue[tuple[str, int] | None]) -> None:
+    def _drain(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         # Popen's pipes are buffered readers, whose read1() takes what is there.
         stdout = cast(io.BufferedReader, self._proc.stdout)
-        for raw in stdout:
-            line = raw.decode(errors="replace")
-            self._tail.append(line.rstrip())
-            address = serving_port(line)
-            if address is not None:
-                ready.put(address)
-                break
-        else:
-            ready.put(None)
-            return
         rest = b""
         while chunk := stdout.read1(1 << 20):
             rest = rest[-64:] + chunk

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spike._display import plural
 from spike._limits import raise_open_file_limit
 from spike.bench import load
 from spike.bench.machine import load_average, machine_info
@@ -314,8 +315,7 @@ def run(
     load_before = load_average()
     pinning = pin_to_cpu(cpu)
     _limits(settings, notes)
-    plural = "s" if settings.rounds != 1 else ""
-    progress(f"spike.bench: {mode} run, {settings.rounds} round{plural}; {pinning}")
+    progress(f"spike.bench: {mode} run, {plural(settings.rounds, 'round')}; {pinning}")
     available = subjects(settings, use_c, notes)
     cases = plan(settings, available)
     servers: dict[str, ServerProcess] = {}

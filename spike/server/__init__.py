@@ -17,7 +17,6 @@ use it from Python with :func:`running_server`.
 
 from __future__ import annotations
 
-from .._logwriter import display_text
 from ..errors import AddressInUseError, BindError
 from ._connection import Connection
 from ._loop import (
@@ -38,6 +37,5 @@ __all__ = [
     "Connection",
     "Log",
     "Server",
-    "display_text",
     "running_server",
 ]

@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .._logwriter import EventLog, display_text
+from .._display import display_text, plural
+from .._logwriter import EventLog
 from ..errors import NO_ID, OP_FAILED, OVERLOADED, LineTooLong, ProtocolError
 from ..ops import OpRegistry, ServerView
 from ..protocol import (
@@ -159,11 +160,6 @@ class ConnectionHost(ServerView, Protocol):
     def closed(self, conn: Connection) -> None:
         """``conn`` is closed: forget it."""
         ...
-
-
-def _plural(count: int, noun: str) -> str:
-    """``1 byte``, ``2 bytes``: a count and its noun, for log lines."""
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _rest(chunk: bytes | memoryview, sent: int) -> bytes | memoryview:
@@ -386,10 +382,10 @@ class Connection:
         line says so, and what was lost."""
         note = f"; idle for {self._settings.idle_timeout:g} s"
         if self.framer.partial_bytes:
-            note += f"; {_plural(self.framer.partial_bytes, 'byte')} of an unfinished line dropped"
+            note += f"; {plural(self.framer.partial_bytes, 'byte')} of an unfinished line dropped"
         unsent = self.unsent + queued_for_peer(self.sock)
         if unsent:
-            note += f"; {_plural(unsent, 'byte')} of replies not delivered"
+            note += f"; {plural(unsent, 'byte')} of replies not delivered"
         self.close(note)
 
     def refuse_overloaded(self, total: int, limit: int) -> None:
@@ -401,10 +397,10 @@ class Connection:
         """
         unread = self._holding - self.unsent
         why = (
-            f"input and replies held for all connections reached {_plural(total, 'byte')} "
+            f"input and replies held for all connections reached {plural(total, 'byte')} "
             f"(the limit is {limit}) and this connection held the most "
-            f"({_plural(unread, 'byte')} of unread input, "
-            f"{_plural(self.unsent, 'byte')} of unsent replies)"
+            f"({plural(unread, 'byte')} of unread input, "
+            f"{plural(self.unsent, 'byte')} of unsent replies)"
         )
         self._log_error(f"{format_address(self.peer)} refused: {why}; closing the connection")
         if self.unsent:
@@ -414,7 +410,7 @@ class Connection:
             encode_error(
                 OVERLOADED,
                 f"the server holds too much for all its clients; this connection held "
-                f"the most ({_plural(unread, 'byte')}), so it is closed",
+                f"the most ({plural(unread, 'byte')}), so it is closed",
             )
         )
 
@@ -446,7 +442,7 @@ class Connection:
         with contextlib.suppress(OSError):
             self.sock.close()
         if self._log is not None:
-            count = _plural(self.messages, "message")
+            count = plural(self.messages, "message")
             self._log(f"Connection closed: {format_address(self.peer)} ({count}{note})")
 
     # -- the one reply path ----------------------------------------------------

@@ -1,0 +1,183 @@
+"""``spike-server``: run a server in the foreground until Ctrl+C."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from .._limits import raise_open_file_limit
+from .._logwriter import LogWriter, dropped_line
+from ..errors import PipeError
+from ..ops import default_ops
+from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
+from ..server import DEFAULT_FLUSH_AFTER, DEFAULT_MAX_BUFFERED_BYTES, Server
+from ._args import Parser, host, port, positive_int, seconds
+from ._output import prepare_output
+
+__all__ = ["server_main"]
+
+
+def _server_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="spike-server",
+        description=(
+            "Serve the CS361 pipe: each line a client sends gets one reply line. "
+            "Plain text is echoed; a line starting with { is a JSON request such as "
+            f'{{"op": "info"}} (ops: {", ".join(default_ops.names())}).'
+        ),
+        epilog="Stop it with Ctrl+C.",
+    )
+    parser.add_argument(
+        "--host",
+        type=host,
+        default=DEFAULT_HOST,
+        help="address to listen on: a name, an IPv4 address, or an IPv6 address with "
+        "or without brackets (default %(default)s: this computer only; 0.0.0.0 or :: "
+        "for every network interface)",
+    )
+    parser.add_argument(
+        "--port",
+        type=port,
+        default=DEFAULT_PORT,
+        help="TCP port (default %(default)s; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--max-line-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_LINE_BYTES,
+        metavar="N",
+        help="longest accepted message in bytes; a longer one gets an error "
+        "reply and its connection is closed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=seconds(allow_zero=False),
+        default=None,
+        metavar="S",
+        help="close connections with no traffic either way for S seconds; the log "
+        "says if an unfinished message was dropped (default: never)",
+    )
+    parser.add_argument(
+        "--flush-after",
+        type=seconds(allow_zero=True),
+        default=DEFAULT_FLUSH_AFTER,
+        metavar="S",
+        help="answer a message that has no newline once no more bytes arrive "
+        "for S seconds, for clients that send without a newline and wait "
+        "(default %(default)s; 0 waits for the newline)",
+    )
+    parser.add_argument(
+        "--max-buffered-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_BUFFERED_BYTES,
+        metavar="N",
+        help="most the server holds for all clients together, in bytes: unread input "
+        "and unsent replies alike; past it the clients holding the most are "
+        "disconnected, with an 'overloaded' error reply where one can still be sent "
+        "(default %(default)s, 256 MiB)",
+    )
+    parser.add_argument(
+        "--tracebacks",
+        action="store_true",
+        help="when an op raises, log its traceback under the error line (for debugging "
+        "your own ops)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no per-connection or per-message log: print only the start and stop "
+        "lines, and errors (on standard error)",
+    )
+    return parser
+
+
+def _stop_on_signals() -> None:
+    """Ctrl+C (and a polite SIGTERM, or Ctrl+Break on Windows) stop the
+    server the same clean way.
+
+    A shell starts background jobs with SIGINT ignored; this is a
+    foreground tool, so Ctrl+C must work however it was started. On Windows
+    a parent process can only signal a child through its own process group,
+    and only with CTRL_BREAK_EVENT, which arrives as SIGBREAK.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if sys.platform == "win32":
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
+    elif hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def server_main(argv: Sequence[str] | None = None) -> int:
+    """``spike-server``: run a server in the foreground until Ctrl+C."""
+    prepare_output()
+    args = _server_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        _stop_on_signals()
+    # Every line the server prints goes through a writer thread: a terminal
+    # or pipe that stops taking output must never stop the server.
+    out = LogWriter(sys.stdout, name="spike-log")
+    err = LogWriter(sys.stderr, name="spike-log-errors")
+    try:
+        status = _serve(args, out, err)
+    except KeyboardInterrupt:  # Ctrl+C while starting or cleaning up
+        out("Server stopped.")
+        status = 0
+    _close_logs(out, err)
+    return status
+
+
+def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
+    raise_open_file_limit(65536)
+    try:
+        server = Server(
+            args.host,
+            args.port,
+            max_line_bytes=args.max_line_bytes,
+            idle_timeout=args.idle_timeout,
+            flush_after=args.flush_after,
+            max_buffered_bytes=args.max_buffered_bytes,
+            log=None if args.quiet else out,
+            error_log=err if args.quiet else None,  # None: errors go to log
+            op_tracebacks=args.tracebacks,
+        )
+    except PipeError as exc:
+        err(f"spike-server: {exc}")
+        return 1
+    try:
+        reach = _reach(server.address[0])
+        out(f"Serving on {format_address(server.address)} ({reach}press Ctrl+C to stop)")
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    out("Server stopped.")
+    return 0
+
+
+def _reach(address: str) -> str:
+    """What the start line adds for a wildcard address: ``--host 0``,
+    ``0.0.0.0`` and ``::`` all listen on every network interface."""
+    try:
+        wildcard = ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return ""
+    return "every network interface: other computers can connect; " if wildcard else ""
+
+
+def _close_logs(out: LogWriter, err: LogWriter) -> None:
+    """Write out what the server logged, without waiting on an output nobody reads.
+
+    If standard output lost lines that it never got to report (it is still
+    not being read), standard error says so, when it can.
+    """
+    try:
+        if not out.close() and out.dropped:
+            err(f"spike-server: {dropped_line(out.dropped, out.drop_reason)}")
+        err.close()
+    except KeyboardInterrupt:  # a second Ctrl+C: stop waiting at once
+        pass
