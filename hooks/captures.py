@@ -486,6 +486,9 @@ def terminal_svg(terminal: Terminal, unique_id: str) -> str:
     svg = console.export_svg(title=terminal.title, code_format=_SVG_FORMAT, unique_id=unique_id)
     # One line, no comments: Markdown then passes the block through untouched.
     svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    # Rich clips the text to a box that ends at the last row's baseline, which
+    # cuts off what hangs below it: an underscore there vanished.
+    svg = re.sub(r'(<g [^>]*?) clip-path="url\(#[\w-]+-clip-terminal\)"', r"\1", svg, count=1)
     title, text = alt_text(terminal)
     # Each line of the window on a line of its own for a screen reader.
     desc = "&#10;".join(html.escape(line) for line in text.splitlines())

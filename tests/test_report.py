@@ -359,6 +359,8 @@ def test_2b_pictures_break_long_lines_between_tokens_and_have_text_alternatives(
     assert all(row.startswith(" " * len("Received: ")) for row in reply[1:]), reply
     joined = reply[0] + "".join(row.strip() for row in reply[1:])
     assert json.loads(joined.removeprefix("Received: "))["ok"] is True
+    # Nothing clips the last row's underscores (Rich's box ends at its baseline).
+    assert "-clip-terminal)" not in page_html
     # A screen reader hears which window it is, then every line in it.
     for svg in re.findall(r'<svg class="rich-terminal".*?</svg>', page_html, re.S):
         title = re.search(r'aria-labelledby="([^"]+)"', svg)
