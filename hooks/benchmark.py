@@ -5,6 +5,7 @@ The numbers come from docs/data/benchmark.json, written by a real run of
 ``on_page_markdown`` replaces markers in docs/spike/benchmark.md:
 
 ``<!-- benchmark:machine -->``   where and when the run happened, and how
+``<!-- benchmark:message -->``   the message every row sent, as the run saved it
 ``<!-- benchmark:table-TEST -->``  one test's table, with ratios to the floors
                                  (TEST: round_trip, pipelined, connections, big_message)
 ``<!-- benchmark:chart -->``     round-trip bar chart (inline SVG, prints in a PDF)
@@ -92,7 +93,7 @@ def load_results(path: Path) -> dict:
         ) from exc
     except (OSError, ValueError) as exc:
         raise PluginError(f"benchmark hook: cannot read {path}: {exc}") from exc
-    for key in ("schema", "date", "machine", "settings", "tests", "targets"):
+    for key in ("schema", "date", "message", "machine", "settings", "tests", "targets"):
         if key not in results:
             raise PluginError(
                 f"benchmark hook: {path} has no '{key}'; rerun the benchmark to rewrite it"
@@ -111,6 +112,7 @@ def render_page(markdown: str, results: dict) -> str:
     """The page with every marker and token replaced; unknown markers are errors."""
     renderers: dict[str, Callable[[dict], str]] = {
         "machine": render_machine,
+        "message": render_message,
         "tables": render_tables,
         **{f"table-{test}": functools.partial(render_tables, only=test) for test in TESTS},
         "chart": render_round_trip_chart,
@@ -316,6 +318,15 @@ def render_targets(results: dict) -> str:
             ]
         )
     return _table(["Target", "Measured", "Goal", "Result"], ["l", "l", "l", "l"], rows)
+
+
+def render_message(results: dict) -> str:
+    """The sentence that names the message the run sent (never retyped by hand)."""
+    message = str(results["message"])
+    return (
+        f"Each row sends the same {len(message)}-character message, `{message}`; every\n"
+        "server runs as its own process."
+    )
 
 
 def render_notes(results: dict) -> str:

@@ -11,9 +11,13 @@ on two pages:
 - `<!-- spike-capture -->` (docs/spike/demo.md): the terminals as text,
   which can be copied;
 - `<!-- spike-screenshots -->` (the answer sheet, docs/index.md, and the
-  demo page): pictures of the server's and the client's terminal windows,
-  drawn from the same lines by Rich's `Console.export_svg()` as inline SVG,
-  so they stay sharp (vector) in the PDF.
+  demo page): screenshots of the server's and the client's terminal windows
+  as they were when the client's second command returned (before the third
+  client connects), drawn from the same lines by Rich's
+  `Console.export_svg()` as inline SVG, so they stay sharp (vector) in the
+  PDF. Each has a title and the window's text as its description, for
+  screen readers. A line too long for the window breaks between JSON
+  members or words, never inside one.
 
 Every capture and picture is stamped with the date of the run, the Python
 version and the OS. Nothing is written to disk, so there is nothing
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import html
 import io
 import logging
 import os
@@ -52,14 +57,16 @@ MARKER = "<!-- spike-capture -->"
 SHOTS_MARKER = "<!-- spike-screenshots -->"
 DEMO_PAGE = "spike/demo.md"
 ANSWER_SHEET = "index.md"
-# Pages that must show the terminal pictures, and where each finds the text captures.
-SHOT_PAGES = {ANSWER_SHEET: "spike/demo.md#the-captures", DEMO_PAGE: "#the-captures"}
+# Pages that must show the terminal screenshots, and where each links to say how they are made.
+SHOT_PAGES = {
+    ANSWER_SHEET: "spike/demo.md#how-the-screenshots-are-made",
+    DEMO_PAGE: "#how-the-screenshots-are-made",
+}
 # Columns of the pictured terminal windows: a common terminal width, and
 # what fits across a printed US Letter page at a readable size.
 SHOT_COLUMNS = 80
+# The assignment's message, in its exact words.
 MESSAGE = "A message from CS361"
-# What the seed's client and the socket-docs client send: no trailing newline.
-RAW_MESSAGE = "A message from CS361!"
 # Upper bound for every single wait; a healthy run takes well under a second.
 STEP_TIMEOUT = 10.0
 
@@ -90,6 +97,9 @@ class Capture:
     server: Terminal
     client: Terminal
     raw_client: Terminal
+    # The server's window as it was when the client's last command returned:
+    # what the screenshot beside the client's window shows.
+    server_shot: Terminal
 
 
 _capture: Capture | None = None
@@ -126,7 +136,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         raise PluginError(f"hooks/captures.py: {DEMO_PAGE} lost its capture marker {MARKER!r}")
     if _capture is None:  # on_pre_build failed or did not run
         raise PluginError("hooks/captures.py: no spike capture for this build")
-    shots = render_screenshots(_capture, page_key=src, captures_link=SHOT_PAGES[src])
+    shots = render_screenshots(_capture, page_key=src, how_link=SHOT_PAGES[src])
     return markdown.replace(SHOTS_MARKER, shots).replace(MARKER, render(_capture))
 
 
@@ -233,7 +243,7 @@ def _run_client(root: Path, env: dict[str, str], port: int, *words: str) -> list
 
 def _socket_docs_client(host: str, port: int) -> list[str]:
     """Talk like the client in Python's socket docs; show it as a REPL session."""
-    payload = RAW_MESSAGE.encode("utf-8")
+    payload = MESSAGE.encode("utf-8")  # no trailing newline
     with socket.create_connection((host, port), timeout=STEP_TIMEOUT) as sock:
         sock.sendall(payload)
         # Only the server's flush-after rule ends this wait: no newline was sent.
@@ -287,15 +297,11 @@ def run_spike(root: Path) -> Capture:
         client_lines += _run_client(root, env, port, "--op", "info")
         if f"Received: {MESSAGE}" not in client_lines:
             raise SpikeRunError(f"client did not get its message back: {client_lines!r}")
+        # Both of the client's connections logged: the moment of the screenshots.
+        output.wait_for(lambda lines: _closed(lines) >= 2, STEP_TIMEOUT)
+        shot_lines = list(output.lines)
         raw_lines = _socket_docs_client(host, port)
-
-        connections = 3
-        output.wait_for(
-            lambda lines: (
-                sum(line.startswith("Connection closed:") for line in lines) >= connections
-            ),
-            STEP_TIMEOUT,
-        )
+        output.wait_for(lambda lines: _closed(lines) >= 3, STEP_TIMEOUT)
         _stop_server(server)
         output.drain(STEP_TIMEOUT)
     except (SpikeRunError, OSError) as exc:
@@ -311,7 +317,8 @@ def run_spike(root: Path) -> Capture:
     finally:
         _kill(server)
 
-    server_lines = [_prompt(["python", "-m", "spike.server", "--port", "0"])]
+    server_prompt = _prompt(["python", "-m", "spike.server", "--port", "0"])
+    server_lines = [server_prompt]
     for line in output.lines:
         if line == "Server stopped.":
             server_lines.append("^C")  # what the terminal echoes for Ctrl+C
@@ -326,7 +333,13 @@ def run_spike(root: Path) -> Capture:
         server=Terminal("Terminal 1: the server", server_lines),
         client=Terminal("Terminal 2: the client", client_lines),
         raw_client=Terminal("A client written like the one in Python's socket docs", raw_lines),
+        server_shot=Terminal("Terminal 1: the server", [server_prompt, *shot_lines]),
     )
+
+
+def _closed(lines: list[str]) -> int:
+    """How many connections the server has logged as closed."""
+    return sum(line.startswith("Connection closed:") for line in lines)
 
 
 def _prompt(argv: list[str]) -> str:
@@ -413,6 +426,48 @@ def _styled(line: str) -> Text:
     return text
 
 
+# A long line is continued under the text after its label ("Received: ...").
+_CONTINUED = re.compile(r"^(?:Sent|Received): ")
+# Where a long line may be broken, best first: after a comma or a space
+# (between JSON members, between words), else after a JSON opener or colon.
+_BREAKS = (", ", ":{[")
+
+
+def _rows(line: str, width: int) -> list[tuple[int, int]]:
+    """(start, end) of each row that `line` takes in a `width`-column picture.
+
+    A line that does not fit is broken after the last separator that fits,
+    never inside a token such as a JSON string or number (only a token
+    longer than a whole row is cut), and its continuation rows are indented
+    to the start of its text.
+    """
+    rows: list[tuple[int, int]] = []
+    start, room = 0, width
+    while len(line) - start > room:
+        window = line[start : start + room]
+        cut = start + room
+        for separators in _BREAKS:
+            found = max((i + 1 for i, ch in enumerate(window) if ch in separators), default=0)
+            if found:
+                cut = start + found
+                break
+        rows.append((start, cut))
+        start, room = cut, width - _indent(line)
+    rows.append((start, len(line)))
+    return rows
+
+
+def _indent(line: str) -> int:
+    """Columns that a continuation row of `line` is indented by."""
+    label = _CONTINUED.match(line)
+    return label.end() if label else 0
+
+
+def alt_text(terminal: Terminal) -> tuple[str, str]:
+    """(title, description) for a screen reader: which window, then all its lines."""
+    return f"Screenshot of {terminal.title}", "\n".join(terminal.lines)
+
+
 def terminal_svg(terminal: Terminal, unique_id: str) -> str:
     """A picture of one terminal window (inline SVG) holding exactly its lines."""
     console = Console(
@@ -424,34 +479,49 @@ def terminal_svg(terminal: Terminal, unique_id: str) -> str:
         legacy_windows=False,
     )
     for line in terminal.lines:
-        # A terminal wraps a long line at the last column, not between words.
-        styled = _styled(line)
-        for row in styled.divide(range(SHOT_COLUMNS, len(line), SHOT_COLUMNS)):
+        rows = _rows(line, SHOT_COLUMNS)
+        for number, part in enumerate(_styled(line).divide(end for _, end in rows[:-1])):
+            row = Text(" " * _indent(line)) + part if number else part
             console.print(row, no_wrap=True, overflow="ignore", crop=False)
     svg = console.export_svg(title=terminal.title, code_format=_SVG_FORMAT, unique_id=unique_id)
     # One line, no comments: Markdown then passes the block through untouched.
     svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
-    svg = svg.replace('class="rich-terminal"', 'class="rich-terminal" role="img"', 1)
+    # Rich clips the text to a box that ends at the last row's baseline, which
+    # cuts off what hangs below it: an underscore there vanished.
+    svg = re.sub(r'(<g [^>]*?) clip-path="url\(#[\w-]+-clip-terminal\)"', r"\1", svg, count=1)
+    title, text = alt_text(terminal)
+    # Each line of the window on a line of its own for a screen reader.
+    desc = "&#10;".join(html.escape(line) for line in text.splitlines())
+    svg = re.sub(
+        r'<svg class="rich-terminal"([^>]*)>',
+        lambda tag: (
+            f'<svg class="rich-terminal" role="img" aria-labelledby="{unique_id}-alt" '
+            f'aria-describedby="{unique_id}-text"{tag[1]}>'
+            f'<title id="{unique_id}-alt">{html.escape(title)}</title>'
+            f'<desc id="{unique_id}-text">{desc}</desc>'
+        ),
+        svg,
+        count=1,
+    )
     return " ".join(part.strip() for part in svg.splitlines() if part.strip())
 
 
-def _label(capture: Capture, captures_link: str) -> str:
+def _label(capture: Capture, how_link: str) -> str:
     return (
-        "*Pictures of this build's real run, drawn from the two programs' output with "
-        "[Rich](https://rich.readthedocs.io/en/latest/console.html#exporting): "
+        "*Screenshots of the server's and the client's terminals in this build's real run, "
+        "taken when the client's second command had returned: "
         f'<span class="spike-capture-meta" data-spike-run="{capture.run_id}">'
         f"run on {capture.date} (UTC) &middot; Python {capture.python} &middot; "
-        f"{capture.os_name}</span>. The same lines as copyable text: "
-        f"[the captures]({captures_link}).*"
+        f"{capture.os_name}</span> ([how they are made]({how_link})).*"
     )
 
 
-def render_screenshots(capture: Capture, *, page_key: str, captures_link: str) -> str:
+def render_screenshots(capture: Capture, *, page_key: str, how_link: str) -> str:
     """Markdown for the server's and the client's terminal windows, with their label."""
     slug = re.sub(r"[^a-z0-9]+", "-", page_key.lower()).strip("-")
     pictures = "".join(
         f'<div class="spike-shot">{terminal_svg(terminal, f"shot-{slug}-{name}")}</div>'
-        for name, terminal in (("server", capture.server), ("client", capture.client))
+        for name, terminal in (("server", capture.server_shot), ("client", capture.client))
     )
     figure = (
         f'<figure class="spike-shots" data-spike-run="{capture.run_id}" '
@@ -461,5 +531,5 @@ def render_screenshots(capture: Capture, *, page_key: str, captures_link: str) -
     # pictures and their label together.
     return (
         f'<div class="spike-shots-block" markdown>\n\n{figure}\n\n'
-        f"{_label(capture, captures_link)}\n\n</div>"
+        f"{_label(capture, how_link)}\n\n</div>"
     )

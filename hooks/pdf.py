@@ -222,6 +222,17 @@ def on_post_build(config: MkDocsConfig) -> None:
     except BrowserUnavailable as error:
         log.info(f"PDF not written: {error}; {_by_hand(site)}.")
         return
+    # Chromium writes the title only; a reader's document properties (and a
+    # screen reader) also show who wrote it and what it is.
+    target.write_bytes(
+        with_document_info(
+            target.read_bytes(),
+            {
+                "Author": config.site_author or "Brian Dy",
+                "Subject": config.site_description or config.site_name,
+            },
+        )
+    )
     log.info(f"PDF written: {_shown(target)} ({pages} pages, {seconds:.1f} s)")
 
 
@@ -462,6 +473,53 @@ def _undrawn(tab, page_html: str, expected: int, errors: list[str]) -> str:
         reason = f"; still drawing after {RENDER_TIMEOUT_S} s"
     named = "; not drawn: " + " | ".join(" ".join(lines) for lines in stuck[:3]) if stuck else ""
     return f"PDF: only {state['drawn']} of {expected} Mermaid diagrams were drawn{reason}{named}"
+
+
+_TRAILER = re.compile(
+    rb"trailer\s*<<(?P<dict>.*?)>>\s*startxref\s*(?P<xref>\d+)\s*%%EOF\s*$", re.S
+)
+
+
+def with_document_info(pdf: bytes, entries: dict[str, str]) -> bytes:
+    """`pdf` with `entries` (Author, Subject...) added to its document information.
+
+    An incremental update, as the PDF standard allows: the information
+    dictionary is written again with the new entries, followed by a cross-reference section
+    for it (and the usual free entry 0) and a trailer pointing back at the original one.
+    Nothing before it changes. Handles the classic cross-reference table that
+    Chromium (Skia) writes; anything else raises PluginError.
+    """
+    trailer = _TRAILER.match(pdf, max(pdf.rfind(b"trailer"), 0))
+    info = trailer and re.search(rb"/Info\s+(\d+)\s+(\d+)\s+R", trailer["dict"])
+    if trailer is None or info is None:
+        raise PluginError("PDF: no classic trailer with /Info; cannot add Author and Subject")
+    number, generation = int(info[1]), int(info[2])
+    objects = list(
+        re.finditer(
+            rb"(?<![0-9])%d\s+%d\s+obj\s*<<(.*?)>>\s*endobj" % (number, generation), pdf, re.S
+        )
+    )
+    if not objects:
+        raise PluginError(f"PDF: information dictionary {number} {generation} R not found")
+    kept = objects[-1][1]
+    for key in entries:  # an entry given again replaces the old one
+        kept = re.sub(rb"/%s\s*(\((?:\\.|[^\\)])*\)|<[0-9A-Fa-f]*>)" % key.encode(), b"", kept)
+    added = b"".join(
+        b"\n/%s <%s>"
+        % (key.encode(), ("\ufeff" + value).encode("utf-16-be").hex().upper().encode())
+        for key, value in entries.items()
+    )
+    body = pdf if pdf.endswith(b"\n") else pdf + b"\n"
+    offset = len(body)
+    obj = b"%d %d obj\n<<%s%s>>\nendobj\n" % (number, generation, kept.strip(), added)
+    xref_at = offset + len(obj)
+    rest = re.sub(rb"/Prev\s+\d+", b"", trailer["dict"]).strip()
+    return (
+        body
+        + obj
+        + b"xref\n0 1\n0000000000 65535 f \n%d 1\n%010d %05d n \n" % (number, offset, generation)
+        + b"trailer\n<<%s\n/Prev %s>>\nstartxref\n%d\n%%%%EOF\n" % (rest, trailer["xref"], xref_at)
+    )
 
 
 def _count_pages(pdf: bytes) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import html
 import itertools
+import json
 import os
 import platform
 import re
@@ -272,7 +273,12 @@ def test_every_statement_on_the_answer_sheet_carries_a_link(built: Built) -> Non
 
 
 def _pictures(page_html: str) -> list[tuple[str, str]]:
-    """(title, text) of each terminal picture on a page, its rows as a terminal shows them.
+    """(title, text) of each terminal picture on a page, its rows joined by spaces."""
+    return [(title, flat(" ".join(rows))) for title, rows in _picture_rows(page_html)]
+
+
+def _picture_rows(page_html: str) -> list[tuple[str, list[str]]]:
+    """(title, rows) of each terminal picture on a page, each row as a terminal shows it.
 
     Each run of text sits at its own x (column) and y (row), so the rows are
     rebuilt cell by cell; spaces between runs are not drawn at all.
@@ -293,10 +299,11 @@ def _pictures(page_html: str) -> list[tuple[str, str]]:
             for offset, char in enumerate(text):
                 row[round(x / cell) + offset] = char
         lines = [
-            "".join(row.get(col, " ") for col in range(max(row) + 1))
+            # Rich draws spaces as no-break spaces.
+            "".join(row.get(col, " ") for col in range(max(row) + 1)).replace("\xa0", " ").rstrip()
             for _, row in sorted(rows.items())
         ]
-        pictures.append((title, flat(" ".join(lines))))
+        pictures.append((title, lines))
     return pictures
 
 
@@ -321,6 +328,50 @@ def test_2b_pages_show_pictures_of_this_builds_run(built: Built, page: str) -> N
     assert date in built.dates
     assert python == platform.python_version()
     assert platform.system() in os_name or platform.system() == "Darwin"
+    # Called what they are for a grader, with how they are made one link away.
+    assert "Screenshots of the server's and the client's terminals" in article_text(page_html)
+    assert re.search(r'href="[^"]*#how-the-screenshots-are-made"', page_html)
+
+
+@pytest.mark.parametrize("page", ["", "spike/demo"], ids=["answer sheet", "demonstration"])
+def test_2b_pictures_agree_and_send_the_assignments_exact_words(built: Built, page: str) -> None:
+    page_html = built.page(page)
+    (_, server), (_, client) = _pictures(page_html)
+    # The same moment in both windows: one connection per client command, all closed.
+    commands = client.count("spike.client --port")
+    assert commands == 2, client
+    assert server.count("Connection opened:") == server.count("Connection closed:") == commands
+    # "A message from CS361", never with the draft's "!", in the pictures and the page.
+    assert "CS361!" not in html.unescape(page_html)
+    assert server.count(f"Received: {MESSAGE}") == 1
+
+
+def test_2b_pictures_break_long_lines_between_tokens_and_have_text_alternatives(
+    built: Built,
+) -> None:
+    page_html = built.page("")
+    rows = dict(_picture_rows(page_html))["Terminal 2: the client"]
+    start = next(i for i, row in enumerate(rows) if row.startswith("Received: {"))
+    reply = [rows[start], *itertools.takewhile(lambda row: row.startswith(" "), rows[start + 1 :])]
+    assert len(reply) > 1, "the JSON reply fits one row: nothing to check"
+    # Each row ends after a JSON separator; the continuation rows line up under the JSON.
+    assert all(row.endswith((",", ":", "{", "[")) for row in reply[:-1]), reply
+    assert all(row.startswith(" " * len("Received: ")) for row in reply[1:]), reply
+    joined = reply[0] + "".join(row.strip() for row in reply[1:])
+    assert json.loads(joined.removeprefix("Received: "))["ok"] is True
+    # Nothing clips the last row's underscores (Rich's box ends at its baseline).
+    assert "-clip-terminal)" not in page_html
+    # A screen reader hears which window it is, then every line in it.
+    for svg in re.findall(r'<svg class="rich-terminal".*?</svg>', page_html, re.S):
+        title = re.search(r'aria-labelledby="([^"]+)"', svg)
+        desc = re.search(r'aria-describedby="([^"]+)"', svg)
+        assert title and desc, svg[:300]
+        said = re.search(
+            rf'<title id="{title[1]}">Screenshot of Terminal \d: the \w+</title>', svg
+        )
+        lines = re.search(rf'<desc id="{desc[1]}">(.*?)</desc>', svg, re.S)
+        assert said and lines, svg[:300]
+        assert f"{MESSAGE}" in html.unescape(lines[1])
 
 
 # --- Budgets -----------------------------------------------------------------

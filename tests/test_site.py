@@ -108,7 +108,7 @@ def test_capture_shows_the_message_both_ways(site):
     assert "Connection opened:" in server_side
     assert "Server stopped." in server_side
     # The socket-docs style client (no newline) was answered.
-    assert "b'A message from CS361!\\n'" in text
+    assert "b'A message from CS361\\n'" in text
 
 
 def test_capture_states_date_python_and_os(site):
