@@ -1,9 +1,7 @@
-"""The server's log: lines made safe to show, and a sink that never blocks the loop.
+"""The server's log: one interface (:class:`EventLog`) and a sink that keeps
+every line an output takes, without letting a stalled output hold the loop.
 
-:func:`display_text` and :func:`display_line` turn what a client sent into
-text for one log line: shortened, and with every character that a terminal
-or a log reader could take for a line break or a control escaped, so no
-client can start a line of its own in the log.
+What a client sent is made safe for a log line by :mod:`spike._display`.
 
 The server logs a line per message. Written one ``print(..., flush=True)``
 at a time, that is a system call per line made while every client waits,
@@ -12,10 +10,11 @@ scrolled back and paused) blocks the whole server once the pipe is full.
 
 :class:`LogWriter` takes lines from the loop into a bounded queue in memory
 (an append, no system call) and a thread of its own writes them out, at
-most every ``interval`` seconds, or at once when a lot is waiting. If the
-output stops taking lines, the thread waits on it alone: the loop keeps
-serving, lines beyond the bound are dropped, and once the output moves
-again one line says how many were lost, where they were lost.
+most every ``interval`` seconds, or at once when a lot is waiting. A file
+or a pipe that is read gets every line: when the bound is reached, the
+loop waits for the writer as ``print`` would. Only an output that has
+taken nothing for ``stall`` seconds loses lines: the loop keeps serving,
+and once the output moves again one line says how many were lost, where.
 
 Why a thread rather than non-blocking writes from the loop: on POSIX a
 pipe or terminal can be made non-blocking, but on Windows a console cannot
@@ -209,7 +208,7 @@ class LogWriter:
         self._thread.start()
 
     def __call__(self, line: str) -> None:
-        """Queue one line (no newline). Never blocks: drops it when the queue is full."""
+        """Queue one line (no newline)."""
         self._put(line, len(line) + 1, 1)
 
     def line(self, prefix: str, raw: bytes) -> None:
@@ -260,6 +259,8 @@ class LogWriter:
         self._put((prefix, joined, lines, size), size, len(lines))
 
     def _put(self, item: _Item, size: int, count: int) -> None:
+        """Queue ``item`` (``count`` lines, ``size`` characters); over the bound,
+        wait for room while the output takes data, else drop it and count it."""
         queue = self._queue
         pending = self._added - self._taken + size
         if self._broken or (pending > self._max_pending and not self._make_room(size)):
@@ -287,9 +288,7 @@ class LogWriter:
             if self._progress == self._stalled_at:
                 return False  # still stalled: no waiting again for every line
             self._stalled_at = None
-        self._hurried = self._woken = True
-        self._hurry.set()
-        self._wake.set()
+        self._rush()
         while self._added - self._taken + size > self._max_pending:
             if self._broken:
                 return False
@@ -301,6 +300,12 @@ class LogWriter:
                 self._stalled_at = progress
                 return False
         return True
+
+    def _rush(self) -> None:
+        """Wake the writer and have it write now, not after its interval."""
+        self._hurried = self._woken = True
+        self._hurry.set()
+        self._wake.set()
 
     def close(self, stall: float = DEFAULT_STALL) -> bool:
         """Write everything queued and stop the thread; True if all of it went out
@@ -316,9 +321,7 @@ class LogWriter:
             self._queue.append(self._dropping)
             self._dropping = 0
         self._closing = True
-        self._hurried = self._woken = True
-        self._hurry.set()
-        self._wake.set()
+        self._rush()
         while self._thread.is_alive():
             progress = self._progress
             self._thread.join(stall)
