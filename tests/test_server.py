@@ -918,3 +918,29 @@ def test_the_server_package_imports_one_way() -> None:
         )
 
     assert not [name for name in graph if reaches(name, name)], graph
+
+
+def test_a_bug_that_cuts_close_short_leaves_nothing_in_the_budget(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler bug, then a close() that fails too: the server still takes the
+    connection's held input off its total."""
+    on_readable, close = Connection.on_readable, Connection.close
+
+    def buggy_read(self: Connection) -> None:
+        on_readable(self)
+        if self.holding:  # an unfinished line is held: now the bug
+            raise RuntimeError("bug in the handler")
+
+    def failing_close(self: Connection, note: str = "") -> None:
+        if self.holding:
+            raise RuntimeError("bug in close")
+        close(self, note)
+
+    monkeypatch.setattr(Connection, "on_readable", buggy_read)
+    monkeypatch.setattr(Connection, "close", failing_close)
+    with serve(port=0, flush_after=0) as server, connect(server.address) as sock:
+        sock.sendall(b"no newline yet")
+        assert LineReader(sock).closed_by_peer()
+        wait_until(lambda: server.open_connections == 0)
+        assert server.buffered_bytes == 0

@@ -460,7 +460,11 @@ class Server:
 
     def closed(self, conn: Connection) -> None:
         """Drop a closed connection from the poller and every table."""
-        self._connections.discard(conn)
+        if conn in self._connections:
+            # A clean close has reported its holding as 0 already; a close cut
+            # short by a bug (see _drop) has not, and the budget must not keep it.
+            self.buffered_bytes -= conn.holding
+            self._connections.remove(conn)
         self._queued.discard(conn)
         self._flush_due.pop(conn, None)
         self._last_active.pop(conn, None)
