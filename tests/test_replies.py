@@ -170,13 +170,12 @@ def test_a_result_too_deep_to_encode_gets_one_error_reply(serve: Serve) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="stopped by a POSIX signal")
-def test_a_redirected_log_keeps_every_line() -> None:
+def test_a_redirected_log_keeps_every_line(tmp_path: Path) -> None:
     """``spike-server > file`` and 100,000 pipelined JSON echoes: the file holds
     every Received line. Before: 5,000-45,000 were dropped as 'not being read'."""
     count = 100_000
     request = b'{"op": "echo", "text": "A message from CS361"}\n'
-    log_path = ROOT / ".pytest_cache" / f"redirected-log-{time.monotonic_ns()}.txt"
-    log_path.parent.mkdir(exist_ok=True)
+    log_path = tmp_path / "log.txt"
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "spike.server", "--port", "0"],
@@ -209,7 +208,6 @@ def test_a_redirected_log_keeps_every_line() -> None:
         assert proc.stderr is not None
         proc.stderr.close()
     lines = log_path.read_text(encoding="utf-8").splitlines()
-    log_path.unlink()
     received = sum(line.startswith("Received: ") for line in lines)
     assert not [line for line in lines if "dropped" in line]
     assert received == count
