@@ -37,7 +37,7 @@ def rss() -> int:
 
 
 class PeakMemory:
-    """Samples this process's memory on a thread; ``grown`` is the peak over the start."""
+    """Samples this process's memory on a thread until :meth:`stop`."""
 
     def __init__(self) -> None:
         self.start = rss()
@@ -50,8 +50,8 @@ class PeakMemory:
         while not self._stop.wait(0.01):
             self.peak = max(self.peak, rss())
 
-    @property
-    def grown(self) -> int:
+    def stop(self) -> int:
+        """Stop sampling; how much the peak is above the start, in bytes."""
         self._stop.set()
         self._thread.join(WAIT)
         return self.peak - self.start
@@ -90,7 +90,7 @@ def test_pipelined_big_replies_nobody_reads_stay_under_the_cap(serve: Serve) -> 
             time.sleep(0.5)  # time to build every reply, if it were going to
             took = echo_time(server.address)
             answered = server.total_messages
-        grown = memory.grown
+        grown = memory.stop()
     assert grown < 64 * MiB, f"memory grew by {grown / MiB:.0f} MiB"
     assert answered < 300 // 2, f"{answered} of 300 calls answered for a client that never reads"
     assert took < 0.5, f"a fresh client waited {took:.2f} s"
@@ -120,7 +120,7 @@ def test_unsent_replies_count_against_the_total_budget(budget: int, serve: Serve
         finally:
             for sock in socks:
                 sock.close()
-        grown = memory.grown
+        grown = memory.stop()
     assert grown < 96 * MiB, f"memory grew by {grown / MiB:.0f} MiB"
     refused = [line for line in log.lines if "refused" in line]
     if budget == 32 * MiB and not refused:
