@@ -330,6 +330,7 @@ class LogWriter:
         if self._thread.is_alive() or self._broken:
             # Given up on: what never went out is lost too.
             self.dropped += self._unwritten()
+            self.drop_reason = FAILED if self._broken else STALLED
             return False
         return True
 

@@ -18,7 +18,7 @@ import time
 import pytest
 from helpers import ROOT, WAIT, LineReader, cli_env
 
-from spike._logwriter import LogWriter, dropped_line
+from spike._logwriter import FAILED, STALLED, LogWriter, dropped_line
 
 
 class Pipe:
@@ -160,6 +160,7 @@ def test_close_gives_up_on_a_stalled_output_and_counts_what_was_lost() -> None:
     assert not writer.close(stall=0.3)
     assert time.monotonic() - started < 1.5
     assert 0 < writer.dropped < 5000
+    assert writer.drop_reason == STALLED
     os.close(pipe.read_fd)  # the writer thread's blocked write fails; it stops
     writer._thread.join(WAIT)
     pipe.stream.close()
@@ -175,6 +176,7 @@ def test_a_closed_output_is_not_an_error() -> None:
     writer("after the failure")
     assert not writer.close()
     assert writer.dropped == 101
+    assert writer.drop_reason == FAILED
     pipe.stream.close()
 
 

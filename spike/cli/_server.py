@@ -172,8 +172,8 @@ def _reach(address: str) -> str:
 def _close_logs(out: LogWriter, err: LogWriter) -> None:
     """Write out what the server logged, without waiting on an output nobody reads.
 
-    If standard output lost lines that it never got to report (it is still
-    not being read), standard error says so, when it can.
+    If standard output lost lines that it never got to report (it stalled
+    or failed), standard error says so, and why, when it can.
     """
     try:
         if not out.close() and out.dropped:
