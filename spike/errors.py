@@ -9,8 +9,9 @@
     ├── ConnectError        no connection could be made
     ├── PipeTimeout         connecting, or an exchange, passed its deadline
     ├── ConnectionClosed    the server hung up before replying
-    └── BindError           the server could not listen on host:port
-        └── AddressInUseError
+    ├── BindError           the server could not listen on host:port
+    │   └── AddressInUseError
+    └── OpsLoadError        ``spike-server --ops`` could not load the ops it names
 
 It also holds what those errors carry: the error codes of an ``ok: false``
 reply and :data:`NO_ID`. It imports nothing of the project, so every other
@@ -29,6 +30,7 @@ __all__ = [
     "LINE_TOO_LONG",
     "NO_ID",
     "OP_FAILED",
+    "OP_TIMEOUT",
     "OVERLOADED",
     "UNKNOWN_OP",
     "AddressInUseError",
@@ -36,6 +38,7 @@ __all__ = [
     "ConnectError",
     "ConnectionClosed",
     "LineTooLong",
+    "OpsLoadError",
     "PipeError",
     "PipeTimeout",
     "ProtocolError",
@@ -47,9 +50,19 @@ BAD_JSON = "bad_json"
 BAD_REQUEST = "bad_request"
 UNKNOWN_OP = "unknown_op"
 OP_FAILED = "op_failed"
+OP_TIMEOUT = "op_timeout"
 LINE_TOO_LONG = "line_too_long"
 OVERLOADED = "overloaded"
-ERROR_CODES = (BAD_UTF8, BAD_JSON, BAD_REQUEST, UNKNOWN_OP, OP_FAILED, LINE_TOO_LONG, OVERLOADED)
+ERROR_CODES = (
+    BAD_UTF8,
+    BAD_JSON,
+    BAD_REQUEST,
+    UNKNOWN_OP,
+    OP_FAILED,
+    OP_TIMEOUT,
+    LINE_TOO_LONG,
+    OVERLOADED,
+)
 
 
 class _NoId:
@@ -124,3 +137,8 @@ class BindError(PipeError):
 
 class AddressInUseError(BindError):
     """Another program already listens on that host and port."""
+
+
+class OpsLoadError(PipeError):
+    """``--ops MODULE:NAME`` (or ``FILE.py:NAME``) named ops that could not be
+    loaded; the message says what was tried and what to do."""

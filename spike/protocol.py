@@ -30,7 +30,8 @@ The rules
   (starts with ``{`` but is not valid JSON), ``bad_request`` (valid JSON but
   not an object with a string ``"op"``, or parameters the op rejects),
   ``unknown_op``, ``op_failed`` (the op itself crashed; the server keeps
-  running), ``line_too_long`` (the line exceeds the server's limit,
+  running), ``op_timeout`` (the op ran past the server's op timeout; its
+  late result is dropped), ``line_too_long`` (the line exceeds the server's limit,
   1 MiB by default) and ``overloaded`` (the server holds too much
   unfinished input from all its clients together, and this connection held
   the most); the server closes the connection after either of the last two.

@@ -15,6 +15,7 @@ import spike
 from spike import BadRequest, Client, OpRegistry, RemoteError, default_ops, running_server
 from spike.errors import ProtocolError
 from spike.ops import MissingParameter
+from spike.server import DEFAULT_WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,6 +192,12 @@ def test_info_and_stats_over_the_wire() -> None:
             "total_connections": 2,
             "total_messages": 4,  # info, one, two, stats
             "this_connection_messages": 3,
+            "ops_in_flight": 0,
+            "op_timeouts": 0,
+            "workers": DEFAULT_WORKERS,
+            "workers_busy": 0,
+            "requests_queued": 0,
+            "async_ops_running": 0,
         }
 
 

@@ -253,13 +253,14 @@ def test_decode_json_refuses_numbers_json_cannot_carry() -> None:
     assert not isinstance(not_json.value, NonFiniteNumber)
 
 
-def test_error_codes_are_the_documented_seven() -> None:
+def test_error_codes_are_the_documented_eight() -> None:
     assert set(errors.ERROR_CODES) == {
         "bad_utf8",
         "bad_json",
         "bad_request",
         "unknown_op",
         "op_failed",
+        "op_timeout",
         "line_too_long",
         "overloaded",
     }

@@ -7,14 +7,23 @@ import ipaddress
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 
 from .._limits import raise_open_file_limit
+from .._loader import load_ops
 from .._logwriter import LogWriter, dropped_line
-from ..errors import PipeError
-from ..ops import default_ops
+from ..errors import OpsLoadError, PipeError
+from ..ops import OpRegistry, default_ops
 from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
-from ..server import DEFAULT_FLUSH_AFTER, DEFAULT_MAX_BUFFERED_BYTES, Server
+from ..server import (
+    DEFAULT_FLUSH_AFTER,
+    DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_OP_TIMEOUT,
+    DEFAULT_WORKERS,
+    Server,
+)
 from ._args import Parser, host, port, positive_int, seconds
 from ._output import prepare_output
 
@@ -44,6 +53,38 @@ def _server_parser() -> argparse.ArgumentParser:
         type=port,
         default=DEFAULT_PORT,
         help="TCP port (default %(default)s; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--ops",
+        metavar="MODULE:NAME",
+        help="serve your own ops: the OpRegistry called NAME in a module (my_service:ops, "
+        "imported from the current folder) or a file (path/to/my_service.py:ops) "
+        "(default: the built-in echo, info and stats)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help="threads that run plain `def` ops, so an op that waits (a database, a web "
+        "API) keeps no one else waiting (default %(default)s; async def ops share one "
+        "asyncio loop instead)",
+    )
+    parser.add_argument(
+        "--op-timeout",
+        type=seconds(allow_zero=True),
+        default=DEFAULT_OP_TIMEOUT,
+        metavar="S",
+        help="an op that runs longer than S seconds gets an op_timeout error reply and "
+        "its late result is dropped (default %(default)g; 0: no limit)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=positive_int,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        metavar="N",
+        help="requests of one client whose ops may run at once; past it that client is "
+        "not read until replies come back (default %(default)s)",
     )
     parser.add_argument(
         "--max-line-bytes",
@@ -130,12 +171,34 @@ def server_main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def _load(args: argparse.Namespace, err: LogWriter) -> OpRegistry | None:
+    """The ops to serve, or None after one line saying why they cannot be."""
+    if args.ops is None:
+        return default_ops
+    try:
+        return load_ops(args.ops)
+    except OpsLoadError as exc:
+        err(f"spike-server: {exc}")
+        if args.tracebacks and exc.__cause__ is not None:
+            cause = exc.__cause__
+            for line in traceback.format_exception(type(cause), cause, cause.__traceback__):
+                err(line.rstrip("\n"))
+        return None
+
+
 def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
+    ops = _load(args, err)
+    if ops is None:
+        return 2
     raise_open_file_limit(65536)
     try:
         server = Server(
             args.host,
             args.port,
+            ops=ops,
+            workers=args.workers,
+            op_timeout=args.op_timeout or None,
+            max_in_flight=args.max_in_flight,
             max_line_bytes=args.max_line_bytes,
             idle_timeout=args.idle_timeout,
             flush_after=args.flush_after,
@@ -149,7 +212,8 @@ def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
         return 1
     try:
         reach = _reach(server.address[0])
-        out(f"Serving on {format_address(server.address)} ({reach}press Ctrl+C to stop)")
+        served = f"ops from {args.ops}: {', '.join(ops.names())}; " if args.ops else ""
+        out(f"Serving on {format_address(server.address)} ({served}{reach}press Ctrl+C to stop)")
         server.serve_forever()
     except KeyboardInterrupt:
         pass

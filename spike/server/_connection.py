@@ -10,8 +10,11 @@ module imports nothing of the loop.
 Every answered line, however it arrived (one line alone, a pipelined
 burst, a partial line flushed after ``flush_after``, the last line before
 end of stream), goes through one method, :meth:`Connection._reply`: it
-counts the message, logs it, decides and encodes the reply (an encoding
-failure becomes an error reply) and queues it against the output cap.
+counts the message, logs it, decides the reply and queues it against the
+output cap. A request whose op runs off the loop reserves its reply's
+place instead (:mod:`._replies`); its reply arrives later through
+:meth:`Connection.op_done` (or :meth:`Connection.op_timed_out`) and goes
+out in request order.
 """
 
 from __future__ import annotations
@@ -29,20 +32,14 @@ from typing import Any, Protocol
 
 from .._display import display_text, plural
 from .._logwriter import EventLog
-from ..errors import NO_ID, OP_FAILED, OVERLOADED, LineTooLong, ProtocolError
-from ..ops import OpRegistry, ServerView
-from ..protocol import (
-    LineFramer,
-    Request,
-    Text,
-    encode_error,
-    encode_result,
-    format_address,
-    parse_message,
-)
-from ._net import queued_for_peer
+from ..errors import NO_ID, OP_FAILED, OP_TIMEOUT, OVERLOADED, LineTooLong, ProtocolError
+from ..ops import OpContext, OpRegistry, OpSpec, RunsOn, ServerView, describe
+from ..protocol import LineFramer, Request, Text, encode_error, format_address, parse_message
+from ._dispatch import Outcome, error_reply, run_op
+from ._net import input_waiting, queued_for_peer
 from ._poller import READ as _READ
 from ._poller import WRITE as _WRITE
+from ._replies import ReplyQueue, Slot
 
 __all__ = ["ANSWERING", "Connection", "ConnectionHost", "Settings", "State"]
 
@@ -110,6 +107,9 @@ class Settings:
     log: EventLog | None
     error_log: Callable[[str], None] | None
     op_tracebacks: bool
+    #: Requests of one connection whose ops may run at once; past it the
+    #: connection is not read until replies come back.
+    max_in_flight: int
 
 
 class ConnectionHost(ServerView, Protocol):
@@ -159,6 +159,20 @@ class ConnectionHost(ServerView, Protocol):
 
     def closed(self, conn: Connection) -> None:
         """``conn`` is closed: forget it."""
+        ...
+
+    def now(self) -> float:
+        """The server's clock, in seconds."""
+        ...
+
+    def start_op(
+        self, conn: Connection, slot: Slot, spec: OpSpec, params: dict[str, Any], ctx: OpContext
+    ) -> None:
+        """Run an op off the loop; its reply comes back through ``conn.op_done(slot, ...)``."""
+        ...
+
+    def op_settled(self, slot: Slot) -> None:
+        """``slot`` has its reply (or its connection closed): the op is no longer owed."""
         ...
 
 
@@ -222,6 +236,7 @@ class Connection:
         self._log = settings.log
         self._error_log = settings.error_log
         self._track_idle = settings.idle_timeout is not None
+        self._max_in_flight = settings.max_in_flight
         self._longest_reply = settings.max_line_bytes + 1  # a line and its "\n"
         self._eof = False  # the client has finished sending (its FIN arrived)
         # Received bytes not cut into lines yet, and lines not answered yet.
@@ -238,6 +253,8 @@ class Connection:
         # each partial send.
         self._out: deque[bytes | memoryview] = deque()
         self._out_bytes = 0
+        # Replies owed in request order while ops run off the loop.
+        self._replies = ReplyQueue()
         self._holding = 0  # what the server was last told this connection holds
         self._discard_left = _LINGER_MAX_BYTES  # input still to drop while lingering
         self._interest = _READ  # what the poller watches for
@@ -255,8 +272,14 @@ class Connection:
 
     @property
     def unsent(self) -> int:
-        """Reply bytes made but not handed to the socket yet."""
-        return self._corked_bytes + self._out_bytes
+        """Reply bytes made but not handed to the socket yet (those waiting
+        their turn behind a running op included)."""
+        return self._corked_bytes + self._out_bytes + self._replies.waiting_bytes
+
+    @property
+    def in_flight(self) -> int:
+        """This connection's requests whose ops are running off the loop."""
+        return self._replies.in_flight
 
     # -- methods for the caller (the loop) -----------------------------------
     def on_readable(self) -> None:
@@ -296,8 +319,9 @@ class Connection:
             line = data[:-2] if data[-2:-1] == b"\r" else data[:-1]
             self._reply((line,))
             self._send_corked()
-            if self._out:  # the socket took only part of it
+            if self._out or self._replies:  # the socket took only part, or an op runs
                 self._account()
+                self._update_interest()
             return
         self._backlog = data
         self._backlog_pos = 0
@@ -310,7 +334,7 @@ class Connection:
             return
         lines_left = self._host.turn_lines()
         bytes_left = _TURN_BYTES
-        while lines_left and self.unsent <= _OUTPUT_CAP:
+        while lines_left and self._may_answer():
             lines, pos = self._lines, self._line_pos
             if pos < len(lines):
                 done = self._reply(lines[pos : pos + lines_left])
@@ -346,11 +370,19 @@ class Connection:
         self._send_corked()
         if not self._account() or self.state is not State.OPEN:
             return
+        self._want_input()
+        self._update_interest()
+
+    def _want_input(self) -> None:
+        """While answering: ask for a turn if input waits, or for a flush if
+        a partial line does (unless too many ops are in flight, or too many
+        replies wait behind one: then the reply that frees room asks)."""
+        if not self._may_answer():
+            return
         if self._has_input():
             self._host.want_turn(self)
         elif self._settings.flush_after and self.framer.partial_bytes:
             self._host.want_flush(self)
-        self._update_interest()
 
     def on_writable(self) -> None:
         """Send more of the replies that were waiting for buffer space."""
@@ -366,10 +398,15 @@ class Connection:
 
     def flush_idle(self) -> None:
         """Answer the unterminated line held by the framer as one message."""
-        if self.state is not State.OPEN or self._has_input():
-            # Not reading now (earlier input is still being answered): the
-            # rest of the line may be unread in the socket. The wait starts
-            # again once reading resumes.
+        if not self._reading():
+            # Not reading now (earlier input is still being answered, or too
+            # many ops are in flight): the rest of the line may be unread in
+            # the socket. The wait starts again once reading resumes.
+            return
+        if input_waiting(self.sock):
+            # The deadline passed while the server was not running (a stall):
+            # bytes that arrived meanwhile are read first, and they decide.
+            self.on_readable()
             return
         line = self.framer.flush()
         if line is not None:
@@ -403,7 +440,7 @@ class Connection:
             f"{plural(self.unsent, 'byte')} of unsent replies)"
         )
         self._log_error(f"{format_address(self.peer)} refused: {why}; closing the connection")
-        if self.unsent:
+        if self._corked_bytes or self._out_bytes:
             self.close("; refused: the server's memory budget")
             return
         self._refuse(
@@ -424,19 +461,22 @@ class Connection:
             self._discard_left = sys.maxsize
             self._drop_input()
         self._send_corked()
-        if self.state is not State.CLOSED and not self._out:
+        if self.state is not State.CLOSED:
             self._after_sent()
-        else:
-            self._update_interest()
 
     def close(self, note: str = "") -> None:
-        """Close the socket now (idempotent) and log it."""
+        """Close the socket now (idempotent) and log it. Ops still running
+        for it are cancelled where they can be; their results are dropped."""
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
         self._corked = []
         self._out.clear()
         self._corked_bytes = self._out_bytes = 0
+        for slot in self._replies.clear():
+            if slot.future is not None:
+                slot.future.cancel()
+            self._host.op_settled(slot)
         self._drop_input()
         self._host.closed(self)
         with contextlib.suppress(OSError):
@@ -472,46 +512,97 @@ class Connection:
             self._host.answered(1)
             if log is not None:
                 log.line(_RECEIVED, line)
-            self._queue(self._decide(line))
-            if self.unsent > _OUTPUT_CAP:
+            reply = self._decide(line)
+            if reply is not None:
+                self._queue(reply)
+            if not self._may_answer():
                 return done
         return len(lines)
 
-    def _decide(self, line: bytes) -> bytes:
-        """The reply line for one message; never raises."""
+    def _decide(self, line: bytes) -> bytes | None:
+        """The reply line for one message, or None when its op was started
+        off the loop (its place is reserved); never raises."""
         message = parse_message(line)
         if type(message) is Text:  # valid UTF-8: echoed as it came
             return line + b"\n"
         if type(message) is Request:
             return self._call(message)
-        return self._error_reply(message.code, message.message, message.id)
+        return error_reply(message.code, message.message, message.id)
 
-    def _call(self, request: Request) -> bytes:
-        """Run the request's op and encode its result, or the error reply."""
+    def _call(self, request: Request) -> bytes | None:
+        """Run an inline op now and return its reply; start any other op
+        where it runs and return None."""
         request_id = request.id
         try:
-            result = self._ops.call(request.op, request.params, self)
+            spec = self._ops.get(request.op)
         except ProtocolError as exc:
-            if exc.code == OP_FAILED and exc.__cause__ is not None:
-                self._log_op_failure(request.op, request_id, exc.__cause__)
-            return self._error_reply(exc.code, exc.message, request_id)
-        try:
-            return encode_result(result, request_id)
-        except Exception as exc:  # not JSON, nested too deep (RecursionError), ...
-            self._log_op_failure(request.op, request_id, exc, "returned a result that")
-            return self._error_reply(
-                OP_FAILED,
-                f"op {request.op!r} returned a result that cannot be sent as JSON: "
-                f"{type(exc).__name__}: {exc}",
-                request_id,
-            )
+            return error_reply(exc.code, exc.message, request_id)
+        ctx = OpContext(self.peer, self.messages, self._host)
+        if spec.runs_on is RunsOn.LOOP:
+            outcome = run_op(spec, request.params, ctx, request_id)
+            if outcome.failure is not None:
+                self._log_op_failure(spec.name, request_id, outcome.failure, outcome.what)
+            return outcome.data
+        slot = Slot(spec.name, request_id, self._host.now(), spec.runs_on is RunsOn.WORKER)
+        self._replies.reserve(slot)
+        self._host.start_op(self, slot, spec, request.params, ctx)
+        return None
 
-    def _error_reply(self, code: str, message: str, request_id: Any) -> bytes:
-        """An error reply line, with the request's id when it can be encoded."""
-        try:
-            return encode_error(code, message, request_id)
-        except Exception:  # an id nested too deep to encode again
-            return encode_error(code, f"{message} (the request's id could not be sent back)")
+    # -- replies of ops that ran off the loop ---------------------------------------
+    def op_done(self, slot: Slot, outcome: Outcome | None) -> None:
+        """The op of ``slot`` finished (``outcome`` None: it was cancelled):
+        its reply takes its place, and what is complete at the head goes out."""
+        if self.state is State.CLOSED:
+            return  # the client left: nothing to send, nothing to log
+        if outcome is None:
+            outcome = Outcome(
+                error_reply(OP_FAILED, f"op {slot.op!r} was cancelled", slot.request_id)
+            )
+        if not self._replies.fill(slot, outcome.data):
+            elapsed = self._host.now() - slot.started
+            self._log_error(
+                f"{format_address(self.peer)}: op {slot.op!r}{_request(slot.request_id)} "
+                f"finished after {elapsed:.1f} s, past its deadline; its result was dropped"
+            )
+            return
+        self._host.op_settled(slot)
+        if outcome.failure is not None:
+            self._log_op_failure(slot.op, slot.request_id, outcome.failure, outcome.what)
+        self._release()
+
+    def op_timed_out(self, slot: Slot, seconds: float) -> None:
+        """The op of ``slot`` ran past its deadline: ``op_timeout`` takes its place."""
+        if self.state is State.CLOSED or slot.data is not None:
+            return
+        message = (
+            f"op {slot.op!r} did not finish within {seconds:g} s "
+            "(the server's op timeout); its result will be dropped"
+        )
+        self._replies.fill(slot, error_reply(OP_TIMEOUT, message, slot.request_id))
+        self._host.op_settled(slot)
+        self._log_error(
+            f"{format_address(self.peer)}: op {slot.op!r}{_request(slot.request_id)} "
+            f"timed out after {seconds:g} s"
+        )
+        self._release()
+
+    def _release(self) -> None:
+        """Send the replies now complete at the head of the queue, in order;
+        then read again if the in-flight cap held reading back."""
+        released = self._replies.release()
+        if released:
+            self._corked.extend(released)
+            self._corked_bytes += sum(map(len, released))
+            if self._track_idle:  # a reply is traffic: the client is not idle
+                self._host.active(self)
+        self._send_corked()
+        if self.state is State.CLOSED or not self._account():
+            if self.state is not State.CLOSED:
+                self._after_sent()
+            return
+        if self.state is State.OPEN:
+            self._want_input()
+        self._after_sent()
 
     def _log_op_failure(
         self, op: str, request_id: Any, exc: BaseException, what: str = ""
@@ -520,16 +611,16 @@ class Connection:
         (then its traceback, when the server was asked for them)."""
         if self._error_log is None:
             return
-        try:
-            where = "" if request_id is NO_ID else f" (request id {json.dumps(request_id)})"
-        except Exception:
-            where = " (request id not shown)"
         how = f"{what} failed to encode" if what else "failed"
         self._log_error(
-            f"{format_address(self.peer)}: op {op!r} {how}{where}: {type(exc).__name__}: {exc}"
+            f"{format_address(self.peer)}: op {op!r} {how}{_request(request_id)}: {describe(exc)}"
         )
         if self._settings.op_tracebacks:
-            for line in "".join(traceback.format_exception(exc)).splitlines():
+            try:
+                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            except BaseException:  # an exception whose __repr__ fails, too
+                text = "(the traceback could not be formatted)"
+            for line in text.splitlines():
                 self._error_log(f"  {display_text(line, _ERROR_CHARS)}")
 
     def _log_error(self, text: str) -> None:
@@ -538,6 +629,9 @@ class Connection:
 
     # -- output ------------------------------------------------------------------
     def _queue(self, data: bytes) -> None:
+        if self._replies:  # an op's reply is owed first: wait behind it
+            self._replies.add(data)
+            return
         self._corked.append(data)
         self._corked_bytes += len(data)
 
@@ -592,12 +686,9 @@ class Connection:
         state = self.state
         if state is State.PAUSED and self._out_bytes <= _OUTPUT_RESUME:
             self.state = State.OPEN
-            if self._has_input():
-                self._host.want_turn(self)
-            elif self._settings.flush_after and self.framer.partial_bytes:
-                # Reading again: the held line's idle time starts now.
-                self._host.want_flush(self)
-        elif state in _FINISHING and not self._out:
+            # Reading again: a held line's idle time starts now.
+            self._want_input()
+        elif state in _FINISHING and not self._out and not self._replies:
             if self._eof or (state is State.STOPPING and not self._unread_input()):
                 # Nothing can come back as a reset to destroy the replies.
                 self.close()
@@ -628,6 +719,15 @@ class Connection:
         """True while received input waits for a turn."""
         return self._backlog_pos < len(self._backlog) or self._line_pos < len(self._lines)
 
+    def _may_answer(self) -> bool:
+        """True while fewer than ``max_in_flight`` ops run for this connection
+        and no more than the output cap of replies waits unsent."""
+        return self._replies.in_flight < self._max_in_flight and self.unsent <= _OUTPUT_CAP
+
+    def _reading(self) -> bool:
+        """True while the connection takes more input from its socket."""
+        return self.state is State.OPEN and not self._has_input() and self._may_answer()
+
     def _account(self) -> bool:
         """Tell the server what this connection holds now; False if that (or
         anything before) ended its answering."""
@@ -637,6 +737,7 @@ class Connection:
             - self._backlog_pos
             + self._corked_bytes
             + self._out_bytes
+            + self._replies.waiting_bytes
         )
         change = held - self._holding
         if change:
@@ -698,8 +799,18 @@ class Connection:
         if state is State.CLOSED:
             return
         want = _WRITE if self._out else 0
-        if state is State.LINGERING or (state is State.OPEN and not self._has_input()):
+        if state is State.LINGERING or self._reading():
             want |= _READ
         if want != self._interest:
             self._interest = want
             self._host.watch(self, want)
+
+
+def _request(request_id: Any) -> str:
+    """`` (request id 7)`` for a log line, or nothing when the request had no id."""
+    if request_id is NO_ID:
+        return ""
+    try:
+        return f" (request id {json.dumps(request_id)})"
+    except Exception:
+        return " (request id not shown)"

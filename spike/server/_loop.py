@@ -1,35 +1,66 @@
 """The server loop: :class:`Server` owns the listening socket, the poller,
-the turn queue and the timers; :func:`running_server` runs one on a thread."""
+the turn queue, the timers and the ops that run off the loop;
+:func:`running_server` runs one on a thread."""
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
+import heapq
+import itertools
+import math
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
+from .._display import plural
 from .._logwriter import CallableLog, EventLog, LogWriter
 from ..errors import PipeError
-from ..ops import OpRegistry, default_ops
+from ..ops import OpContext, OpRegistry, OpSpec, default_ops
 from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
 from ._connection import ANSWERING, Connection, Settings
-from ._net import listen, queued_for_peer
+from ._dispatch import Dispatcher, Outcome
+from ._net import input_waiting, listen, queued_for_peer
 from ._poller import READ as _READ
 from ._poller import READY_READ as _READY_READ
 from ._poller import READY_WRITE as _READY_WRITE
 from ._poller import DefaultPoller, Poller
+from ._replies import Slot
 
 __all__ = [
     "DEFAULT_BACKLOG",
     "DEFAULT_FLUSH_AFTER",
     "DEFAULT_MAX_BUFFERED_BYTES",
+    "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_OP_TIMEOUT",
+    "DEFAULT_WORKERS",
     "Log",
     "Server",
     "running_server",
 ]
+
+# Worker threads for plain `def` ops. Ops that wait (a database, a web API)
+# need threads more than cores: ThreadPoolExecutor's min(32, cores + 4)
+# gives 6 on a 2-core laptop, which would queue the 7th waiting call; 32
+# matches that formula's ceiling (Starlette uses 40). Threads start only
+# when ops need them, so an idle server holds none.
+DEFAULT_WORKERS = 32
+# How long an op may run before its caller gets `op_timeout`: longer than
+# any honest database or web call, short enough that a hung op is noticed
+# (AWS API Gateway's default integration timeout is 29 s).
+DEFAULT_OP_TIMEOUT = 30.0
+# A connection's requests whose ops may run at once; past it the connection
+# is not read until replies come back. It bounds what one client can queue
+# for the pool, and the replies it can have built at once (each op's reply
+# size is unknown until it returns): half the pool, so one pipelining client
+# leaves workers for everyone else.
+DEFAULT_MAX_IN_FLIGHT = 16
 
 DEFAULT_FLUSH_AFTER = 0.25
 # The stdlib socketserver's backlog of 5 drops connections when 1,000 clients
@@ -52,9 +83,9 @@ _ACCEPT_RETRY_DELAY = 0.1
 # and discarding for a moment: closing with unread input would send a reset,
 # which can destroy the error reply before the client reads it.
 _LINGER_SECONDS = 2.0
-# When the server stops, replies already made go out to clients that read
-# them for at most this long; then every connection closes.
-_STOP_DRAIN_SECONDS = 1.0
+# When the server stops, ops in flight finish and replies go out to clients
+# that read them for at most this long; then every connection closes.
+_STOP_DRAIN_SECONDS = 2.0
 
 Log = Callable[[str], None]
 
@@ -72,6 +103,11 @@ class Server:
     direction for this many seconds (None: never). ``flush_after``: answer
     an unterminated line after this many idle seconds (0: only a newline or
     end of stream ends a message).
+    ``workers``: threads for plain ``def`` ops (started as needed).
+    ``op_timeout``: seconds an op may run before its caller gets
+    ``op_timeout`` (None: no limit). ``max_in_flight``: a connection's
+    requests whose ops may run at once; past it the connection is not read
+    until replies come back. Replies keep request order on each connection.
     ``max_buffered_bytes``: the most the server holds for all connections
     together, unread input (partial lines, bytes received but not answered)
     and unsent replies alike; past it the connections holding the most are
@@ -94,10 +130,12 @@ class Server:
     Methods for the caller:
         ``serve_forever(poll_interval)`` run the loop until stopped;
         ``shutdown()`` stop the loop (from any thread, or from an op);
-        ``close()`` stop, send the replies already made (for up to a
-        second), then close every connection and the listener (also on
-        leaving a ``with`` block); ``wait_serving(timeout)`` wait until the
-        loop runs; ``stats()`` the numbers the ``stats`` op reports.
+        ``close()`` stop, let ops in flight finish and send the replies
+        (for up to two seconds), then close every connection and the
+        listener (also on leaving a ``with`` block); ``wait_serving(timeout)``
+        wait until the loop runs; ``stats()`` the numbers the ``stats`` op
+        reports (safe from any thread); ``post(callback)`` run a callback on
+        the loop's thread (from any thread).
         Attributes: ``address`` (the bound host and port), ``uptime``,
         ``open_connections``, ``total_connections``, ``total_messages``,
         ``buffered_bytes`` (unread input and unsent replies, all connections).
@@ -105,8 +143,9 @@ class Server:
     Methods for connections: the :class:`~spike.server._connection.ConnectionHost`
     interface (``turn_lines``, ``answered``, ``holding_changed``,
     ``want_turn``, ``want_flush``, ``cancel_flush``, ``active``, ``watch``,
-    ``lingering``, ``closed``). The server reads a connection's ``state``
-    and ``holding``; neither class writes the other's attributes.
+    ``lingering``, ``closed``, ``now``, ``start_op``, ``op_settled``). The
+    server reads a connection's ``state``, ``holding`` and ``in_flight``;
+    neither class writes the other's attributes.
 
     ``log`` and ``error_log`` are called on the loop's thread, so they must
     not block: a :class:`~spike._logwriter.LogWriter` (what ``spike-server``
@@ -129,10 +168,14 @@ class Server:
         log: Log | None = None,
         error_log: Log | None = None,
         op_tracebacks: bool = False,
+        workers: int = DEFAULT_WORKERS,
+        op_timeout: float | None = DEFAULT_OP_TIMEOUT,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         clock: Callable[[], float] = time.monotonic,
         poller: Poller | None = None,
     ) -> None:
         _check_settings(port, max_line_bytes, idle_timeout, flush_after, max_buffered_bytes)
+        _check_op_settings(workers, op_timeout, max_in_flight)
         event_log = None if log is None else _event_log(log)
         self._settings = Settings(
             ops=default_ops if ops is None else ops,
@@ -142,8 +185,24 @@ class Server:
             log=event_log,
             error_log=event_log if error_log is None else _event_log(error_log),
             op_tracebacks=op_tracebacks,
+            max_in_flight=max_in_flight,
         )
         self.max_buffered_bytes = max_buffered_bytes
+        self.op_timeout = op_timeout
+        # Replies built by workers but not taken by the loop yet stay under
+        # an eighth of the budget (at most 8 MiB): see WorkerPool.
+        self._dispatcher = Dispatcher(workers, min(8 * 1024 * 1024, max_buffered_bytes // 8))
+        # Ops running off the loop, each with its connection: what stats
+        # count and what a stopping server names if they do not finish.
+        self._ops_owed: dict[Slot, Connection] = {}
+        self.op_timeouts = 0
+        # Op deadlines: a heap, since each op may end at any time.
+        self._op_due: list[tuple[float, int, Slot]] = []
+        self._op_seq = itertools.count()
+        # Callbacks from other threads (finished ops, mostly), run on the loop.
+        self._inbox: collections.deque[Callable[[], None]] = collections.deque()
+        self._woken = False
+        self._interrupted = False
         self.total_connections = 0
         # Kept up to date as connections report, so stats cost the same with
         # ten connections or ten thousand.
@@ -170,7 +229,7 @@ class Server:
         self._poller: Poller = DefaultPoller() if poller is None else poller
         self._accept_resume_at: float | None = None
         self._pause_reason = ""
-        # A socket pair lets shutdown() wake the loop from another thread.
+        # A socket pair lets other threads (post(), shutdown()) wake the loop.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -200,12 +259,30 @@ class Server:
         return len(self._connections)
 
     def stats(self) -> dict[str, int]:
-        """Connection statistics (what the ``stats`` op reports)."""
+        """Connection and op statistics (what the ``stats`` op reports).
+
+        Safe to call from any thread, an op's included: it only reads counters.
+        """
         return {
             "open_connections": len(self._connections),
             "total_connections": self.total_connections,
             "total_messages": self.total_messages,
+            "ops_in_flight": len(self._ops_owed),
+            "op_timeouts": self.op_timeouts,
+            **self._dispatcher.stats(),
         }
+
+    def post(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop's thread soon; safe from any thread.
+
+        Like asyncio's ``call_soon_threadsafe``: the callback joins an inbox
+        and one byte wakes the loop (one byte per batch, not per callback).
+        """
+        self._inbox.append(callback)
+        if not self._woken:
+            self._woken = True
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Serve clients until :meth:`shutdown` (or Ctrl+C) stops the loop.
@@ -222,19 +299,59 @@ class Server:
         self._loop_thread = threading.get_ident()
         self._serving.set()
         ready = self._ready
+        clock = self._clock
+        restore = self._catch_stop_signals()
+        next_due: float | None = None
         try:
             while not self._stop_requested:
-                timeout = self._run_timers(poll_interval) if self._has_timers() else poll_interval
                 if ready:  # input waits for its turn: look for events, do not sleep
                     timeout = 0.0
+                elif next_due is None:
+                    timeout = poll_interval
+                else:
+                    timeout = min(poll_interval, max(0.0, next_due - clock()))
+                # What has arrived is read before any timer is judged: after a
+                # stall (a loaded laptop, a resume from sleep) a deadline that
+                # passed meanwhile must not split a line whose rest is here,
+                # or call a client idle that has spoken (asyncio's order too).
                 self._dispatch(timeout)
                 if ready:
                     self._take_turns()
+                next_due = self._run_timers() if self._has_timers() else None
         finally:
+            for signum, handler in restore:
+                signal.signal(signum, handler)
             self._stop_requested = False
             self._serving.clear()
             self._loop_thread = None
             self._loop_done.set()
+        if self._interrupted:
+            self._interrupted = False
+            raise KeyboardInterrupt
+
+    def _catch_stop_signals(self) -> list[tuple[int, Any]]:
+        """On the main thread, Ctrl+C (and SIGTERM, or Ctrl+Break on Windows,
+        where they raise KeyboardInterrupt) stop the loop between two events
+        instead of interrupting it anywhere: an op on the loop never sees
+        the user's KeyboardInterrupt (one it raises itself is its own bug).
+        :meth:`serve_forever` then raises KeyboardInterrupt, as before.
+        Returns the handlers to put back."""
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        names = ("SIGINT", "SIGBREAK" if sys.platform == "win32" else "SIGTERM")
+        restore = []
+        for name in names:
+            signum = getattr(signal, name, None)
+            if signum is None or signal.getsignal(signum) is not signal.default_int_handler:
+                continue
+            restore.append((signum, signal.signal(signum, self._on_stop_signal)))
+        return restore
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._interrupted = True
+        self._stop_requested = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
 
     def wait_serving(self, timeout: float | None = None) -> bool:
         """Block until :meth:`serve_forever` is running; False on timeout."""
@@ -244,17 +361,23 @@ class Server:
         """Stop :meth:`serve_forever` and return once it has stopped.
 
         Safe to call from any thread, and from inside an op (then it returns
-        at once and the loop stops after the current pass).
+        at once and the loop stops after the current pass: waiting would
+        deadlock, since a stopping server waits for that op).
         """
         self._stop_requested = True
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        if self._loop_thread is not None and self._loop_thread != threading.get_ident():
+        if (
+            self._loop_thread is not None
+            and self._loop_thread != threading.get_ident()
+            and not self._dispatcher.off_loop_thread()
+        ):
             self._loop_done.wait()
 
     def close(self, drain: float = _STOP_DRAIN_SECONDS) -> None:
-        """Stop serving if needed; send the replies already made to clients
-        that read them (for at most ``drain`` seconds); close every
+        """Stop serving if needed; let ops in flight finish and send the
+        replies to clients that read them (for at most ``drain`` seconds; ops
+        still running then are named in one log line); close every
         connection and the listener."""
         if self._closed:
             return
@@ -266,8 +389,10 @@ class Server:
             self._poller.unregister(self._listener)
         self._listener.close()
         self._drain(drain)
+        self._name_unfinished_ops()
         for conn in list(self._connections):
             conn.close()
+        self._dispatcher.close()
         self._poller.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -297,6 +422,7 @@ class Server:
             elif conn is self._wake_r:
                 with contextlib.suppress(OSError):
                     conn.recv(4096)
+                self._run_inbox()
             else:
                 try:
                     if events & _READY_READ:
@@ -306,9 +432,34 @@ class Server:
                 except Exception as exc:  # a bug must cost one client, not all
                     self._drop(conn, exc)
 
+    def _run_inbox(self) -> None:
+        """Run what other threads posted (finished ops, mostly), in order."""
+        self._woken = False  # first: a callback posted from now on wakes us again
+        inbox = self._inbox
+        while inbox:
+            callback = inbox.popleft()
+            try:
+                callback()
+            except Exception as exc:  # a bug must cost one reply, not the loop
+                self._log_error(f"Error: a posted callback failed: {type(exc).__name__}: {exc}")
+
+    def _name_unfinished_ops(self) -> None:
+        """One log line naming the ops a stopping server could not wait for."""
+        if not self._ops_owed:
+            return
+        now = self._clock()
+        slots = sorted(self._ops_owed, key=lambda slot: slot.started)
+        named = ", ".join(f"{slot.op!r} ({now - slot.started:.1f} s)" for slot in slots[:5])
+        more = f" and {len(slots) - 5} more" if len(slots) > 5 else ""
+        self._log_error(
+            f"Error: stopped with {plural(len(slots), 'op')} still running, "
+            f"their replies not sent: {named}{more}"
+        )
+
     def _drain(self, seconds: float) -> None:
-        """Stopping: no more input is answered; replies already made go out to
-        clients that read them, until all are out or ``seconds`` pass."""
+        """Stopping: no more input is answered; ops in flight finish and
+        replies go out to clients that read them, until all are out or
+        ``seconds`` pass."""
         for conn in list(self._connections):
             try:
                 conn.stop()
@@ -333,6 +484,9 @@ class Server:
             except OSError as exc:  # e.g. too many open files: back off
                 self._pause_accepting(f"cannot accept a connection: {exc.strerror or exc}")
                 return
+            if self._pause_reason:
+                self._pause_reason = ""
+                self._log_error("Accepting new connections again")
             sock.setblocking(False)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -346,13 +500,21 @@ class Server:
                 self._settings.log(f"Connection opened: {format_address(peer)}")
 
     def _pause_accepting(self, reason: str) -> None:
-        """Stop watching the listener for a moment; queued clients wait in the backlog."""
-        error_log = self._settings.error_log
-        if error_log is not None and reason != self._pause_reason:
-            error_log(f"Error: {reason}; new connections wait")
+        """Stop watching the listener for a moment; queued clients wait in the backlog.
+
+        Logged once when an episode starts (not at every retry), and once
+        when a connection is accepted again.
+        """
+        if not self._pause_reason:
+            self._log_error(f"Error: {reason}; new connections wait")
         self._pause_reason = reason
         self._poller.unregister(self._listener)
         self._accept_resume_at = self._clock() + _ACCEPT_RETRY_DELAY
+
+    def _log_error(self, line: str) -> None:
+        error_log = self._settings.error_log
+        if error_log is not None:
+            error_log(line)
 
     def _drop(self, conn: Connection, exc: Exception) -> None:
         """Close a connection whose handling raised, and say why."""
@@ -458,6 +620,50 @@ class Server:
         """Close ``conn`` after ``_LINGER_SECONDS`` of reading and dropping input."""
         self._linger_due[conn] = self._clock() + _LINGER_SECONDS
 
+    def now(self) -> float:
+        """The server's clock."""
+        return self._clock()
+
+    def start_op(
+        self, conn: Connection, slot: Slot, spec: OpSpec, params: dict[str, Any], ctx: OpContext
+    ) -> None:
+        """Run ``spec`` off the loop; its outcome is posted back to ``conn``."""
+
+        def done(future: concurrent.futures.Future[Outcome]) -> None:
+            # On the thread where the op finished: only hand over.
+            self.post(lambda: self._op_finished(conn, slot, future))
+
+        self._ops_owed[slot] = conn
+        if self.op_timeout is not None:
+            due = slot.started + self.op_timeout
+            heapq.heappush(self._op_due, (due, next(self._op_seq), slot))
+        try:
+            slot.future = self._dispatcher.start(spec, params, ctx, slot.request_id, done)
+        except RuntimeError:  # the pool is closed: the server is stopping
+            conn.op_done(slot, None)
+
+    def _op_finished(
+        self, conn: Connection, slot: Slot, future: concurrent.futures.Future[Outcome]
+    ) -> None:
+        outcome = None if future.cancelled() else future.result()
+        if outcome is not None and slot.on_worker:
+            self._dispatcher.pool.claimed(len(outcome.data))
+        try:
+            conn.op_done(slot, outcome)
+        except Exception as exc:  # a bug must cost one client, not all
+            self._drop(conn, exc)
+
+    def op_settled(self, slot: Slot) -> None:
+        """``slot`` has its reply, or its connection closed: no longer owed."""
+        owed = self._ops_owed
+        owed.pop(slot, None)
+        due = self._op_due
+        if len(due) > 64 and len(due) > 2 * len(owed):
+            # Deadlines of answered ops are dropped lazily as they come due;
+            # when they outnumber the live ones, drop them all at once.
+            due[:] = [entry for entry in due if entry[2] in owed]
+            heapq.heapify(due)
+
     def closed(self, conn: Connection) -> None:
         """Drop a closed connection from the poller and every table."""
         if conn in self._connections:
@@ -479,14 +685,20 @@ class Server:
             self._flush_due
             or self._last_active
             or self._linger_due
+            or self._op_due
             or self._accept_resume_at is not None
         )
 
-    def _run_timers(self, poll_interval: float) -> float:
-        """Run what is due (flushes, idle closes, lingers, accept retry); return
-        the wait until the next."""
+    def _run_timers(self) -> float | None:
+        """Run what is due (flushes, idle closes, lingers, op deadlines, accept
+        retry); return when the next is due (None: nothing is scheduled).
+
+        Called only after the loop has read what arrived, and each timer
+        checks again when it fires: a line whose rest is waiting is not
+        flushed, a client whose bytes are waiting is not idle.
+        """
         now = self._clock()
-        next_due = now + poll_interval
+        next_due = math.inf
         flush_due = self._flush_due
         while flush_due:
             conn, due = next(iter(flush_due.items()))
@@ -506,6 +718,11 @@ class Server:
             if due > now:
                 next_due = min(next_due, due)
                 break
+            if conn.in_flight or input_waiting(conn.sock):
+                # Waiting on its own ops is not idle; nor is a client whose
+                # bytes arrived while the loop was busy (they are read next).
+                self.active(conn)
+                continue
             queued = queued_for_peer(conn.sock)
             if queued != self._unsent_seen.get(conn, 0):
                 # Replies the server handed over have left the kernel since
@@ -521,13 +738,30 @@ class Server:
                 next_due = min(next_due, due)
                 break
             conn.close()
+        op_due = self._op_due
+        while op_due:
+            due, _, slot = op_due[0]
+            if due > now:
+                next_due = min(next_due, due)
+                break
+            heapq.heappop(op_due)
+            owner = self._ops_owed.get(slot)
+            if owner is None:  # answered, or its client left
+                continue
+            self.op_timeouts += 1
+            if slot.future is not None:
+                slot.future.cancel()  # an async op stops; a thread runs on
+            try:
+                owner.op_timed_out(slot, due - slot.started)
+            except Exception as exc:
+                self._drop(owner, exc)
         if self._accept_resume_at is not None:
             if self._accept_resume_at <= now:
                 self._accept_resume_at = None
                 self._poller.register(self._listener, _READ, None)
             else:
                 next_due = min(next_due, self._accept_resume_at)
-        return max(0.0, next_due - now)
+        return None if next_due == math.inf else next_due
 
 
 def _holding(conn: Connection) -> int:
@@ -539,6 +773,15 @@ def _event_log(log: Log) -> EventLog:
     or raises and formats client lines on its own thread; anything else is
     wrapped so that a failing log (a closed stdout) can never stop the server."""
     return log if isinstance(log, LogWriter) else CallableLog(log)
+
+
+def _check_op_settings(workers: int, op_timeout: float | None, max_in_flight: int) -> None:
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, not {workers!r}")
+    if op_timeout is not None and not (op_timeout > 0 and math.isfinite(op_timeout)):
+        raise ValueError("op_timeout must be a positive number of seconds (or None: no limit)")
+    if not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be a positive integer, not {max_in_flight!r}")
 
 
 def _check_settings(

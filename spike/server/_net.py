@@ -45,6 +45,19 @@ else:
         return 0
 
 
+def input_waiting(sock: socket.socket) -> bool:
+    """True if the peer's bytes (or its end of stream) wait unread in the
+    socket; reads nothing. A timer that is due asks this first: after a
+    stall, what has arrived must decide, not the stale deadline."""
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:  # reset or closed: the next read finds out
+        return True
+    return True  # a byte, or b"" for end of stream
+
+
 def preferred_address(
     infos: list[tuple[Any, ...]],
 ) -> tuple[int, tuple[Any, ...]]:
