@@ -234,13 +234,18 @@ class ServerProcess:
     """``python -m spike.server`` as a child process, its stdout and stderr read
     line by line (as UTF-8), started once it has printed its "Serving on" line."""
 
-    def __init__(self, *args: str, python_args: Sequence[str] = ("-m", "spike.server")) -> None:
+    def __init__(
+        self,
+        *args: str,
+        python_args: Sequence[str] = ("-m", "spike.server"),
+        cwd: Path = ROOT,
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, *python_args, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            cwd=ROOT,
+            cwd=cwd,
             env=cli_env(),
         )
         self._err = _LinePump(self.proc.stderr)

@@ -554,6 +554,8 @@ class Connection:
         its reply takes its place, and what is complete at the head goes out."""
         if self.state is State.CLOSED:
             return  # the client left: nothing to send, nothing to log
+        if outcome is None and slot.data is not None:
+            return  # cancelled because it timed out: its caller has its answer
         if outcome is None:
             outcome = Outcome(
                 error_reply(OP_FAILED, f"op {slot.op!r} was cancelled", slot.request_id)
