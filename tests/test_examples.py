@@ -164,8 +164,13 @@ def _default_sigint() -> None:  # runs in the child, before exec
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_service_script_serves_until_ctrl_c():
-    """The service as a user starts it: its own process, port 0, then Ctrl+C."""
+SERVE_COMMAND = "uv run spike-server --ops docs/examples/word_count_service.py:ops --port 3001"
+
+
+def test_service_is_served_by_spike_server_until_ctrl_c():
+    """The service as the page starts it: `spike-server --ops FILE:ops`, its own
+    process (port 0 here, not 3001), then Ctrl+C."""
+    assert SERVE_COMMAND in TUTORIAL.read_text(encoding="utf-8")
     kwargs = {}
     if sys.platform == "win32":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
@@ -173,20 +178,24 @@ def test_service_script_serves_until_ctrl_c():
         # Started from a background job: the child would inherit "ignore
         # Ctrl+C"; give it the default so the test can press Ctrl+C.
         kwargs["preexec_fn"] = _default_sigint
+    target = "docs/examples/word_count_service.py:ops"
     proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "word_count_service.py"), "--port", "0"],
+        [sys.executable, "-m", "spike.server", "--ops", target, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
         encoding="utf-8",
         env=_env(),
+        cwd=ROOT,
         **kwargs,
     )
     try:
         first = proc.stdout.readline()
         match = re.fullmatch(
-            r"Word-count service on 127\.0\.0\.1:(\d+) \(press Ctrl\+C to stop\)\n", first
+            r"Serving on 127\.0\.0\.1:(\d+) \(ops from docs/examples/word_count_service\.py:ops: "
+            r"define, define_many, echo, info, stats, word_count; press Ctrl\+C to stop\)\n",
+            first,
         )
         assert match, first + proc.stderr.read()
         port = int(match[1])
@@ -206,17 +215,34 @@ def test_service_script_serves_until_ctrl_c():
             proc.communicate(timeout=TIMEOUT)
     if sys.platform != "win32":
         assert proc.returncode == 0
-        assert out.strip().endswith("Service stopped.")
+        assert out.strip().endswith("Server stopped.")
         assert "Traceback" not in err
 
 
-def test_service_script_reports_a_busy_port_in_one_line():
-    with running_server(port=0) as busy:
-        port = busy.address[1]
-        done = _run([sys.executable, str(EXAMPLES / "word_count_service.py"), "--port", str(port)])
-    assert done.returncode == 1
-    assert "address already in use" in done.stderr
-    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+def test_the_op_that_waits_keeps_no_one_else_waiting(word_count_server):
+    """Three `define` calls from three clients, and a `define_many` of three
+    words: each takes about one lookup (0.2 s), not the sum."""
+    import concurrent.futures
+    import time
+
+    from spike import Client
+
+    def define(word: str) -> dict:
+        with Client(*word_count_server, timeout=TIMEOUT) as client:
+            return client.request("define", word=word)
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(define, ["cat", "pipe", "Cat"]))
+    with Client(*word_count_server, timeout=TIMEOUT) as client:
+        many = client.request("define_many", words=["cat", "pipe", "dog"])
+        with pytest.raises(RemoteError) as unknown:
+            client.request("define", word="dog")
+    took = time.monotonic() - started
+    assert [r["definition"] for r in results][0] == service.DEFINITIONS["cat"]
+    assert many == {**{w: service.DEFINITIONS[w] for w in ("cat", "pipe")}, "dog": None}
+    assert unknown.value.code == "bad_request"
+    assert took < 5 * service.LOOKUP_SECONDS, f"took {took:.2f} s"  # one at a time: 7x
 
 
 def test_request_id_comes_back_as_the_page_describes(word_count_server):

@@ -1,27 +1,32 @@
-"""A small microservice on the spike pipe: it counts the words in a text.
+"""A small microservice on the spike pipe: it counts words and looks them up.
 
-The service side of the tutorial: the built-in ops (echo, info, stats)
-plus ``word_count``. Start it, then call it from another program:
+Only ops live here; spike-server serves them with all its options:
 
-    uv run python docs/examples/word_count_service.py --port 3001
+    uv run spike-server --ops docs/examples/word_count_service.py:ops --port 3001
 
 Stop it with Ctrl+C.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
+import asyncio
 import re
-import sys
+import time
 from collections import Counter
 
-from spike import BadRequest, PipeError, Server, default_ops
+from spike import BadRequest, default_ops
 
-# A copy, so this service's op is added without changing spike's defaults.
+# A copy, so this service's ops are added without changing spike's defaults.
 ops = default_ops.copy()
 
 _WORD = re.compile(r"[\w']+")
+
+# Stand-ins for a real data source: a table, and how long a call to it takes.
+DEFINITIONS = {
+    "cat": "a small domesticated carnivorous mammal",
+    "pipe": "a tube that carries something from one place to another",
+}
+LOOKUP_SECONDS = 0.2
 
 
 @ops.op("word_count")
@@ -46,29 +51,37 @@ def word_count(params: dict, ctx) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Word-count service.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3001,
-                        help="0 picks a free port")
-    args = parser.parse_args(argv)
+@ops.op("define")
+def define(params: dict, ctx) -> dict:
+    """``{"op": "define", "word": "cat"}``: an op that waits.
 
-    # One log line per connection and per message, printed at once.
-    log = functools.partial(print, flush=True)
-    try:
-        server = Server(args.host, args.port, ops=ops, log=log)
-    except PipeError as exc:  # e.g. the port is already in use
-        print(exc, file=sys.stderr)
-        return 1
-    with server:
-        host, port = server.address
-        log(f"Word-count service on {host}:{port} (press Ctrl+C to stop)")
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            log("Service stopped.")
-    return 0
+    A plain ``def`` runs in one of the server's worker threads, so while
+    it waits on its data source the server answers everyone else.
+    """
+    word = params["word"]
+    if not isinstance(word, str):
+        raise BadRequest('"word" must be a string')
+    time.sleep(LOOKUP_SECONDS)  # your database query or web API call here
+    meaning = DEFINITIONS.get(word.lower())
+    if meaning is None:
+        raise BadRequest(f"no definition for {word!r}")
+    return {"word": word, "definition": meaning}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@ops.op("define_many")
+async def define_many(params: dict, ctx) -> dict:
+    """``{"op": "define_many", "words": ["cat", "pipe"]}``: many waits at once.
+
+    An ``async def`` op is awaited on the server's asyncio loop: here its
+    lookups overlap, so three words take one lookup's time, not three.
+    """
+    words = params["words"]
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise BadRequest('"words" must be a list of strings')
+
+    async def lookup(word: str) -> str | None:
+        await asyncio.sleep(LOOKUP_SECONDS)  # e.g. an aiohttp or asyncpg call
+        return DEFINITIONS.get(word.lower())
+
+    meanings = await asyncio.gather(*(lookup(word) for word in words))
+    return {word: meaning for word, meaning in zip(words, meanings)}
