@@ -229,7 +229,8 @@ def test_good_json_replies_still_exit_0(server) -> None:
         (["--host", "[localhost]"], "brackets go around an IPv6 address"),
         (["--host", "a..b"], "argument --host: 'a..b' is not a valid host name"),
         (["--host", ""], "argument --host: empty"),
-        (["--port", "70000"], "argument --port: port must be from 0 to 65535"),
+        (["--port", "70000"], "argument --port: port must be an integer from 0 to 65535"),
+        (["--port", "web"], "argument --port: not a port number: 'web'"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str], needle: str) -> None:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from .._args import Parser, host, port, seconds, utf8_text
 from .._display import escape_controls, shorten
 from ..client import DEFAULT_TIMEOUT, MAX_TIMEOUT, Client, check_reply, request_id_of
 from ..errors import PipeError
@@ -22,7 +23,6 @@ from ..protocol import (
     encode_request,
     format_address,
 )
-from ._args import Parser, host, port, seconds, utf8_text
 from ._output import emit, prepare_output
 
 __all__ = ["client_main"]
