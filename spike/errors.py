@@ -13,8 +13,9 @@
         └── AddressInUseError
 
 It also holds what those errors carry: the error codes of an ``ok: false``
-reply and :data:`NO_ID`. It imports nothing of the project, so every other
-module can import it.
+reply and :data:`NO_ID`; and :func:`first_line`, how any exception is told
+in one line. It imports nothing of the project, so every other module can
+import it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "PipeTimeout",
     "ProtocolError",
     "RemoteError",
+    "first_line",
 ]
 
 BAD_UTF8 = "bad_utf8"
@@ -124,3 +126,9 @@ class BindError(PipeError):
 
 class AddressInUseError(BindError):
     """Another program already listens on that host and port."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message that is not blank, or its type's name
+    when there is none: a JSON decoder's error can run to several lines."""
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -14,7 +14,7 @@ from typing import Any
 from .._args import Parser, host, port, seconds, utf8_text
 from .._display import escape_controls, shorten
 from ..client import DEFAULT_TIMEOUT, MAX_TIMEOUT, Client, check_reply, request_id_of
-from ..errors import PipeError
+from ..errors import PipeError, first_line
 from ..protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -136,8 +136,7 @@ def _parse_client_args(argv: Sequence[str] | None) -> argparse.Namespace:
         try:
             args.op_line = encode_request(args.op, dict(args.param), 1).decode().rstrip("\n")
         except (TypeError, ValueError, RecursionError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            parser.error(f"argument --param: cannot be sent as JSON ({reason})")
+            parser.error(f"argument --param: cannot be sent as JSON ({first_line(exc)})")
     return args
 
 
