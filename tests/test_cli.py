@@ -163,9 +163,23 @@ def test_a_wildcard_host_says_so_in_the_start_line(server_process, host: str) ->
 
 
 # --- spike-client ---------------------------------------------------------------
-def test_client_prints_sent_and_received(server) -> None:
+def test_client_sends_unquoted_words_as_one_message(server) -> None:
+    """`spike-client A message from CS361` is what a student types: one
+    message, the words joined by spaces as `echo` joins them."""
     port = str(server.address[1])
-    result = run_cli("spike.client", "--port", port, "one", "two words")
+    result = run_cli(
+        "spike.client", "--port", port, "A", "message", "--timeout", "5", "from", "CS361"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Sent: A message from CS361",
+        "Received: A message from CS361",
+    ]
+
+
+def test_client_sends_one_message_per_m(server) -> None:
+    port = str(server.address[1])
+    result = run_cli("spike.client", "--port", port, "-m", "one", "--message", "two words")
     assert result.returncode == 0
     assert result.stdout.splitlines() == [
         "Sent: one",
@@ -175,9 +189,33 @@ def test_client_prints_sent_and_received(server) -> None:
     ]
 
 
+def test_client_refuses_words_and_m_together_before_connecting() -> None:
+    result = run_cli("spike.client", "--port", str(free_port()), "one", "-m", "two")
+    assert result.returncode == 2
+    assert_one_line_error(
+        result.stderr,
+        "spike-client: error: argument -m/--message: give the message as words or with -m, "
+        "not both",
+    )
+
+
+def test_client_help_says_how_words_and_messages_are_sent() -> None:
+    result = run_cli("spike.client", "--help")
+    assert result.returncode == 0
+    help_text = " ".join(result.stdout.split())
+    assert "joined by spaces, as echo joins them" in help_text
+    assert "-m one -m two sends two" in help_text
+    assert "one per line on standard input" in help_text
+
+
 def test_client_sends_each_line_of_a_message(server) -> None:
     port = str(server.address[1])
-    result = run_cli("spike.client", "--port", port, "one\r\ntwo\n", "three\u2028same message", "")
+    result = run_cli(
+        "spike.client",
+        "--port",
+        port,
+        *("-m", "one\r\ntwo\n", "-m", "three\u2028same message", "-m", ""),
+    )
     assert result.returncode == 0
     assert result.stdout.split("\n")[:-1:2] == [
         "Sent: one",
@@ -190,7 +228,7 @@ def test_client_sends_each_line_of_a_message(server) -> None:
 def test_client_json_modes(server) -> None:
     port = str(server.address[1])
     result = run_cli(
-        "spike.client", "--port", port, "--json", "hi", '{"op": "echo", "text": "raw"}'
+        "spike.client", "--port", port, "--json", "-m", "hi", "-m", '{"op": "echo", "text": "raw"}'
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
