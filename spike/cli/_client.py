@@ -178,7 +178,7 @@ class _BadInput:
         self.reason = reason
 
 
-def _not_utf8(number: int, raw: bytes, position: int) -> _BadInput:
+def _input_not_utf8(number: int, raw: bytes, position: int) -> _BadInput:
     return _BadInput(
         f"input line {number} is not valid UTF-8 (byte 0x{raw[position]:02x} at position "
         f"{position}); not sent"
@@ -196,7 +196,7 @@ def _checked_line(line: str, number: int) -> str | _BadInput:
         try:
             raw.decode()
         except UnicodeDecodeError as exc:
-            return _not_utf8(number, raw, exc.start)
+            return _input_not_utf8(number, raw, exc.start)
         return _BadInput(f"input line {number} is not valid Unicode text; not sent")
     return line
 
@@ -217,7 +217,7 @@ def _stdin_lines(interactive: bool) -> Iterator[str | _BadInput]:
                 print(file=sys.stderr)
                 return
             except UnicodeDecodeError as exc:  # a terminal that is not UTF-8
-                yield _not_utf8(number, exc.object, exc.start)
+                yield _input_not_utf8(number, exc.object, exc.start)
                 continue
             yield _checked_line(line, number)
     stdin = sys.stdin
@@ -235,7 +235,7 @@ def _stdin_lines(interactive: bool) -> Iterator[str | _BadInput]:
         try:
             line = raw.decode()
         except UnicodeDecodeError as exc:
-            yield _not_utf8(number, raw, exc.start)
+            yield _input_not_utf8(number, raw, exc.start)
             continue
         yield line
 
