@@ -200,15 +200,6 @@ def test_client_refuses_words_and_m_together_before_connecting() -> None:
     )
 
 
-def test_client_help_says_how_words_and_messages_are_sent() -> None:
-    result = run_cli("spike.client", "--help")
-    assert result.returncode == 0
-    help_text = " ".join(result.stdout.split())
-    assert "joined by spaces, as echo joins them" in help_text
-    assert "-m one -m two sends two" in help_text
-    assert "one per line on standard input" in help_text
-
-
 def test_client_sends_each_line_of_a_message(server) -> None:
     port = str(server.address[1])
     result = run_cli(

@@ -82,10 +82,13 @@ def test_a_silent_server_is_given_up_on_at_the_deadline(peers: Peers) -> None:
     assert_one_line_error(result.stderr, f"spike-client: no reply from {host}:{port} within 0.5 s")
 
 
-def test_help_says_the_timeout_is_a_deadline() -> None:
+def test_help_says_what_is_sent_and_that_the_timeout_is_a_deadline() -> None:
     result = run_cli("spike.client", "--help")
     assert result.returncode == 0
     help_text = " ".join(result.stdout.split())
+    assert "joined by spaces, as echo joins them" in help_text
+    assert "-m one -m two sends two" in help_text
+    assert "one per line on standard input" in help_text
     assert "deadline in seconds for connecting, and for each message" in help_text
     assert "however slowly the server sends it" in help_text
 
