@@ -1,6 +1,6 @@
-"""``python -m spike``: the self-contained demo (server and client in one process)."""
+"""Shim: ``python -m spike`` runs the self-contained demo (the code: ``spike/cli/_demo.py``)."""
 
-from .cli import demo_main
+from spike.cli import demo_main
 
 if __name__ == "__main__":
     raise SystemExit(demo_main())

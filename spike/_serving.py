@@ -15,6 +15,8 @@ import re
 import subprocess
 import threading
 
+from ._address import unbracket
+
 __all__ = ["SERVING_LINE", "NotServing", "serving_port", "wait_for_serving"]
 
 #: The first line ``spike-server`` prints; the port is the real one, also after ``--port 0``.
@@ -26,7 +28,7 @@ def serving_port(line: str) -> tuple[str, int] | None:
     match = SERVING_LINE.match(line)
     if match is None:
         return None
-    return match["host"].strip("[]"), int(match["port"])
+    return unbracket(match["host"]), int(match["port"])
 
 
 class NotServing(RuntimeError):

@@ -14,8 +14,9 @@
     └── OpsLoadError        ``spike-server --ops`` could not load the ops it names
 
 It also holds what those errors carry: the error codes of an ``ok: false``
-reply and :data:`NO_ID`. It imports nothing of the project, so every other
-module can import it.
+reply and :data:`NO_ID`; and :func:`first_line`, how any exception is told
+in one line. It imports nothing of the project, so every other module can
+import it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "PipeTimeout",
     "ProtocolError",
     "RemoteError",
+    "first_line",
 ]
 
 BAD_UTF8 = "bad_utf8"
@@ -142,3 +144,9 @@ class AddressInUseError(BindError):
 class OpsLoadError(PipeError):
     """``--ops MODULE:NAME`` (or ``FILE.py:NAME``) named ops that could not be
     loaded; the message says what was tried and what to do."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message that is not blank, or its type's name
+    when there is none: a JSON decoder's error can run to several lines."""
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

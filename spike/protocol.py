@@ -67,7 +67,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, final
 
-from .errors import BAD_JSON, BAD_REQUEST, BAD_UTF8, NO_ID, LineTooLong, ProtocolError
+from .errors import BAD_JSON, BAD_REQUEST, BAD_UTF8, NO_ID, LineTooLong, ProtocolError, first_line
 
 try:  # orjson is optional: several times faster, same bytes on the wire.
     import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
@@ -354,7 +354,7 @@ def parse_message(line: bytes) -> Text | Request | Invalid:
     except UnicodeDecodeError as exc:
         return _not_utf8(exc)
     except (ValueError, RecursionError) as exc:
-        return Invalid(BAD_JSON, f"not valid JSON ({_first_line(exc)})")
+        return Invalid(BAD_JSON, f"not valid JSON ({first_line(exc)})")
     if type(request) is not dict:
         return Invalid(BAD_REQUEST, "a request must be a JSON object")
     op = request.pop("op", None)
@@ -362,10 +362,6 @@ def parse_message(line: bytes) -> Text | Request | Invalid:
     if type(op) is not str:
         return Invalid(BAD_REQUEST, 'a request needs "op" with a string value', request_id)
     return Request(op, request_id, request)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def encode_text(text: str) -> bytes:
@@ -417,7 +413,7 @@ def decode_reply(line: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ProtocolError(BAD_UTF8, "reply is not valid UTF-8") from None
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(BAD_JSON, f"reply is not valid JSON ({_first_line(exc)})") from None
+        raise ProtocolError(BAD_JSON, f"reply is not valid JSON ({first_line(exc)})") from None
     if type(reply) is not dict or type(reply.get("ok")) is not bool:
         raise ProtocolError(BAD_REQUEST, 'reply is not an object with a boolean "ok"')
     if reply["ok"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -163,9 +164,23 @@ def test_a_wildcard_host_says_so_in_the_start_line(server_process, host: str) ->
 
 
 # --- spike-client ---------------------------------------------------------------
-def test_client_prints_sent_and_received(server) -> None:
+def test_client_sends_unquoted_words_as_one_message(server) -> None:
+    """`spike-client A message from CS361` is what a student types: one
+    message, the words joined by spaces as `echo` joins them."""
     port = str(server.address[1])
-    result = run_cli("spike.client", "--port", port, "one", "two words")
+    result = run_cli(
+        "spike.client", "--port", port, "A", "message", "--timeout", "5", "from", "CS361"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Sent: A message from CS361",
+        "Received: A message from CS361",
+    ]
+
+
+def test_client_sends_one_message_per_m(server) -> None:
+    port = str(server.address[1])
+    result = run_cli("spike.client", "--port", port, "-m", "one", "--message", "two words")
     assert result.returncode == 0
     assert result.stdout.splitlines() == [
         "Sent: one",
@@ -175,9 +190,24 @@ def test_client_prints_sent_and_received(server) -> None:
     ]
 
 
+def test_client_refuses_words_and_m_together_before_connecting() -> None:
+    result = run_cli("spike.client", "--port", str(free_port()), "one", "-m", "two")
+    assert result.returncode == 2
+    assert_one_line_error(
+        result.stderr,
+        "spike-client: error: argument -m/--message: give the message as words or with -m, "
+        "not both",
+    )
+
+
 def test_client_sends_each_line_of_a_message(server) -> None:
     port = str(server.address[1])
-    result = run_cli("spike.client", "--port", port, "one\r\ntwo\n", "three\u2028same message", "")
+    result = run_cli(
+        "spike.client",
+        "--port",
+        port,
+        *("-m", "one\r\ntwo\n", "-m", "three\u2028same message", "-m", ""),
+    )
     assert result.returncode == 0
     assert result.stdout.split("\n")[:-1:2] == [
         "Sent: one",
@@ -190,7 +220,7 @@ def test_client_sends_each_line_of_a_message(server) -> None:
 def test_client_json_modes(server) -> None:
     port = str(server.address[1])
     result = run_cli(
-        "spike.client", "--port", port, "--json", "hi", '{"op": "echo", "text": "raw"}'
+        "spike.client", "--port", port, "--json", "-m", "hi", "-m", '{"op": "echo", "text": "raw"}'
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -284,3 +314,53 @@ def test_console_scripts_are_installed(script: str) -> None:
     result = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=20)
     assert result.returncode == 0
     assert result.stdout.startswith(f"usage: {script}")
+
+
+# --- the README's commands, run as shown ------------------------------------------
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _readme_commands(program: str, section: str) -> list[tuple[list[str], str]]:
+    """Each ``uv run PROGRAM ARGS  # ...`` line of a README section: its
+    arguments and the comment that says what it prints."""
+    body = README.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [
+        (shlex.split(args), comment)
+        for args, comment in re.findall(rf"^uv run {program} (.*?)\s+# (.*)$", body, re.M)
+    ]
+
+
+def test_the_readmes_spike_commands_print_what_it_says(server) -> None:
+    commands = _readme_commands("spike-client", "Run the spike")
+    assert [args[:2] for args, _ in commands] == [["A", "message"], ["--op", "info"]]
+    port = str(server.address[1])
+    for args, comment in commands:
+        result = run_cli("spike.client", "--port", port, *args)
+        assert result.returncode == 0, result.stderr
+        shown = re.search(r"Received: (.+)$", comment)
+        if shown:
+            assert result.stdout.splitlines()[1] == f"Received: {shown[1]}"
+
+
+def _server_has_ops() -> bool:
+    return "--ops" in run_cli("spike.server", "--help").stdout
+
+
+@pytest.mark.skipif(not _server_has_ops(), reason="spike-server --ops lands with issue 25")
+def test_the_readmes_service_runs_as_shown(server_process, tmp_path: Path) -> None:
+    code = re.search(r"Save as `my_service.py`.*?```python\n(.*?)```", README, re.S)
+    assert code, "the README no longer shows my_service.py"
+    service = tmp_path / "my_service.py"
+    service.write_text(code[1], encoding="utf-8")
+    ((server_args, _),) = _readme_commands(
+        "spike-server", "Use the pipe for your own microservice"
+    )
+    assert server_args == ["--ops", "my_service.py:ops"]
+    proc = server_process("--port", "0", "--ops", f"{service}:ops")
+    ((client_args, comment),) = _readme_commands(
+        "spike-client", "Use the pipe for your own microservice"
+    )
+    result = run_cli("spike.client", "--port", str(proc.port), *client_args)
+    assert result.returncode == 0, result.stderr
+    shown = comment.split("Received: ", 1)[1].removesuffix("{...}}")
+    assert result.stdout.splitlines()[1].startswith(f"Received: {shown}")

@@ -82,52 +82,111 @@ def test_a_silent_server_is_given_up_on_at_the_deadline(peers: Peers) -> None:
     assert_one_line_error(result.stderr, f"spike-client: no reply from {host}:{port} within 0.5 s")
 
 
-def test_help_says_the_timeout_is_a_deadline() -> None:
+def test_help_says_what_is_sent_and_that_the_timeout_is_a_deadline() -> None:
     result = run_cli("spike.client", "--help")
     assert result.returncode == 0
     help_text = " ".join(result.stdout.split())
+    assert "joined by spaces, as echo joins them" in help_text
+    assert "-m one -m two sends two" in help_text
+    assert "one per line on standard input" in help_text
     assert "deadline in seconds for connecting, and for each message" in help_text
     assert "however slowly the server sends it" in help_text
 
 
-# --- JSON requests need protocol replies ----------------------------------------
-def test_a_json_request_to_an_http_server_exits_1(peers: Peers) -> None:
-    # Python's HTTP server answers a one-word request line the HTTP/0.9 way:
-    # an HTML error page without a status line.
+# --- a reply that is not the pipe's is named, in one line ------------------------
+WEB = "answered like a web server (HTTP), not the pipe"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["A", "message", "from", "CS361"],  # plain text, as typed without quotes
+        ["--op", "info"],  # a JSON request
+        ["--json", "-m", "hi"],
+    ],
+)
+def test_the_docs_server_is_named_as_a_web_server(peers: Peers, args: list[str]) -> None:
+    # `mkdocs serve` is Python's http.server, which answers a line that is no
+    # HTTP request the HTTP/0.9 way: an HTML error page without a status line.
     host, port = peers.http()
-    result = run_cli("spike.client", "--port", str(port), "--op", "info")
+    result = run_cli("spike.client", "--port", str(port), *args)
     assert result.returncode == 1
     # Python 3.10 writes the HTML 4.01 doctype, later versions the short one.
-    doctype = result.stdout.splitlines()[1].removeprefix("Received: ")
-    assert doctype.startswith("<!DOCTYPE HTML")
+    assert result.stdout.splitlines()[1].startswith("Received: <!DOCTYPE HTML")
+    assert len(result.stdout.splitlines()) == 2  # nothing sent after it
     assert_one_line_error(
         result.stderr,
-        f"spike-client: bad_json: reply from {host}:{port} is not JSON: {doctype!r}",
+        f"spike-client: {host}:{port} {WEB}: is that the docs server? "
+        "the pipe listens on 3000 by default",
     )
 
 
-def test_a_json_request_to_an_http_1_1_server_exits_1(peers: Peers) -> None:
+@pytest.mark.parametrize("args", [["hi"], ["--op", "info"]])
+def test_an_http_status_line_is_named_as_a_web_server(peers: Peers, args: list[str]) -> None:
     host, port = peers.start(
         peers.answer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     )
-    result = run_cli("spike.client", "--port", str(port), "--op", "info")
+    result = run_cli("spike.client", "--port", str(port), *args)
     assert result.returncode == 1
     assert result.stdout.splitlines()[1] == "Received: HTTP/1.1 400 Bad Request"
-    assert_one_line_error(
-        result.stderr,
-        f"spike-client: bad_json: reply from {host}:{port} is not JSON: "
-        "'HTTP/1.1 400 Bad Request'",
+    assert_one_line_error(result.stderr, f"spike-client: {host}:{port} {WEB}: ")
+
+
+def test_a_web_server_on_the_pipes_own_port_is_another_program() -> None:
+    from spike.cli._client import _is_ok_reply
+    from spike.errors import PipeError
+
+    with pytest.raises(
+        PipeError, match=r"^127\.0\.0\.1:3000 answered like a web server"
+    ) as caught:
+        _is_ok_reply("hi", b"<!doctype html>", "127.0.0.1:3000", 3000)
+    assert "another program has port 3000: start spike-server with another --port" in str(
+        caught.value
     )
 
 
-def test_plain_text_to_an_http_server_is_still_just_echoed_text(peers: Peers) -> None:
-    _, port = peers.http()
+@pytest.mark.parametrize(
+    ("reply", "shown"),
+    [
+        (b"220 mail.example.com ESMTP ready\n", "'220 mail.example.com ESMTP ready'"),
+        (b"HI\n", "'HI'"),  # not the echo: the pipe sends plain text back as it came
+        (b"caf\xff\n", "b'caf\\xff'"),
+        (b'{"ok":true,"result":"hi"}\n', '\'{"ok":true,"result":"hi"}\''),
+        # An error reply to plain text carries no id: plain text has none.
+        (b'{"id":5,"ok":false,"error":{"code":"nope","message":"no"}}\n', '\'{"id":5'),
+    ],
+)
+def test_plain_text_that_is_not_echoed_is_named_in_one_line(
+    peers: Peers, reply: bytes, shown: str
+) -> None:
+    host, port = peers.start(peers.answer(reply, b"two\n"))
+    result = run_client_bytes("--port", str(port), "-m", "hi", "-m", "two")
+    assert result.returncode == 1
+    assert len(result.stdout.splitlines()) == 2  # the session ends there
+    assert_one_line_error(
+        result.stderr.decode(),
+        f"spike-client: {host}:{port} answered {shown}",
+        "to plain text, which the pipe echoes: is that a pipe server?",
+    )
+
+
+def test_an_error_reply_to_plain_text_is_an_error_not_a_stranger(peers: Peers) -> None:
+    reply = b'{"ok":false,"error":{"code":"line_too_long","message":"too long"}}\n'
+    _, port = peers.start(peers.answer(reply))
     result = run_cli("spike.client", "--port", str(port), "hi")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[1].startswith("Received: <!DOCTYPE HTML")
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[1] == f"Received: {reply.decode().strip()}"
     assert result.stderr == ""
 
 
+def test_a_line_ending_in_a_carriage_return_is_echoed_without_it(server) -> None:
+    # The server reads "\r\n" as the end of the line, so "hi\r" comes back "hi".
+    result = run_cli("spike.client", "--port", str(server.address[1]), "-m", "hi\r\r")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["Sent: hi\\x0d", "Received: hi"]
+
+
+# --- JSON requests need protocol replies ----------------------------------------
 @pytest.mark.parametrize(
     ("args", "reply", "says"),
     [
@@ -158,27 +217,10 @@ def test_a_json_request_with_a_reply_that_is_not_its_exits_1(
 
 def test_a_bad_reply_ends_the_session(peers: Peers) -> None:
     # The next reply on that connection could be the rest of the bad one.
-    _, port = peers.start(peers.answer(b"HTTP/1.1 400 Bad Request\r\n", b"{}\n"))
-    result = run_cli("spike.client", "--port", str(port), "--json", "one", "two")
+    _, port = peers.start(peers.answer(b"{}\n", b"{}\n"))
+    result = run_cli("spike.client", "--port", str(port), "--json", "-m", "one", "-m", "two")
     assert result.returncode == 1
     assert [line.split(": ")[0] for line in result.stdout.splitlines()] == ["Sent", "Received"]
-
-
-def test_plain_text_with_a_reply_that_is_not_utf8_is_echoed(peers: Peers) -> None:
-    _, port = peers.start(peers.answer(b"caf\xff\n"))
-    result = run_client_bytes("--port", str(port), "hi")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[1] == "Received: caf\ufffd".encode()
-
-
-def test_plain_text_judges_a_reply_as_before(peers: Peers) -> None:
-    # Plain text is not checked as a protocol reply: any JSON with "ok": false
-    # counts as an error (exit 1), anything else as the echo.
-    reply = b'{"id":5,"ok":false,"error":{"code":"nope","message":"no"}}\n'
-    _, port = peers.start(peers.answer(reply))
-    result = run_cli("spike.client", "--port", str(port), "hi")
-    assert result.returncode == 1
-    assert result.stderr == ""
 
 
 def test_an_error_reply_without_an_id_is_an_error_reply_not_a_broken_one(peers: Peers) -> None:
@@ -229,7 +271,8 @@ def test_good_json_replies_still_exit_0(server) -> None:
         (["--host", "[localhost]"], "brackets go around an IPv6 address"),
         (["--host", "a..b"], "argument --host: 'a..b' is not a valid host name"),
         (["--host", ""], "argument --host: empty"),
-        (["--port", "70000"], "argument --port: port must be from 0 to 65535"),
+        (["--port", "70000"], "argument --port: port must be an integer from 0 to 65535"),
+        (["--port", "web"], "argument --port: not a port number: 'web'"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str], needle: str) -> None:
@@ -252,7 +295,8 @@ def test_a_non_finite_value_can_be_sent_as_the_text_it_is(server) -> None:
 @pytest.mark.parametrize(
     ("args", "where"),
     [
-        ([b"caf\xff"], "argument MESSAGE"),
+        ([b"caf\xff"], "argument WORD"),
+        ([b"-m", b"caf\xff"], "argument -m/--message"),
         ([b"--op", b"\xffinfo"], "argument --op"),
         ([b"--op", b"echo", b"--param", b"text=caf\xe9"], "argument --param"),
         ([b"--host", b"h\xffst", b"hi"], "argument --host"),
@@ -334,7 +378,7 @@ def test_a_reply_the_console_cannot_show_is_escaped_not_a_traceback(server, enco
 
 
 # --- the parser over arbitrary argument lists -----------------------------------
-FLAGS = ["--host", "--port", "--timeout", "--json", "--op", "--param", "-h", "--", "-"]
+FLAGS = ["--host", "--port", "--timeout", "--json", "--op", "--param", "-m", "-h", "--", "-"]
 VALUES = [
     "NaN",
     "-Infinity",
@@ -491,7 +535,7 @@ def test_raw_prints_the_reply_bytes_for_scripts(server) -> None:
 
 def test_a_server_that_sends_an_extra_line_ends_the_session_in_one_line(peers: Peers) -> None:
     host, port = peers.start(peers.answer(b"one\n\n", b"two\n"))
-    result = run_cli("spike.client", "--port", str(port), "one", "two")
+    result = run_cli("spike.client", "--port", str(port), "-m", "one", "-m", "two")
     assert result.returncode == 1
     assert result.stdout.splitlines() == ["Sent: one", "Received: one", "Sent: two"]
     assert_one_line_error(

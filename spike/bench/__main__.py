@@ -13,30 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spike.bench.plan import FULL, QUICK, Settings
+from spike._args import Parser, amount, non_negative_int, positive_int
+from spike.bench.plan import FULL, QUICK, Sizes
 from spike.bench.procs import BenchSetupError
 from spike.bench.report import format_table
 from spike.bench.runner import command_line, run, write_json
-from spike.cli._args import positive_int
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``python -m spike.bench``."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m spike.bench",
         description=(
             "Measure the spike against a C floor, a Python floor, HTTP and ZeroMQ on this machine."
@@ -47,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", metavar="FILE", type=Path, help="also save the results to FILE as JSON"
     )
     parser.add_argument(
-        "--cpu", type=int, default=0, help="CPU to pin client and servers to on Linux (default 0)"
+        "--cpu",
+        type=non_negative_int,
+        default=0,
+        help="CPU to pin client and servers to on Linux (default 0)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin to a CPU")
     parser.add_argument(
@@ -59,20 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sizes.add_argument("--requests", type=positive_int, help="round trips per case per round")
     sizes.add_argument(
-        "--warmup", type=_non_negative_int, help="untimed round trips before each timed batch"
+        "--warmup", type=non_negative_int, help="untimed round trips before each timed batch"
     )
     sizes.add_argument("--pipeline", type=positive_int, help="messages per pipelined batch")
     sizes.add_argument("--connections", type=positive_int, help="concurrent connections")
     sizes.add_argument(
         "--conn-requests", type=positive_int, help="round trips per concurrent connection"
     )
-    sizes.add_argument("--big-mib", type=_positive_float, help="size of the big message in MiB")
+    sizes.add_argument("--big-mib", type=amount("MiB"), help="size of the big message in MiB")
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _sizes(args: argparse.Namespace) -> Sizes:
     base = dataclasses.replace(QUICK if args.quick else FULL)
-    for field in dataclasses.fields(Settings):
+    for field in dataclasses.fields(Sizes):
         value = getattr(args, field.name, None)
         if value is not None:
             setattr(base, field.name, value)
@@ -100,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m spike.bench``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    settings = _settings(args)
+    sizes = _sizes(args)
     try:
         results = run(
-            settings,
+            sizes,
             cpu=None if args.no_pin else args.cpu,
             use_c=not args.no_c,
             mode="quick" if args.quick else "full",

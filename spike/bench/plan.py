@@ -32,8 +32,8 @@ JSON_REQUEST = json.dumps({"op": "echo", "text": MESSAGE}, separators=(",", ":")
 
 
 @dataclasses.dataclass
-class Settings:
-    """How much work each case does per round."""
+class Sizes:
+    """How much work each case does per round (``"settings"`` in the results file)."""
 
     rounds: int
     requests: int
@@ -44,7 +44,7 @@ class Settings:
     big_mib: float
 
 
-FULL = Settings(
+FULL = Sizes(
     rounds=9,
     requests=20_000,
     warmup=500,
@@ -173,7 +173,7 @@ def connection_stats(timed: load.Timed, planned: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- measurements
 
 
-def measure(kind: str, s: Settings) -> Measure:
+def measure(kind: str, s: Sizes) -> Measure:
     """The measurement ``kind`` (a name in :data:`CASES`) with the sizes of ``s``."""
     round_trips = {
         "text": load.text_round_trips,
@@ -213,9 +213,9 @@ def measure(kind: str, s: Settings) -> Measure:
 # ---------------------------------------------------------------- the plan
 
 
-def subjects(settings: Settings, use_c: bool, notes: list[str]) -> dict[str, Subject]:
+def subjects(sizes: Sizes, use_c: bool, notes: list[str]) -> dict[str, Subject]:
     """Every server this run can start, with a note for each one it cannot."""
-    big_limit = str(int(settings.big_mib * 2**20) * 2)
+    big_limit = str(int(sizes.big_mib * 2**20) * 2)
     found = {
         "spike": Subject("spike", "spike", "spike", python_command("spike.server", "--port", "0")),
         "spike_quiet": Subject(
@@ -282,7 +282,7 @@ def c_subjects(use_c: bool, notes: list[str]) -> dict[str, Subject]:
     return found
 
 
-def plan(settings: Settings, available: dict[str, Subject]) -> list[Case]:
+def plan(sizes: Sizes, available: dict[str, Subject]) -> list[Case]:
     """The cases of :data:`CASES` whose subject is available, in that order."""
     cases: list[Case] = []
     for test, subject_key, kind, label, key, role in CASES:
@@ -296,7 +296,7 @@ def plan(settings: Settings, available: dict[str, Subject]) -> list[Case]:
                 key or subject_key,
                 label or subject.label,
                 role or subject.role,
-                measure(kind, settings),
+                measure(kind, sizes),
             )
         )
     return cases

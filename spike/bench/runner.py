@@ -23,7 +23,7 @@ from spike._display import plural
 from spike._limits import raise_open_file_limit
 from spike.bench import load
 from spike.bench.machine import load_average, machine_info
-from spike.bench.plan import MESSAGE, TEST_TITLES, Case, Settings, plan, subjects
+from spike.bench.plan import MESSAGE, TEST_TITLES, Case, Sizes, plan, subjects
 from spike.bench.procs import BenchSetupError, ServerProcess, pin_to_cpu
 
 SCHEMA = 1
@@ -294,30 +294,28 @@ def targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- the run
 
 
-def _limits(settings: Settings, notes: list[str]) -> None:
+def _limits(sizes: Sizes, notes: list[str]) -> None:
     cap = load.max_select_sockets()
-    if cap is not None and settings.connections > cap:
+    if cap is not None and sizes.connections > cap:
         notes.append(
-            f"connections lowered from {settings.connections} to {cap}: select() on this OS "
+            f"connections lowered from {sizes.connections} to {cap}: select() on this OS "
             "watches at most 512 sockets."
         )
-        settings.connections = cap
-    limit_note = raise_open_file_limit(settings.connections + 256)
+        sizes.connections = cap
+    limit_note = raise_open_file_limit(sizes.connections + 256)
     if limit_note:
         notes.append(limit_note)
 
 
-def run(
-    settings: Settings, *, cpu: int | None, use_c: bool, mode: str, command: str
-) -> dict[str, Any]:
+def run(sizes: Sizes, *, cpu: int | None, use_c: bool, mode: str, command: str) -> dict[str, Any]:
     """Runs the whole benchmark and returns the results as a JSON-ready dict."""
     notes: list[str] = []
     load_before = load_average()
     pinning = pin_to_cpu(cpu)
-    _limits(settings, notes)
-    progress(f"spike.bench: {mode} run, {plural(settings.rounds, 'round')}; {pinning}")
-    available = subjects(settings, use_c, notes)
-    cases = plan(settings, available)
+    _limits(sizes, notes)
+    progress(f"spike.bench: {mode} run, {plural(sizes.rounds, 'round')}; {pinning}")
+    available = subjects(sizes, use_c, notes)
+    cases = plan(sizes, available)
     servers: dict[str, ServerProcess] = {}
     try:
         for key in dict.fromkeys(case.subject for case in cases):
@@ -328,7 +326,7 @@ def run(
             except BenchSetupError as exc:
                 notes.append(f"skipped: {exc}")
                 progress(f"  skipped: {exc}")
-        run_rounds(cases, servers, settings.rounds, notes)
+        run_rounds(cases, servers, sizes.rounds, notes)
     finally:
         for server in servers.values():
             server.stop()
@@ -352,10 +350,10 @@ def run(
         "command": command,
         "message": MESSAGE,
         "machine": machine_info(pinning, load_before),
-        "settings": dataclasses.asdict(settings),
+        "settings": dataclasses.asdict(sizes),
         "notes": notes,
         "tests": tests,
-        "targets": targets(tests, settings.connections),
+        "targets": targets(tests, sizes.connections),
     }
 
 

@@ -1,7 +1,7 @@
 """Command-line front ends, one module each: ``spike-server`` (``_server.py``),
 ``spike-client`` (``_client.py``) and ``python -m spike`` (``_demo.py``);
-``_args.py`` holds the argument helpers they share, ``_output.py`` how they
-write.
+``_output.py`` is how they write. The argument types they share with the
+benchmark are in ``spike/_args.py``.
 
 This package is the only part of the spike that prints. It turns the
 library's exceptions into one readable line on stderr and an exit status:

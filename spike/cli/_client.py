@@ -6,14 +6,15 @@ import argparse
 import codecs
 import contextlib
 import itertools
-import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from .._args import Parser, host, port, seconds, utf8_text
 from .._display import escape_controls, shorten
 from ..client import DEFAULT_TIMEOUT, MAX_TIMEOUT, Client, check_reply, request_id_of
-from ..errors import PipeError
+from ..errors import NO_ID, PipeError, ProtocolError, first_line
 from ..protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -22,7 +23,6 @@ from ..protocol import (
     encode_request,
     format_address,
 )
-from ._args import Parser, host, port, seconds, utf8_text
 from ._output import emit, prepare_output
 
 __all__ = ["client_main"]
@@ -32,26 +32,39 @@ def _client_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="spike-client",
         description=(
-            "Send messages to a spike-server and print each reply. A MESSAGE that "
-            'starts with { is sent as a JSON request (e.g. \'{"op": "info"}\'); '
-            "anything else is plain text, which the server echoes. With no "
-            "MESSAGE (and no --op), lines are read from standard input, as UTF-8. "
-            "Control characters in what is shown (escape sequences, a bare carriage "
-            "return, line separators) are escaped, as \\x1b, so a reply cannot drive "
-            "the terminal; --raw prints replies as they are."
+            "Send messages to a spike-server and print each reply. The words of the "
+            "message are joined by spaces, as echo joins them: spike-client A message "
+            "from CS361 sends one message, quoted or not. Several messages: -m TEXT for "
+            "each, or one per line on standard input (with no message and no --op, "
+            "lines are read from there, as UTF-8). A message that starts with { is sent "
+            'as a JSON request (e.g. \'{"op": "info"}\'); anything else is plain '
+            "text, which the pipe echoes. Control characters in what is shown (escape "
+            "sequences, a bare carriage return, line separators) are escaped, as \\x1b, "
+            "so a reply cannot drive the terminal; --raw prints replies as they are."
         ),
         epilog=(
-            "Exit status: 0 all replies ok; 1 no server, a timeout, an error reply, "
-            "a reply to a JSON request that is not a valid reply to it, or an input "
+            "Exit status: 0 all replies ok; 1 no server, a timeout, an error reply, a "
+            "reply that is not the pipe's (a web server, plain text that is not echoed, "
+            "a reply to a JSON request that is not a valid reply to it), or an input "
             "line that is not UTF-8 (skipped); 2 bad arguments."
         ),
     )
     parser.add_argument(
-        "messages",
+        "words",
         nargs="*",
         type=utf8_text,
-        metavar="MESSAGE",
-        help="message(s) to send, one per reply",
+        metavar="WORD",
+        help="the message, its words joined by spaces into one line",
+    )
+    parser.add_argument(
+        "-m",
+        "--message",
+        dest="each",
+        action="append",
+        type=utf8_text,
+        default=[],
+        metavar="TEXT",
+        help="one message (repeatable: -m one -m two sends two); not with WORDs",
     )
     parser.add_argument(
         "--host",
@@ -75,7 +88,7 @@ def _client_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help='send each MESSAGE as a JSON echo request {"op": "echo", "text": MESSAGE} '
+        help='send each message as a JSON echo request {"op": "echo", "text": ...} '
         "(one that already starts with { is sent as it is)",
     )
     parser.add_argument(
@@ -131,18 +144,24 @@ def _parse_client_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_intermixed_args(argv)
     if args.param and args.op is None:
         parser.error("argument --param: only used with --op NAME")
+    if args.words and args.each:
+        parser.error(
+            "argument -m/--message: give the message as words or with -m, not both "
+            "(-m once for each message)"
+        )
+    # Unquoted words are one message, as `echo` joins them: the shell split them.
+    args.messages = [" ".join(args.words)] if args.words else args.each
     args.op_line = None
     if args.op is not None:
         try:
             args.op_line = encode_request(args.op, dict(args.param), 1).decode().rstrip("\n")
         except (TypeError, ValueError, RecursionError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            parser.error(f"argument --param: cannot be sent as JSON ({reason})")
+            parser.error(f"argument --param: cannot be sent as JSON ({first_line(exc)})")
     return args
 
 
 def _message_lines(args: argparse.Namespace) -> list[str]:
-    """Each line of each MESSAGE argument: on the wire a newline ends a message."""
+    """Each line of each message: on the wire a newline ends a message."""
     lines: list[str] = []
     for message in args.messages:
         parts = message.split("\n")
@@ -159,7 +178,7 @@ class _BadInput:
         self.reason = reason
 
 
-def _not_utf8(number: int, raw: bytes, position: int) -> _BadInput:
+def _input_not_utf8(number: int, raw: bytes, position: int) -> _BadInput:
     return _BadInput(
         f"input line {number} is not valid UTF-8 (byte 0x{raw[position]:02x} at position "
         f"{position}); not sent"
@@ -177,7 +196,7 @@ def _checked_line(line: str, number: int) -> str | _BadInput:
         try:
             raw.decode()
         except UnicodeDecodeError as exc:
-            return _not_utf8(number, raw, exc.start)
+            return _input_not_utf8(number, raw, exc.start)
         return _BadInput(f"input line {number} is not valid Unicode text; not sent")
     return line
 
@@ -198,7 +217,7 @@ def _stdin_lines(interactive: bool) -> Iterator[str | _BadInput]:
                 print(file=sys.stderr)
                 return
             except UnicodeDecodeError as exc:  # a terminal that is not UTF-8
-                yield _not_utf8(number, exc.object, exc.start)
+                yield _input_not_utf8(number, exc.object, exc.start)
                 continue
             yield _checked_line(line, number)
     stdin = sys.stdin
@@ -216,7 +235,7 @@ def _stdin_lines(interactive: bool) -> Iterator[str | _BadInput]:
         try:
             line = raw.decode()
         except UnicodeDecodeError as exc:
-            yield _not_utf8(number, raw, exc.start)
+            yield _input_not_utf8(number, raw, exc.start)
             continue
         yield line
 
@@ -274,13 +293,9 @@ def _run_client(args: argparse.Namespace) -> int:
                 _write_raw(raw)
             else:
                 emit(f"Received: {escape_controls(raw.decode(errors='replace'))}")
-            if line.startswith("{"):
-                # A JSON request must get a protocol reply with its id. Anything
-                # else (an HTTP server, a reply out of step) ends the session:
-                # no later reply on this connection could be trusted.
-                if not check_reply(raw, request_id_of(line), where)["ok"]:
-                    status = 1
-            elif _is_error_reply(raw):
+            # A reply that is not the pipe's (a web server, a reply out of step)
+            # ends the session: no later reply on this connection could be trusted.
+            if not _is_ok_reply(line, raw, where, args.port):
                 status = 1
     return status
 
@@ -298,13 +313,40 @@ def _write_raw(reply: bytes) -> None:
         buffer.flush()
 
 
-def _is_error_reply(raw: bytes) -> bool:
-    """True for the JSON error reply a server gives to plain text it refuses
-    (line_too_long, bad_utf8); any other reply to plain text is its echo."""
-    if not raw.startswith(b"{"):
-        return False
+def _is_ok_reply(line: str, raw: bytes, where: str, port: int) -> bool:
+    """Judge ``raw``, the reply to ``line`` from ``where``: True for an ok
+    reply, False for the pipe's error reply. Raises :class:`PipeError`, naming
+    what answered, for a reply that is not the pipe's protocol.
+
+    A JSON request must get a reply with its id. Plain text must come back
+    as it was sent (the pipe's echo rule), or as an error reply (a line too
+    long), which carries no id.
+    """
+    # The server reads a "\r" just before the newline as part of the line end.
+    if not line.startswith("{") and raw == line.encode().removesuffix(b"\r"):
+        return True
+    if _WEB_REPLY.match(raw):
+        hint = (
+            f"another program has port {port}: start spike-server with another --port, "
+            "and give this one the same"
+            if port == DEFAULT_PORT
+            else f"is that the docs server? the pipe listens on {DEFAULT_PORT} by default"
+        )
+        raise PipeError(f"{where} answered like a web server (HTTP), not the pipe: {hint}")
+    if line.startswith("{"):
+        return bool(check_reply(raw, request_id_of(line), where)["ok"])
     try:
-        parsed = json.loads(raw.decode(errors="replace"))
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(parsed, dict) and parsed.get("ok") is False
+        if not check_reply(raw, NO_ID, where)["ok"]:
+            return False
+    except ProtocolError:
+        pass  # not a pipe reply at all: said below
+    raise PipeError(
+        f"{where} answered {shorten(raw)} to plain text, which the pipe echoes: "
+        "is that a pipe server?"
+    )
+
+
+# An HTTP status line, or an HTML page: Python's http.server (behind
+# `mkdocs serve`) answers a line that is no HTTP request with an error page
+# and, taking it for HTTP/0.9, no status line.
+_WEB_REPLY = re.compile(rb"HTTP/\d(?:\.\d)? \d{3}\b|\s*<(?:!doctype\s+html|html)\b", re.IGNORECASE)

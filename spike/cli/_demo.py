@@ -6,12 +6,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .._args import Parser
 from .._display import escape_controls
 from ..client import Client
 from ..errors import PipeError
 from ..protocol import format_address
 from ..server import running_server
-from ._args import Parser
 from ._output import emit, prepare_output
 
 __all__ = ["DEMO_MESSAGE", "demo_main"]

@@ -1,4 +1,4 @@
-"""``python -m spike.client``: the same as ``spike-client``."""
+"""Shim: ``python -m spike.client`` is ``spike-client`` (the code: ``spike/cli/_client.py``)."""
 
 from spike.cli import client_main
 

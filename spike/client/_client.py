@@ -33,13 +33,13 @@ From a terminal use ``spike-client`` (or ``python -m spike.client``).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import socket
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from .._address import is_wildcard, unbracket
 from .._display import plural, shorten
 from ..errors import (
     BAD_JSON,
@@ -453,13 +453,6 @@ def seconds_text(seconds: float | None) -> str:
     return f"{seconds:g}" if math.isfinite(seconds) else str(seconds)
 
 
-def unbracket(host: str) -> str:
-    """``[::1]`` -> ``::1``: the brackets of ``[::1]:3000`` are not part of the host."""
-    if len(host) > 2 and host[0] == "[" and host[-1] == "]":
-        return host[1:-1]
-    return host
-
-
 def _connect_failure(host: str, port: int, reason: str) -> str:
     """The one-line message for a failed connect to ``host:port``.
 
@@ -468,7 +461,7 @@ def _connect_failure(host: str, port: int, reason: str) -> str:
     interface, which is no address to connect to.
     """
     message = f"cannot connect to {format_address((host, port))}: {reason}"
-    if _is_wildcard(host):
+    if is_wildcard(host):
         message += (
             f'; {host} means "every interface" on the server side, not an address to '
             "connect to: use 127.0.0.1 (same machine) or the server's IP address"
@@ -487,13 +480,6 @@ def _connect_reason(exc: BaseException) -> str:
         # over 63 characters): Python refuses it before asking DNS.
         return "not a valid host name"
     return str(getattr(exc, "strerror", None) or exc)
-
-
-def _is_wildcard(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:  # a name, not an address
-        return False
 
 
 def _raise_if_error(reply: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""``python -m spike.server``: the same as ``spike-server``."""
+"""Shim: ``python -m spike.server`` is ``spike-server`` (the code: ``spike/cli/_server.py``)."""
 
 from spike.cli import server_main
 
