@@ -25,7 +25,7 @@ LAYERS = [
     ["spike.protocol", "spike._logwriter", "spike._args", "spike._serving"],
     ["spike.ops"],
     # the client and the server never import each other
-    ["spike.client", "spike.server"],
+    ["spike.client", "spike.server", "spike._loader"],
     ["spike"],  # the public API: spike/__init__.py
     # the programs: command lines and the benchmark, neither importing the other
     ["spike.cli", "spike.bench"],
@@ -165,3 +165,26 @@ def test_no_module_imports_itself_back() -> None:
 
     cycles = [cycle for name in GRAPH if name not in SHIMS and (cycle := cycle_from(name))]
     assert not cycles, "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+#: Inside the server package, bottom first: how an op runs and the ordered
+#: reply queue know nothing of connections or the loop; a connection knows
+#: nothing of the loop (it reports through an interface).
+SERVER_LAYERS = [
+    ["spike.server._poller", "spike.server._net", "spike.server._replies"],
+    ["spike.server._dispatch"],
+    ["spike.server._connection"],
+    ["spike.server._loop"],
+]
+
+
+def test_the_server_package_imports_one_way_inside() -> None:
+    level = {name: n for n, layer in enumerate(SERVER_LAYERS) for name in layer}
+    assert set(level) == {name for name in MODULES if name.startswith("spike.server._")} - {
+        "spike.server.__main__"
+    }
+    for name, n in level.items():
+        for imported in GRAPH[name]:
+            if imported in level:
+                assert level[imported] < n, f"{name} imports {imported}"
+    assert not any(name.startswith("spike.server") for name in GRAPH["spike.ops"])

@@ -84,4 +84,4 @@ async def define_many(params: dict, ctx) -> dict:
         return DEFINITIONS.get(word.lower())
 
     meanings = await asyncio.gather(*(lookup(word) for word in words))
-    return {word: meaning for word, meaning in zip(words, meanings)}
+    return dict(zip(words, meanings, strict=True))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
 
+from .._address import is_wildcard
+from .._args import Parser, host, port, positive_int, seconds
 from .._limits import raise_open_file_limit
 from .._loader import load_ops
 from .._logwriter import LogWriter, dropped_line
@@ -24,7 +25,6 @@ from ..server import (
     DEFAULT_WORKERS,
     Server,
 )
-from ._args import Parser, host, port, positive_int, seconds
 from ._output import prepare_output
 
 __all__ = ["server_main"]
@@ -226,11 +226,7 @@ def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
 def _reach(address: str) -> str:
     """What the start line adds for a wildcard address: ``--host 0``,
     ``0.0.0.0`` and ``::`` all listen on every network interface."""
-    try:
-        wildcard = ipaddress.ip_address(address).is_unspecified
-    except ValueError:
-        return ""
-    return "every network interface: other computers can connect; " if wildcard else ""
+    return "every network interface: other computers can connect; " if is_wildcard(address) else ""
 
 
 def _close_logs(out: LogWriter, err: LogWriter) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
+from .._address import check_port
 from .._display import plural
 from .._logwriter import CallableLog, EventLog, LogWriter
 from ..errors import PipeError
@@ -791,8 +792,7 @@ def _check_settings(
     flush_after: float,
     max_buffered_bytes: int,
 ) -> None:
-    if not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
+    check_port(port)
     if max_line_bytes < 1:
         raise ValueError("max_line_bytes must be at least 1")
     if idle_timeout is not None and idle_timeout <= 0:
