@@ -227,14 +227,16 @@ def test_the_op_that_waits_keeps_no_one_else_waiting(word_count_server):
 
     from spike import Client
 
+    host, port = word_count_server
+
     def define(word: str) -> dict:
-        with Client(*word_count_server, timeout=TIMEOUT) as client:
+        with Client(host, port, timeout=TIMEOUT) as client:
             return client.request("define", word=word)
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         results = list(pool.map(define, ["cat", "pipe", "Cat"]))
-    with Client(*word_count_server, timeout=TIMEOUT) as client:
+    with Client(host, port, timeout=TIMEOUT) as client:
         many = client.request("define_many", words=["cat", "pipe", "dog"])
         with pytest.raises(RemoteError) as unknown:
             client.request("define", word="dog")
