@@ -7,7 +7,8 @@ The numbers come from docs/data/benchmark.json, written by a real run of
 ``<!-- benchmark:machine -->``   where and when the run happened, and how
 ``<!-- benchmark:message -->``   the message every row sent, as the run saved it
 ``<!-- benchmark:table-TEST -->``  one test's table, with ratios to the floors
-                                 (TEST: round_trip, pipelined, connections, big_message)
+                                 (TEST: round_trip, pipelined, connections, big_message,
+                                 waits)
 ``<!-- benchmark:chart -->``     round-trip bar chart (inline SVG, prints in a PDF)
 ``<!-- benchmark:conn-chart -->``  1,000-connection throughput bar chart
 ``<!-- benchmark:log-cost -->``  the default (logging) server beside ``--quiet``
@@ -214,8 +215,14 @@ def render_machine(results: dict) -> str:
         "untimed ones; "
         f"{s['pipeline']:,} pipelined messages; {s['connections']:,} connections × "
         f"{s['conn_requests']} round trips; "
-        f"one {s['big_mib']:g} MiB message (median of 5 per round). **Rounds:** {s['rounds']} "
-        "(every figure is the median over rounds)."
+        f"one {s['big_mib']:g} MiB message (median of 5 per round)"
+        + (
+            f"; ops that wait: 32 connections × 15 calls of a 20 ms `def` op, "
+            f"{s['wait_connections']:,} connections × one 100 ms `async def` op"
+            if "wait_connections" in s
+            else ""
+        )
+        + f". **Rounds:** {s['rounds']} (every figure is the median over rounds)."
     )
     return "\n".join(lines)
 

@@ -31,6 +31,7 @@ TINY = [
     "--connections", "20",
     "--conn-requests", "3",
     "--big-mib", "0.25",
+    "--wait-connections", "20",
 ]  # fmt: skip
 RUN_TIMEOUT = 90
 HAS_C = sys.platform.startswith("linux") and any(shutil.which(c) for c in ("cc", "gcc", "clang"))
@@ -70,6 +71,7 @@ def test_tiny_run_succeeds_and_explains_itself(tiny_run):
     for heading in (
         "Round trip on one connection",
         "Many connections at once",
+        "Ops that wait",
         "Targets for the spike",
     ):
         assert heading in done.stdout
@@ -101,7 +103,9 @@ def test_results_file_has_every_measurement(tiny_run):
         "pipelined": {
             "py_echo",
             "py_lines",
+            "py_lines_sendall",
             "py_json",
+            "py_json_sendall",
             "spike",
             "spike_quiet",
             "spike_json",
@@ -109,6 +113,7 @@ def test_results_file_has_every_measurement(tiny_run):
         },
         "connections": {"py_selectors", "spike", "spike_quiet"},
         "big_message": {"py_echo", "spike_big"},
+        "waits": {"spike_def", "threads_def", "spike_async", "threads_async"},
     }
     if HAS_C:
         expected["round_trip"].add("c_blocking")
@@ -132,6 +137,14 @@ def test_results_file_has_every_measurement(tiny_run):
     for row in _rows(results, "connections").values():
         assert row["errors"] == 0
         assert row["requests"] == 20 * 3
+    waits = _rows(results, "waits")
+    for row in waits.values():
+        assert row["errors"] == 0
+    assert waits["spike_def"]["requests"] == waits["threads_def"]["requests"] == 32 * 15
+    assert waits["spike_async"]["requests"] == waits["threads_async"]["requests"] == 20
+    # An op that waits 100 ms cannot be answered sooner.
+    assert waits["spike_async"]["p50_ms"] >= 100 and waits["threads_async"]["p50_ms"] >= 100
+    assert waits["spike_def"]["vs_threads"] > 0 and waits["spike_async"]["vs_threads"] > 0
     spike_text = _rows(results, "round_trip")["spike_text"]
     assert spike_text["vs_python_floor"] > 0
     if HAS_C:
@@ -158,6 +171,8 @@ def test_results_file_has_every_measurement(tiny_run):
         "cost of the log: round trip",
         "cost of the log: pipelined",
         "cost of the log: 20 connections",
+        "ops that wait: def op, 32 connections",
+        "ops that wait: async def op, 20 connections",
     }
     assert names <= set(targets)
     # Evaluated, whatever the outcome: a verdict, never a missing value.
@@ -227,6 +242,9 @@ def test_hook_renders_the_page_from_a_results_file(tiny_run):
         if line.startswith("| **spike, plain text** |") and "µs" in line
     )
     assert spike_line.count("|") == 7
+    # ...ops that wait, against a thread per connection...
+    assert "| Server | Requests/s | p50 | p99 | Errors | ÷ threads |" in page
+    assert "| **spike, async def op: 20 conns × 100 ms** |" in page
     # ...an inline SVG chart with a bar per measured round trip...
     assert page.count('<svg class="bench-chart"') == 2
     assert page.count("<rect") >= len(results["tests"]["round_trip"]["rows"])

@@ -17,10 +17,16 @@ What it measures:
   ZeroMQ REQ/REP (when pyzmq is installed) and HTTP/1.1 keep-alive
   (``http.server`` + ``http.client``);
 * pipelined messages/s on one connection (a writer thread and a reader),
-  against the floors and a naive Python lines server;
+  against the floors and naive Python lines and JSON-lines servers that
+  send the replies to each ``recv`` together (and, as extra rows, the same
+  servers with a ``sendall`` per line);
 * 1,000 connections x 20 round trips at once (requests/s, p99, errors)
   against the spike and a C epoll server;
-* one 8 MiB message echoed (MiB/s), the spike with a raised line limit.
+* one 8 MiB message echoed (MiB/s), the spike with a raised line limit;
+* ops that wait: 32 connections x 15 calls of a ``def`` op that sleeps
+  20 ms, and 1,000 connections x one call of an ``async def`` op that
+  waits 100 ms, against a ``socketserver.ThreadingTCPServer`` running the
+  same op with a thread per connection.
 
 The spike runs as users run it: ``spike-server`` with its default log, a
 line per connection and per message, written to a pipe that this process

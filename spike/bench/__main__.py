@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--conn-requests", type=positive_int, help="round trips per concurrent connection"
     )
     sizes.add_argument("--big-mib", type=amount("MiB"), help="size of the big message in MiB")
+    sizes.add_argument(
+        "--wait-connections",
+        type=positive_int,
+        help="connections that each call the async op that waits 100 ms, all at once",
+    )
     return parser
 
 

@@ -322,19 +322,29 @@ _IN_PROGRESS = {
 
 
 def many_connections(
-    host: str, port: int, text: str, connections: int, requests_each: int, timeout_s: float = 60.0
+    host: str,
+    port: int,
+    text: str,
+    connections: int,
+    requests_each: int,
+    timeout_s: float = 60.0,
+    *,
+    reply: str | None = None,
 ) -> Timed:
     """Opens ``connections`` sockets, then runs ``requests_each`` round trips on each, all at once.
 
     One thread drives every socket with ``selectors`` (a thousand client
     threads would measure the client's scheduler instead of the server).
-    Each connection sends a line, waits for its echo, and sends the next.
+    Each connection sends ``text`` as a line, waits for its reply (``reply``,
+    or by default the echo of ``text``), and sends the next.
     Connections are all open before the clock starts; a refused or reset
     connection, a wrong reply or a request unanswered after ``timeout_s``
     counts as one error. Latencies are per request; the elapsed time runs
     from the first send to the last reply.
     """
-    crowd = _Crowd(text.encode() + b"\n", time.monotonic() + timeout_s)
+    line = text.encode() + b"\n"
+    expected = line if reply is None else reply.encode() + b"\n"
+    crowd = _Crowd(line, expected, time.monotonic() + timeout_s)
     try:
         crowd.connect_all(host, port, connections, requests_each)
         elapsed = crowd.round_trips()
@@ -346,8 +356,9 @@ def many_connections(
 class _Crowd:
     """The connections of :func:`many_connections`, driven by one selector until a deadline."""
 
-    def __init__(self, line: bytes, deadline: float) -> None:
+    def __init__(self, line: bytes, expected: bytes, deadline: float) -> None:
         self.line = line
+        self.expected = expected
         self.deadline = deadline
         self.selector = selectors.DefaultSelector()
         self.conns: list[_Conn] = []
@@ -431,7 +442,7 @@ class _Crowd:
     def _answered(self, conn: _Conn) -> None:
         self.last = _clock()
         self.latencies.append(self.last - conn.sent_at)
-        self.errors += conn.buffer != self.line
+        self.errors += conn.buffer != self.expected
         conn.buffer = b""
         conn.left -= 1
         self.remaining -= 1

@@ -29,6 +29,12 @@ BIG_REPEATS = 5
 MESSAGE = "A message from CS361"  # the assignment's words, exactly
 # The same message as a JSON echo request, for pipelined JSON.
 JSON_REQUEST = json.dumps({"op": "echo", "text": MESSAGE}, separators=(",", ":"))
+# Ops that wait (a database or web call's stand-in, spike.bench.wait_ops):
+# 32 connections each send 15 requests in turn to a def op that sleeps 20 ms
+# (as many connections as the pool has workers), and a crowd of connections
+# each sends one request to an op that waits 100 ms (async def on the pipe).
+WAIT_DEF = (32, 15, 20)  # connections, requests each, ms
+WAIT_ASYNC_MS = 100
 
 
 @dataclasses.dataclass
@@ -42,6 +48,7 @@ class Sizes:
     connections: int
     conn_requests: int
     big_mib: float
+    wait_connections: int
 
 
 FULL = Sizes(
@@ -52,6 +59,7 @@ FULL = Sizes(
     connections=1000,
     conn_requests=20,
     big_mib=8,
+    wait_connections=1000,
 )
 # The same tests with a tenth of the round trips and fewer rounds.
 QUICK = dataclasses.replace(FULL, rounds=3, requests=2_000, warmup=200, pipeline=20_000)
@@ -88,10 +96,12 @@ TEST_TITLES = {
     "pipelined": "Pipelined messages on one connection",
     "connections": "Many connections at once",
     "big_message": "One big message",
+    "waits": "Ops that wait",
 }
 
 # (test, subject, measurement, label, row id, role); an empty label, id or
 # role is the subject's own. A case whose subject this run cannot start is left out.
+# A label may name the sizes: {def_conns}, {def_requests}, {def_ms}, {async_conns}, {async_ms}.
 CASES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ("round_trip", "c_blocking", "text", "", "", ""),
     ("round_trip", "py_echo", "text", "", "", ""),
@@ -106,9 +116,11 @@ CASES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ("pipelined", "c_blocking", "pipelined", "", "", ""),
     ("pipelined", "py_echo", "pipelined", "", "", ""),
     ("pipelined", "py_lines", "pipelined", "", "", ""),
+    ("pipelined", "py_lines_sendall", "pipelined", "", "", ""),
     ("pipelined", "spike", "pipelined", "spike, plain text", "", ""),
     ("pipelined", "spike_quiet", "pipelined", "spike --quiet, plain text", "", ""),
     ("pipelined", "py_json", "pipelined_json", "", "", ""),
+    ("pipelined", "py_json_sendall", "pipelined_json", "", "", ""),
     ("pipelined", "spike", "pipelined_json", "spike, JSON echo", "spike_json", ""),
     (
         "pipelined",
@@ -134,6 +146,31 @@ CASES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ("big_message", "c_blocking", "big", "", "", ""),
     ("big_message", "py_echo", "big", "", "", ""),
     ("big_message", "spike_big", "big", "", "", ""),
+    (
+        "waits",
+        "spike_waits",
+        "wait_def",
+        "spike, def op: {def_conns} conns × {def_requests} × {def_ms} ms",
+        "spike_def",
+        "",
+    ),
+    ("waits", "py_waits", "wait_def", "ThreadingTCPServer: the same", "threads_def", ""),
+    (
+        "waits",
+        "spike_waits",
+        "wait_async",
+        "spike, async def op: {async_conns} conns × {async_ms} ms",
+        "spike_async",
+        "",
+    ),
+    (
+        "waits",
+        "py_waits",
+        "wait_async",
+        "ThreadingTCPServer: {async_conns} threads",
+        "threads_async",
+        "",
+    ),
 )
 
 
@@ -197,6 +234,17 @@ def measure(kind: str, s: Sizes) -> Measure:
             load.many_connections(srv.host, srv.port, MESSAGE, s.connections, s.conn_requests),
             s.connections * s.conn_requests,
         )
+    if kind in ("wait_def", "wait_async"):
+        conns, each, ms = (
+            WAIT_DEF if kind == "wait_def" else (s.wait_connections, 1, WAIT_ASYNC_MS)
+        )
+        op = "wait" if kind == "wait_def" else "wait_async"
+        request = json.dumps({"op": op, "ms": ms}, separators=(",", ":"))
+        reply = json.dumps({"ok": True, "result": {"waited_ms": ms}}, separators=(",", ":"))
+        return lambda srv: connection_stats(
+            load.many_connections(srv.host, srv.port, request, conns, each, reply=reply),
+            conns * each,
+        )
     if kind == "big":
         big_bytes = int(s.big_mib * 2**20)
 
@@ -230,11 +278,24 @@ def subjects(sizes: Sizes, use_c: bool, notes: list[str]) -> dict[str, Subject]:
             "spike",
             python_command("spike.server", "--port", "0", "--max-line-bytes", big_limit),
         ),
+        "spike_waits": Subject(
+            "spike_waits",
+            "spike --ops spike.bench.wait_ops:ops",
+            "spike",
+            python_command("spike.server", "--port", "0", "--ops", "spike.bench.wait_ops:ops"),
+        ),
     }
     references = {
         "py_echo": ("Python socket echo (floor)", "floor", "echo"),
         "py_lines": ("naive lines server (Python)", "reference", "lines"),
         "py_json": ("naive JSON-lines (Python)", "reference", "jsonlines"),
+        "py_lines_sendall": ("naive lines, a sendall per line", "reference", "lines-sendall"),
+        "py_json_sendall": (
+            "naive JSON-lines, a sendall per line",
+            "reference",
+            "jsonlines-sendall",
+        ),
+        "py_waits": ("ThreadingTCPServer JSON-lines", "reference", "waits"),
         "py_selectors": ("Python selectors echo, one thread (floor)", "floor", "selectors"),
         "http": ("HTTP/1.1 keep-alive (http.server)", "reference", "http"),
     }
@@ -285,6 +346,13 @@ def c_subjects(use_c: bool, notes: list[str]) -> dict[str, Subject]:
 def plan(sizes: Sizes, available: dict[str, Subject]) -> list[Case]:
     """The cases of :data:`CASES` whose subject is available, in that order."""
     cases: list[Case] = []
+    names = {
+        "def_conns": WAIT_DEF[0],
+        "def_requests": WAIT_DEF[1],
+        "def_ms": WAIT_DEF[2],
+        "async_conns": f"{sizes.wait_connections:,}",
+        "async_ms": WAIT_ASYNC_MS,
+    }
     for test, subject_key, kind, label, key, role in CASES:
         subject = available.get(subject_key)
         if subject is None:
@@ -294,7 +362,7 @@ def plan(sizes: Sizes, available: dict[str, Subject]) -> list[Case]:
                 test,
                 subject_key,
                 key or subject_key,
-                label or subject.label,
+                label.format(**names) if label else subject.label,
                 role or subject.role,
                 measure(kind, sizes),
             )

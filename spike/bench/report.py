@@ -63,6 +63,13 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("MiB/s", "MiB/s", "mib_per_s", "rate"),
         *_ratio(_C_FLOOR, _PY_FLOOR),
     ),
+    "waits": (
+        Column("req/s", "Requests/s", "requests_per_s", "rate"),
+        Column("p50 ms", "p50", "p50_ms", "ms"),
+        Column("p99 ms", "p99", "p99_ms", "ms"),
+        Column("errors", "Errors", "errors", "errors"),
+        *_ratio(("vs_threads", "÷ threads", "÷ threads")),
+    ),
 }
 
 

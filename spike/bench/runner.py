@@ -38,11 +38,15 @@ TARGET_CONNS_VS_SELECTORS = 0.8  # 1,000 connections req/s / one-thread selector
 TARGET_CONNS_P99_MS = 50.0
 TARGET_PIPELINED_VS_LINES = 1.0  # messages/s / naive Python lines server
 TARGET_PIPELINED_JSON_VS_NAIVE = 0.9  # JSON messages/s / naive JSON-lines server
+# Ops that wait (issue 25): the pipe's rate against threads running the same op.
+TARGET_WAIT_DEF_VS_THREADS = 0.9  # def op in the worker pool / a thread per connection
+TARGET_WAIT_ASYNC_VS_THREADS = 1.5  # async def op / a thread per connection, crowd of 1,000
 # What the log may cost: the default server against the same one --quiet.
 TARGET_LOG_ROUND_TRIP = 1.15  # p50 ratio, at most
 TARGET_LOG_THROUGHPUT = 0.8  # pipelined and 1,000-connection rates, at least
 
-# (name, measure, test, row id, field, compare, limit); {many} is "N connections".
+# (name, measure, test, row id, field, compare, limit); {many} is "N connections",
+# {crowd} the connections of the async ops that wait.
 TARGETS: tuple[tuple[str, str, str, str, str, str, float], ...] = (
     (
         "plain-text round trip",
@@ -118,6 +122,24 @@ TARGETS: tuple[tuple[str, str, str, str, str, str, float], ...] = (
         ">=",
         TARGET_LOG_THROUGHPUT,
     ),
+    (
+        "ops that wait: def op, 32 connections",
+        "req/s ÷ threads",
+        "waits",
+        "spike_def",
+        "vs_threads",
+        ">=",
+        TARGET_WAIT_DEF_VS_THREADS,
+    ),
+    (
+        "ops that wait: async def op, {crowd}",
+        "req/s ÷ threads",
+        "waits",
+        "spike_async",
+        "vs_threads",
+        ">=",
+        TARGET_WAIT_ASYNC_VS_THREADS,
+    ),
 )
 
 _FIGURE = {
@@ -125,6 +147,7 @@ _FIGURE = {
     "pipelined": "messages_per_s",
     "connections": "requests_per_s",
     "big_message": "mib_per_s",
+    "waits": "requests_per_s",
 }
 # (test, field, base row, rows compared: None for every row). A time divided
 # by the base's time (above 1 = slower), a rate by the base's rate (below 1 =
@@ -147,6 +170,8 @@ RATIOS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
     ("pipelined", "vs_quiet", "spike_quiet", ("spike",)),
     ("pipelined", "vs_quiet", "spike_quiet_json", ("spike_json",)),
     ("connections", "vs_quiet", "spike_quiet", ("spike",)),
+    ("waits", "vs_threads", "threads_def", ("spike_def",)),
+    ("waits", "vs_threads", "threads_async", ("spike_async",)),
 )
 
 
@@ -160,7 +185,7 @@ def _describe(test: str, stats: dict[str, Any]) -> str:
         return f"p50 {stats['p50_us']:8.1f} us  p99 {stats['p99_us']:8.1f} us"
     if test == "pipelined":
         return f"{stats['messages_per_s']:12,.0f} msg/s"
-    if test == "connections":
+    if test in ("connections", "waits"):
         return (
             f"{stats['requests_per_s']:10,.0f} req/s  p99 {stats['p99_ms']:.1f} ms  errors "
             f"{stats['errors']}"
@@ -267,11 +292,11 @@ def results(cases: list[Case]) -> dict[str, Any]:
     }
 
 
-def targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
+def targets(tests: dict[str, Any], connections: int, crowd: int) -> list[dict[str, Any]]:
     """The spike's targets, for the default (logging) server, each met, missed or not measured."""
     found: list[dict[str, Any]] = []
     for template, measure, test, row_id, field, compare, limit in TARGETS:
-        name = template.format(many=f"{connections:,} connections")
+        name = template.format(many=f"{connections:,} connections", crowd=f"{crowd:,} connections")
         row = next((r for r in tests.get(test, {}).get("rows", []) if r["id"] == row_id), None)
         value = None if row is None or "failure" in row else row.get(field)
         if value is None:
@@ -296,13 +321,15 @@ def targets(tests: dict[str, Any], connections: int) -> list[dict[str, Any]]:
 
 def _limits(sizes: Sizes, notes: list[str]) -> None:
     cap = load.max_select_sockets()
-    if cap is not None and sizes.connections > cap:
-        notes.append(
-            f"connections lowered from {sizes.connections} to {cap}: select() on this OS "
-            "watches at most 512 sockets."
-        )
-        sizes.connections = cap
-    limit_note = raise_open_file_limit(sizes.connections + 256)
+    for field in ("connections", "wait_connections"):
+        wanted = getattr(sizes, field)
+        if cap is not None and wanted > cap:
+            notes.append(
+                f"{field.replace('_', ' ')} lowered from {wanted} to {cap}: select() on this "
+                "OS watches at most 512 sockets."
+            )
+            setattr(sizes, field, cap)
+    limit_note = raise_open_file_limit(max(sizes.connections, sizes.wait_connections) + 256)
     if limit_note:
         notes.append(limit_note)
 
@@ -353,7 +380,7 @@ def run(sizes: Sizes, *, cpu: int | None, use_c: bool, mode: str, command: str) 
         "settings": dataclasses.asdict(sizes),
         "notes": notes,
         "tests": tests,
-        "targets": targets(tests, sizes.connections),
+        "targets": targets(tests, sizes.connections, sizes.wait_connections),
     }
 
 

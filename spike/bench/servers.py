@@ -13,17 +13,27 @@ Kinds:
     A blocking socket server with one thread per connection that sends back
     every byte it reads: no framing, no parsing. This is the Python floor.
 ``lines``
-    The naive lines server: read a line, send it back, one ``sendall`` per
-    line. What the pipe's plain-text mode would cost done the obvious way,
-    and the yardstick for pipelined messages (counted in messages: the byte
-    echo above answers a whole chunk of lines with one write).
+    The naive lines server: a thread per connection reads what arrived,
+    writes each line back through a buffered writer and flushes it once no
+    more input is waiting, so the replies to one ``recv`` leave in one send
+    (what a server written with buffered streams does). The yardstick for
+    plain text, counted in messages.
 ``jsonlines``
-    The naive JSON-lines server: read a line, ``json.loads`` it, answer with
-    ``json.dumps``. What the pipe's JSON mode would cost done the obvious way.
+    The naive JSON-lines server, written the same way: each line is
+    ``json.loads``-ed and answered with ``json.dumps``. The yardstick for
+    the pipe's JSON mode.
+``lines-sendall`` / ``jsonlines-sendall``
+    The same two servers with one ``sendall`` per line instead, as the
+    shortest code writes them: a system call per reply, so they fall far
+    behind on pipelined input. Extra rows, not yardsticks.
 ``selectors``
     One thread and a :mod:`selectors` loop: every readable socket's bytes
     are sent straight back (``sendall``; no framing, no parsing). The floor
     for many connections on one event loop, the pipe's own design.
+``waits``
+    A :class:`socketserver.ThreadingTCPServer` JSON-lines server, a thread
+    per connection, whose ``wait`` and ``wait_async`` ops sleep ``ms``
+    milliseconds (``time.sleep``): the reference for ops that wait.
 ``http``
     HTTP/1.1 keep-alive with ``http.server`` (threaded, Nagle disabled): a
     POST's body is sent back as the response body.
@@ -37,8 +47,10 @@ import argparse
 import json
 import selectors
 import socket
+import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -79,7 +91,7 @@ def _echo_bytes(conn: socket.socket) -> None:
             pass  # the peer went away; nothing to clean up beyond closing
 
 
-def _echo_lines(conn: socket.socket) -> None:
+def _echo_lines_sendall(conn: socket.socket) -> None:
     with conn, conn.makefile("rb") as lines:
         try:
             for line in lines:
@@ -88,19 +100,69 @@ def _echo_lines(conn: socket.socket) -> None:
             pass
 
 
-def _echo_json_lines(conn: socket.socket) -> None:
+def _json_reply(line: bytes) -> bytes:
+    request = json.loads(line)
+    reply = {"id": request.get("id"), "ok": True, "result": {"text": request.get("text")}}
+    return json.dumps(reply).encode() + b"\n"
+
+
+def _echo_json_lines_sendall(conn: socket.socket) -> None:
     with conn, conn.makefile("rb") as lines:
         try:
             for line in lines:
-                request = json.loads(line)
-                reply = {
-                    "id": request.get("id"),
-                    "ok": True,
-                    "result": {"text": request.get("text")},
-                }
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+                conn.sendall(_json_reply(line))
         except (OSError, ValueError):
             pass
+
+
+def _batched(answer: Callable[[bytes], bytes]) -> Callable[[socket.socket], None]:
+    """A connection handler that answers every line of each ``recv`` into a
+    buffered writer and flushes it when no more input waits: one send per
+    ``recv``, however many lines it held."""
+
+    def handle(conn: socket.socket) -> None:
+        with conn, conn.makefile("wb") as out:
+            rest = b""
+            try:
+                while data := conn.recv(65536):
+                    lines = (rest + data).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        out.write(answer(line))
+                    out.flush()  # the input is used up: send what this recv answered
+            except (OSError, ValueError):
+                pass
+
+    return handle
+
+
+_echo_lines = _batched(lambda line: line + b"\n")
+_echo_json_lines = _batched(_json_reply)
+
+
+class _WaitHandler(socketserver.StreamRequestHandler):
+    """A JSON-lines handler whose ops wait ``ms`` milliseconds before they answer."""
+
+    disable_nagle_algorithm = True
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            request = json.loads(line)
+            time.sleep(request["ms"] / 1000)
+            reply = {"ok": True, "result": {"waited_ms": request["ms"]}}
+            self.wfile.write(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+
+
+class _WaitServer(socketserver.ThreadingTCPServer):
+    request_queue_size = _BACKLOG  # the default of 5 would refuse a crowd of clients
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def _serve_waits(port: int) -> None:
+    server = _WaitServer((HOST, port), _WaitHandler)
+    _announce(HOST, server.server_address[1])
+    server.serve_forever()
 
 
 def _serve_selectors(port: int) -> None:
@@ -176,21 +238,29 @@ def _serve_zmq(port: int) -> None:
         reply.send(reply.recv())
 
 
+# The servers with a thread per connection, by kind.
+_THREADED: dict[str, Callable[[socket.socket], None]] = {
+    "echo": _echo_bytes,
+    "lines": _echo_lines,
+    "jsonlines": _echo_json_lines,
+    "lines-sendall": _echo_lines_sendall,
+    "jsonlines-sendall": _echo_json_lines_sendall,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one reference server until the process is killed."""
     parser = argparse.ArgumentParser(prog="python -m spike.bench.servers")
-    parser.add_argument("kind", choices=["echo", "lines", "jsonlines", "selectors", "http", "zmq"])
+    parser.add_argument("kind", choices=[*sorted(_THREADED), "selectors", "waits", "http", "zmq"])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        if args.kind == "echo":
-            _serve_threads(args.port, _echo_bytes)
-        elif args.kind == "lines":
-            _serve_threads(args.port, _echo_lines)
-        elif args.kind == "jsonlines":
-            _serve_threads(args.port, _echo_json_lines)
+        if args.kind in _THREADED:
+            _serve_threads(args.port, _THREADED[args.kind])
         elif args.kind == "selectors":
             _serve_selectors(args.port)
+        elif args.kind == "waits":
+            _serve_waits(args.port)
         elif args.kind == "http":
             _serve_http(args.port)
         else:
