@@ -191,7 +191,8 @@ def render_machine(results: dict) -> str:
         f"({results.get('mode', 'full')} mode)",
         f"- **Machine:** {m.get('cpu_count')} CPUs ({html.escape(str(m.get('cpu_model')))}), "
         f"{html.escape(str(m.get('os')))}",
-        f"- **Python:** {m.get('python')}; **pinning:** {m.get('pinning')}",
+        f"- **Python:** {m.get('python')}; **pinning:** {m.get('pinning')}"
+        + (f"; **the pipe's JSON:** {m['json_codec']}" if m.get("json_codec") else ""),
     ]
     if m.get("load_average_after"):
         one, five, fifteen = m["load_average_after"]

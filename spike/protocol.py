@@ -46,10 +46,10 @@ The rules
   right after such a flush only completes the flushed line and is not a
   second message.
 
-JSON is read and written with ``orjson`` when it is installed, else with the
-standard library; the bytes on the wire are the same (compact, UTF-8). One
-difference remains: integers beyond 64 bits stay exact with the standard
-library but are read as floats by orjson.
+JSON is read and written with ``orjson`` (a dependency, where it installs),
+else with the standard library; the bytes on the wire are the same (compact,
+UTF-8). One difference remains: integers beyond 64 bits stay exact with the
+standard library but are read as floats by orjson.
 
 This module only turns bytes into messages and replies into bytes:
 :class:`LineFramer` cuts lines with a size cap, :func:`parse_message`
@@ -69,10 +69,10 @@ from typing import Any, final
 
 from .errors import BAD_JSON, BAD_REQUEST, BAD_UTF8, NO_ID, LineTooLong, ProtocolError, first_line
 
-try:  # orjson is optional: several times faster, same bytes on the wire.
+try:  # orjson: several times faster, same bytes on the wire; the stdlib is the fallback.
     import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment, unused-ignore]
 
 __all__ = [
     "DEFAULT_HOST",

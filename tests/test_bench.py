@@ -87,6 +87,9 @@ def test_results_file_has_every_measurement(tiny_run):
     machine = results["machine"]
     assert machine["cpu_count"] >= 1
     assert machine["os"] and machine["python"] and machine["cpu_model"] and machine["pinning"]
+    from spike.protocol import JSON_BACKEND
+
+    assert machine["json_codec"].split()[0] == JSON_BACKEND
     assert results["settings"]["connections"] == 20
 
     expected = {

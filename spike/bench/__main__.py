@@ -78,7 +78,7 @@ def _print_summary(results: dict[str, Any]) -> None:
     print(f"spike.bench ({results['mode']}) {results['date']}")
     print(
         f"machine: {machine['cpu_count']} CPUs, {machine['cpu_model']}; {machine['os']}; "
-        f"{machine['python']}; {machine['pinning']}"
+        f"{machine['python']}; {machine['pinning']}; the pipe's JSON: {machine['json_codec']}"
     )
     if machine.get("load_average_after"):
         print(

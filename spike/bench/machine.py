@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from spike.bench.procs import find_c_compiler
+from spike.protocol import JSON_BACKEND
 
 
 def _cpu_model() -> str:
@@ -58,6 +59,15 @@ def load_average() -> list[float] | None:
         return None
 
 
+def json_codec() -> str:
+    """The JSON codec the pipe uses here (its servers run this interpreter), with its version."""
+    if JSON_BACKEND == "orjson":
+        import orjson  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+
+        return f"orjson {orjson.__version__}"
+    return "json (the standard library)"
+
+
 def machine_info(pinning: str, load_before: list[float] | None = None) -> dict[str, Any]:
     """The facts about this machine that belong next to its results."""
     try:
@@ -74,6 +84,7 @@ def machine_info(pinning: str, load_before: list[float] | None = None) -> dict[s
         "cpu_model": _cpu_model(),
         "os": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "json_codec": json_codec(),
         "pinning": pinning,
         "load_average_before": load_before,
         "load_average_after": load_after,
