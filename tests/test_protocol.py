@@ -330,7 +330,8 @@ json_values = st.recursive(
 )
 
 
-@given(result=json_values, request_id=st.none() | st.integers() | st.text())
+# Ids within 64 bits: beyond them orjson reads a float (see the big-integer test above).
+@given(result=json_values, request_id=st.none() | st.integers(-(2**63), 2**63 - 1) | st.text())
 @settings(max_examples=200, deadline=None)
 def test_result_round_trip(result: object, request_id: object) -> None:
     line = encode_result(result, request_id)
