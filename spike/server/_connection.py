@@ -92,6 +92,13 @@ class State(enum.Enum):
 
 #: The states in which a connection still answers what it reads.
 ANSWERING = (State.OPEN, State.PAUSED)
+# What the hot path compares with, as module names: reading an enum member
+# off its class costs several times as much, on every message.
+_OPEN = State.OPEN
+_LOOP = RunsOn.LOOP
+# A NamedTuple built the way its own _make() does, without the Python-level
+# __new__ that checks defaults: an inline op's ctx, made for every request.
+_tuple_new = tuple.__new__
 # The states that end once the last reply is out.
 _FINISHING = (State.DRAINING, State.STOPPING, State.REFUSING)
 
@@ -298,7 +305,7 @@ class Connection:
         if not data:
             self._end_of_stream()
             return
-        if self.state is not State.OPEN:  # lingering or stopping: input is dropped
+        if self.state is not _OPEN:  # lingering or stopping: input is dropped
             self._discard_left -= len(data)
             if self._discard_left < 0:
                 self.close()
@@ -330,7 +337,7 @@ class Connection:
 
     def take_turn(self) -> None:
         """Answer up to one turn's share of the input held; ask for another if more is left."""
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             return
         lines_left = self._host.turn_lines()
         bytes_left = _TURN_BYTES
@@ -507,17 +514,20 @@ class Connection:
                     log.lines(_RECEIVED, lines, joined)
             self._queue(joined + b"\n")
             return count
+        host = self._host
+        last = len(lines)
         for done, line in enumerate(lines, 1):
             self.messages += 1
-            self._host.answered(1)
+            host.answered(1)
             if log is not None:
                 log.line(_RECEIVED, line)
             reply = self._decide(line)
             if reply is not None:
                 self._queue(reply)
-            if not self._may_answer():
+            # After the last line the caller looks for itself.
+            if done < last and not self._may_answer():
                 return done
-        return len(lines)
+        return last
 
     def _decide(self, line: bytes) -> bytes | None:
         """The reply line for one message, or None when its op was started
@@ -537,8 +547,8 @@ class Connection:
             spec = self._ops.get(request.op)
         except ProtocolError as exc:
             return error_reply(exc.code, exc.message, request_id)
-        ctx = OpContext(self.peer, self.messages, self._host)
-        if spec.runs_on is RunsOn.LOOP:
+        ctx: OpContext = _tuple_new(OpContext, (self.peer, self.messages, self._host))
+        if spec.runs_on is _LOOP:
             outcome = run_op(spec, request.params, ctx, request_id)
             if outcome.failure is not None:
                 self._log_op_failure(spec.name, request_id, outcome.failure, outcome.what)
