@@ -181,11 +181,16 @@ class LineFramer:
             # the system, and every later long line then pays page faults on
             # fresh memory (many times the cost of the copy itself).
             self._partial = partial = bytearray()
-        for i, line in enumerate(lines):
-            if len(line) > limit:
-                raise LineTooLong(limit, lines[:i])
-            if line[-1:] == b"\r":
-                lines[i] = line[:-1]
+        if len(data) > limit or len(lines[0]) > limit or b"\r" in data or lines[0][-1:] == b"\r":
+            # A line may be too long or end in "\r": look at each. Otherwise
+            # (a pipelining client's many short lines) none needs a look:
+            # every line but the first is a part of data, and the first has
+            # been measured.
+            for i, line in enumerate(lines):
+                if len(line) > limit:
+                    raise LineTooLong(limit, lines[:i])
+                if line[-1:] == b"\r":
+                    lines[i] = line[:-1]
         if rest:
             if len(rest) > limit:
                 raise LineTooLong(limit, lines)
