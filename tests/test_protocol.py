@@ -90,6 +90,24 @@ def test_line_limit_is_exact() -> None:
     assert caught.value.lines == []
 
 
+def test_many_short_lines_skip_the_per_line_look_but_not_its_rules() -> None:
+    """A chunk of short lines is split as it is; one too long, or a \r before
+    a newline (in the chunk, or held from the chunk before), still counts."""
+    framer = LineFramer(max_line_bytes=5)
+    assert framer.feed(b"a\nbb\nccc\n") == [b"a", b"bb", b"ccc"]
+    assert framer.feed(b"1234\r") == []
+    assert framer.feed(b"\nx\r\ny") == [b"1234", b"x"]
+    assert framer.feed(b"2345\nz\n") == [b"y2345", b"z"]
+    with pytest.raises(LineTooLong) as caught:
+        framer.feed(b"ok\n123456\nafter\n")
+    assert caught.value.lines == [b"ok"]
+    framer = LineFramer(max_line_bytes=5)
+    framer.feed(b"1234")
+    with pytest.raises(LineTooLong) as caught:
+        framer.feed(b"56\nok\n")  # the held start makes the first line too long
+    assert caught.value.lines == []
+
+
 def test_line_limit_holds_before_any_newline() -> None:
     framer = LineFramer(max_line_bytes=8)
     framer.feed(b"12345678")
