@@ -347,3 +347,23 @@ def test_a_case_that_fails_is_noted_and_the_run_goes_on() -> None:
     assert rows["alive"]["rounds"] == 2 and "failure" not in rows["alive"]
     assert "server exited" in rows["dead"]["failure"]
     assert "rounds" not in rows["dead"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc: Linux only")
+def test_server_cpu_per_message_is_measured_for_every_server() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "spike.bench.cpu", "--rounds", "1", "--messages", "600"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    for workload in ("round-trip-json", "pipelined-json", "round-trip-text", "pipelined-text"):
+        assert workload in lines
+    rows = [line for line in lines if " us (user " in line]
+    assert len(rows) == 13
+    for row in rows:
+        assert float(row.split(" us (user ")[0].split()[-1]) > 0, row
+    assert lines[-1] == "Rerun this with: python -m spike.bench.cpu --rounds 1 --messages 600"

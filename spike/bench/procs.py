@@ -116,6 +116,12 @@ class ServerProcess:
             rest = rest[-4096:]
         self._tail.extend(rest.decode(errors="replace").splitlines()[-20:])
 
+    @property
+    def pid(self) -> int:
+        """The child's process id (it must have been started)."""
+        assert self._proc is not None
+        return self._proc.pid
+
     def alive(self) -> bool:
         """True while the child process is still running."""
         return self._proc is not None and self._proc.poll() is None
