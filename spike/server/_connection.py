@@ -99,6 +99,10 @@ _LOOP = RunsOn.LOOP
 # A NamedTuple built the way its own _make() does, without the Python-level
 # __new__ that checks defaults: an inline op's ctx, made for every request.
 _tuple_new = tuple.__new__
+# Most connections never run an op off the loop: until their first one they
+# share this empty queue, which nothing writes to (a queue of their own holds
+# a deque, about 600 bytes, and idle connections must stay cheap).
+_NOTHING_OWED = ReplyQueue()
 # The states that end once the last reply is out.
 _FINISHING = (State.DRAINING, State.STOPPING, State.REFUSING)
 
@@ -261,7 +265,7 @@ class Connection:
         self._out: deque[bytes | memoryview] = deque()
         self._out_bytes = 0
         # Replies owed in request order while ops run off the loop.
-        self._replies = ReplyQueue()
+        self._replies = _NOTHING_OWED
         self._holding = 0  # what the server was last told this connection holds
         self._discard_left = _LINGER_MAX_BYTES  # input still to drop while lingering
         self._interest = _READ  # what the poller watches for
@@ -480,7 +484,7 @@ class Connection:
         self._corked = []
         self._out.clear()
         self._corked_bytes = self._out_bytes = 0
-        for slot in self._replies.clear():
+        for slot in self._replies.clear():  # (the shared empty queue has none)
             if slot.future is not None:
                 slot.future.cancel()
             self._host.op_settled(slot)
@@ -554,6 +558,8 @@ class Connection:
                 self._log_op_failure(spec.name, request_id, outcome.failure, outcome.what)
             return outcome.data
         slot = Slot(spec.name, request_id, self._host.now(), spec.runs_on is RunsOn.WORKER)
+        if self._replies is _NOTHING_OWED:
+            self._replies = ReplyQueue()
         self._replies.reserve(slot)
         self._host.start_op(self, slot, spec, request.params, ctx)
         return None
