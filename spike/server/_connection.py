@@ -110,6 +110,9 @@ class Settings:
     #: Requests of one connection whose ops may run at once; past it the
     #: connection is not read until replies come back.
     max_in_flight: int
+    #: The server's whole budget: an op's reply bigger than this could never
+    #: be held, so it becomes an error reply instead of a cut line.
+    max_reply_bytes: int
 
 
 class ConnectionHost(ServerView, Protocol):
@@ -539,7 +542,9 @@ class Connection:
             return error_reply(exc.code, exc.message, request_id)
         ctx = OpContext(self.peer, self.messages, self._host)
         if spec.runs_on is RunsOn.LOOP:
-            outcome = run_op(spec, request.params, ctx, request_id)
+            outcome = self._fit(
+                spec.name, request_id, run_op(spec, request.params, ctx, request_id)
+            )
             if outcome.failure is not None:
                 self._log_op_failure(spec.name, request_id, outcome.failure, outcome.what)
             return outcome.data
@@ -560,6 +565,7 @@ class Connection:
             outcome = Outcome(
                 error_reply(OP_FAILED, f"op {slot.op!r} was cancelled", slot.request_id)
             )
+        outcome = self._fit(slot.op, slot.request_id, outcome)
         if not self._replies.fill(slot, outcome.data):
             elapsed = self._host.now() - slot.started
             self._log_error(
@@ -571,6 +577,24 @@ class Connection:
         if outcome.failure is not None:
             self._log_op_failure(slot.op, slot.request_id, outcome.failure, outcome.what)
         self._release()
+
+    def _fit(self, op: str, request_id: Any, outcome: Outcome) -> Outcome:
+        """The outcome, or an ``op_failed`` reply when its reply is bigger than
+        the server's whole budget (it would be refused and cut mid-line)."""
+        size = len(outcome.data)
+        limit = self._settings.max_reply_bytes
+        if size <= limit:
+            return outcome
+        message = (
+            f"op {op!r} returned a reply of {size} bytes, more than the server holds "
+            f"for all its clients ({limit} bytes, --max-buffered-bytes)"
+        )
+        too_big = ValueError(message)
+        return Outcome(
+            error_reply(OP_FAILED, message, request_id),
+            too_big,
+            "returned a reply too big to hold",
+        )
 
     def op_timed_out(self, slot: Slot, seconds: float) -> None:
         """The op of ``slot`` ran past its deadline: ``op_timeout`` takes its place."""
@@ -613,7 +637,7 @@ class Connection:
         (then its traceback, when the server was asked for them)."""
         if self._error_log is None:
             return
-        how = f"{what} failed to encode" if what else "failed"
+        how = what or "failed"
         self._log_error(
             f"{format_address(self.peer)}: op {op!r} {how}{_request(request_id)}: {describe(exc)}"
         )

@@ -41,7 +41,7 @@ class Outcome(NamedTuple):
     data: bytes
     #: The op's exception when the reply is ``op_failed`` (the server logs it).
     failure: BaseException | None = None
-    #: What failed: "" (the op raised) or "returned a result that" (it did not encode).
+    #: What went wrong, for the log: "" (the op raised) or how its result failed.
     what: str = ""
 
 
@@ -86,7 +86,8 @@ def _encoded(name: str, result: Any, request_id: Any) -> Outcome:
         return Outcome(encode_result(result, request_id))
     except BaseException as exc:  # not JSON, nested too deep (RecursionError), ...
         message = f"op {name!r} returned a result that cannot be sent as JSON: {describe(exc)}"
-        return Outcome(error_reply(OP_FAILED, message, request_id), exc, "returned a result that")
+        failed = "returned a result that failed to encode"
+        return Outcome(error_reply(OP_FAILED, message, request_id), exc, failed)
 
 
 class WorkerPool:

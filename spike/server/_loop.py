@@ -187,6 +187,7 @@ class Server:
             error_log=event_log if error_log is None else _event_log(error_log),
             op_tracebacks=op_tracebacks,
             max_in_flight=max_in_flight,
+            max_reply_bytes=max_buffered_bytes,
         )
         self.max_buffered_bytes = max_buffered_bytes
         self.op_timeout = op_timeout
