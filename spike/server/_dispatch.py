@@ -24,6 +24,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -59,6 +60,16 @@ def run_op(spec: OpSpec, params: dict[str, Any], ctx: OpContext, request_id: Any
         result = spec.func(Params(params), ctx)
     except BaseException as exc:  # untrusted code: even SystemExit is the op's
         return _failed(spec.name, exc, request_id)
+    if inspect.isawaitable(result):
+        # A plain function that returned a coroutine (a decorator hid the
+        # async def): it would never run. Say how to register it instead.
+        if inspect.iscoroutine(result):
+            result.close()
+        error = TypeError(
+            f"op {spec.name!r} returned an awaitable; register the async def function "
+            "itself so that the server awaits it"
+        )
+        return _failed(spec.name, error, request_id)
     return _encoded(spec.name, result, request_id)
 
 
