@@ -212,10 +212,12 @@ class Connection:
         memory budget; ``stop()`` the server is stopping: send what is
         answered, then close; ``close()`` close now.
 
-    What an op sees as its ``ctx`` (:class:`~spike.ops.OpContext`):
-    ``peer``, ``messages`` and ``server``. Read-only for the server:
-    ``state``, ``holding`` (unread input and unsent replies, in bytes),
-    ``unsent`` (reply bytes not handed to the socket), ``sock``.
+    An op never sees the connection: its ``ctx`` is a snapshot
+    (:class:`~spike.ops.OpContext`) of ``peer``, ``messages`` and the
+    server. Read-only for the server: ``state``, ``holding`` (unread input
+    and unsent replies, in bytes), ``unsent`` (reply bytes not handed to
+    the socket), ``in_flight`` (ops running off the loop), ``sock``.
+    Methods for the server's inbox: ``op_done()`` and ``op_timed_out()``.
 
     How input flows: one ``recv()`` of up to 64 KiB at a time, and no
     further ``recv()`` until every line in it is answered. Each loop turn
