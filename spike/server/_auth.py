@@ -25,9 +25,10 @@ import hmac
 import ipaddress
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from .._logwriter import EventLog
 from ..errors import UNAUTHORIZED
 from ..protocol import (
     AUTH_OP,
@@ -46,6 +47,8 @@ __all__ = [
     "FAILURE_WINDOW",
     "MAX_FAILURES",
     "Gate",
+    "HidingLog",
+    "hide_token",
     "no_token_needed",
 ]
 
@@ -249,3 +252,35 @@ def hide_token(line: bytes) -> bytes:
 
 
 _HIDDEN = b"(a line with a token, not shown)"
+
+
+class HidingLog:
+    """An :class:`~spike._logwriter.EventLog` that never shows ``token``:
+    wherever it appears (a client's line, an op's error), it is replaced.
+    Only a server with a token wraps its logs in one, so a server without
+    pays nothing; a server with one pays a substring search per log call."""
+
+    def __init__(self, log: EventLog, token: str) -> None:
+        self._log = log
+        self._text = token
+        self._raw = token.encode()
+
+    def __repr__(self) -> str:
+        return f"<HidingLog {self._log!r}>"
+
+    def __call__(self, line: str) -> None:
+        self._log(line.replace(self._text, _HIDDEN_TOKEN) if self._text in line else line)
+
+    def line(self, prefix: str, raw: bytes) -> None:
+        self._log.line(prefix, raw.replace(self._raw, _HIDDEN_RAW) if self._raw in raw else raw)
+
+    def lines(self, prefix: str, lines: Sequence[bytes], joined: bytes | None = None) -> None:
+        token = self._raw
+        if token in (b"\n".join(lines) if joined is None else joined):
+            self._log.lines(prefix, [raw.replace(token, _HIDDEN_RAW) for raw in lines])
+        else:
+            self._log.lines(prefix, lines, joined)
+
+
+_HIDDEN_TOKEN = "(the token, not shown)"
+_HIDDEN_RAW = _HIDDEN_TOKEN.encode()

@@ -25,7 +25,7 @@ from .._logwriter import CallableLog, EventLog, LogWriter
 from ..errors import PipeError
 from ..ops import OpContext, OpRegistry, OpSpec, default_ops
 from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
-from ._auth import DEFAULT_AUTH_TIMEOUT, Gate
+from ._auth import DEFAULT_AUTH_TIMEOUT, Gate, HidingLog
 from ._connection import ANSWERING, Connection, Settings
 from ._dispatch import Dispatcher, Outcome
 from ._net import input_waiting, listen, queued_for_peer
@@ -185,19 +185,23 @@ class Server:
     ) -> None:
         _check_settings(port, max_line_bytes, idle_timeout, flush_after, max_buffered_bytes)
         _check_op_settings(workers, op_timeout, max_in_flight)
-        event_log = None if log is None else _event_log(log)
         if not (auth_timeout > 0 and math.isfinite(auth_timeout)):
             raise ValueError("auth_timeout must be a positive number of seconds")
         self._gate: Gate[Connection] | None = (
             None if token is None else Gate(token, auth_timeout, self._log_error)
         )
+        event_log = None if log is None else _event_log(log)
+        errors = event_log if error_log is None else _event_log(error_log)
+        if token is not None:  # the token never reaches a log
+            event_log = None if event_log is None else HidingLog(event_log, token)
+            errors = None if errors is None else HidingLog(errors, token)
         self._settings = Settings(
             ops=default_ops if ops is None else ops,
             max_line_bytes=max_line_bytes,
             idle_timeout=idle_timeout,
             flush_after=flush_after,
             log=event_log,
-            error_log=event_log if error_log is None else _event_log(error_log),
+            error_log=errors,
             op_tracebacks=op_tracebacks,
             max_in_flight=max_in_flight,
             gate=self._gate,
