@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def test_a_silent_connection_is_closed_at_its_deadline(log) -> None:
         assert 0.25 < took < WAIT, took
         assert reply["error"]["message"].startswith("no auth line within 0.3 s")
         log.wait_for(lambda line: "refused: no auth line within 0.3 s" in line)
-        assert server.open_connections == 0
+        wait_until(lambda: server.open_connections == 0, what="the refused connection closed")
 
 
 def test_the_documented_deadline_is_at_most_ten_seconds() -> None:
@@ -355,6 +356,25 @@ def test_the_server_prints_a_fresh_token_and_the_command_that_uses_it(server_pro
     log = [proc.next_line() for _ in range(12)]
     assert not any(token in line for line in log), log
     assert sum("refused: " in line for line in log) == 2, log
+
+
+def test_the_tutorial_shows_the_start_line_the_server_prints(server_process) -> None:
+    page = (ROOT / "docs" / "spike" / "tutorial.md").read_text(encoding="utf-8")
+    shown = re.search(
+        r"^\$ uv run spike-server (?P<args>.*--host 0\.0\.0\.0)\n(?P<line>Serving on .*)$",
+        page,
+        re.M,
+    )
+    assert shown, "the tutorial no longer shows spike-server --host 0.0.0.0 and its start line"
+    args = shlex.split(shown["args"].replace("--port 3001", "--port 0"))
+    proc = server_process(*args)
+
+    def general(line: str, port: object) -> str:
+        line = line.replace(f":{port} ", ":PORT ").replace(f"--port {port} ", "--port PORT ")
+        line = re.sub(r"--host \S+", "--host HOST", line)
+        return re.sub(r"--token [0-9a-f]{32};", "--token TOKEN;", line)
+
+    assert general(proc.first_line, proc.port) == general(shown["line"], 3001)
 
 
 def test_a_token_from_the_environment_is_named_not_printed(server_process, monkeypatch) -> None:
