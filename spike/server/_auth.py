@@ -242,7 +242,7 @@ def _address_of(peer: tuple[Any, ...]) -> str:
 
 def hide_token(line: bytes) -> bytes:
     """``line`` as the log shows it: an ``auth`` line, or a broken line that
-    may be one, without its token. Cheap for every other line."""
+    may be one, without its token (the caller skips lines without ``"token"``)."""
     if b'"token"' not in line:
         return line
     message = parse_message(line)

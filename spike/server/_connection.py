@@ -538,8 +538,8 @@ class Connection:
         for done, line in enumerate(lines, 1):
             self.messages += 1
             self._host.answered(1)
-            if log is not None:
-                log.line(_RECEIVED, hide_token(line))
+            if log is not None:  # an auth line is logged without its token
+                log.line(_RECEIVED, line if b'"token"' not in line else hide_token(line))
             reply = self._decide(line)
             if reply is not None:
                 self._queue(reply)
