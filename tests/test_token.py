@@ -313,6 +313,7 @@ def test_the_client_refuses_a_token_that_cannot_be_sent(token) -> None:
 # --- the command lines ---------------------------------------------------------------------
 def run(module: str, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
     env = cli_env()
+    env.pop("SPIKE_TOKEN", None)
     if token is not None:
         env["SPIKE_TOKEN"] = token
     return subprocess.run(
@@ -399,11 +400,14 @@ def test_no_token_is_explicit_and_warns_in_the_start_line(server_process) -> Non
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-def test_loopback_needs_no_token_unless_one_is_set(server_process, host) -> None:
+def test_loopback_needs_no_token_unless_one_is_set(server_process, monkeypatch, host) -> None:
+    monkeypatch.setenv("SPIKE_TOKEN", TOKEN)  # kept for a teammate's server: not this one's
     proc = server_process("--host", host, "--port", "0")
     assert proc.first_line == f"Serving on 127.0.0.1:{proc.port} (press Ctrl+C to stop)"
     with_token = server_process("--host", host, "--port", "0", "--token", TOKEN)
     assert "clients need the token from --token" in with_token.first_line
+    plain = run("spike.client", "--port", str(proc.port), "hi", token=TOKEN)
+    assert plain.returncode == 0 and plain.stdout.splitlines()[-1] == "Received: hi"
     done = run("spike.client", "--port", str(with_token.port), "hi")
     assert done.returncode == 1 and "needs a token" in done.stderr
 
@@ -425,7 +429,7 @@ def test_a_bad_token_option_is_one_line(args, says) -> None:
 
 
 def test_a_bad_token_in_the_environment_is_one_line() -> None:
-    for module, *args in (("spike.server",), ("spike.client", "hi")):
+    for module, *args in (("spike.server", "--host", "0.0.0.0"), ("spike.client", "hi")):
         done = run(module, "--port", "0", *args, token="x" * 5000)
         assert done.returncode == 2, done.stderr
         assert len(done.stderr.splitlines()) == 1, done.stderr

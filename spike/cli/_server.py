@@ -77,8 +77,8 @@ def _server_parser() -> argparse.ArgumentParser:
         type=token,
         metavar="T",
         help='every client must first send {"op": "auth", "token": T} (spike-client '
-        f"--token T) (default: ${TOKEN_VARIABLE} if set; else, when --host is not this "
-        "computer only, a random token, printed at start)",
+        "--token T) (default: none when --host is this computer only; else "
+        f"${TOKEN_VARIABLE} if set, or a random token, printed at start)",
     )
     tokens.add_argument(
         "--no-token",
@@ -223,17 +223,18 @@ def _choose_token(args: argparse.Namespace) -> tuple[str | None, str]:
     variable's name, or "" for one made now); (None, "") for none.
 
     Beyond this computer a token is required unless ``--no-token`` says
-    otherwise; on it, only one that was asked for (``--token`` or the
-    variable) is."""
+    otherwise: ``--token``, else the variable, else a new one. On it, only
+    ``--token`` sets one: a variable kept for a teammate's server must not
+    change what a plain ``spike-server`` does."""
     if args.no_token:
         return None, ""
     if args.token is not None:
         return args.token, "--token"
+    if is_loopback(args.host):
+        return None, ""
     from_variable = token_from_environment()  # ValueError if it cannot be one
     if from_variable is not None:
         return from_variable, TOKEN_VARIABLE
-    if is_loopback(args.host):
-        return None, ""
     # 128 bits from the operating system's secure source; hex, so it survives
     # any shell, any chat window and argparse (no leading "-") unchanged.
     return secrets.token_hex(16), ""
