@@ -190,6 +190,8 @@ class _LineReader:
 
 def _child_env(root: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # The pictures show a first run: no token the developer keeps for a teammate's server.
+    env.pop("SPIKE_TOKEN", None)
     # The spike is imported from this checkout even if it is not installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"

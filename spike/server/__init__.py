@@ -24,6 +24,7 @@ from __future__ import annotations
 from ..errors import AddressInUseError, BindError
 from ._connection import Connection
 from ._loop import (
+    DEFAULT_AUTH_TIMEOUT,
     DEFAULT_BACKLOG,
     DEFAULT_FLUSH_AFTER,
     DEFAULT_MAX_BUFFERED_BYTES,
@@ -36,6 +37,7 @@ from ._loop import (
 )
 
 __all__ = [
+    "DEFAULT_AUTH_TIMEOUT",
     "DEFAULT_BACKLOG",
     "DEFAULT_FLUSH_AFTER",
     "DEFAULT_MAX_BUFFERED_BYTES",
