@@ -326,10 +326,27 @@ def _text(fragment: str) -> str:
 
 def _section(doc: _Doc) -> str:
     css = "paper-part" if doc.depth == 0 else "paper-page"
-    return f'<section class="{css}" id="{doc.key}">{doc.html}</section>'
+    return f'<section class="{css}" id="{doc.key}">{_keep_title_with_text(doc.html)}</section>'
 
 
 # Attributes whose values are ids (space-separated lists for aria-*).
+def _keep_title_with_text(source: str) -> str:
+    """The page's title, its question and its first subsection's first paragraph
+    in one block that is never split (paper.css), so that a title never ends a page.
+
+    Only when that stretch holds nothing but headings, boxes and paragraphs: a
+    table or a picture could make the block too tall to move.
+    """
+    first = re.search(r"<h[3-6]\b", source)
+    if first is None:
+        return source
+    end = source.find("</p>", first.end())
+    if end < 0 or re.search(r"<(table|pre|figure|img|svg)\b", source[first.start() : end]):
+        return source
+    end += len("</p>")
+    return f'<div class="paper-keep">{source[:end]}</div>{source[end:]}'
+
+
 _ID_ATTRS = re.compile(
     r'\b(id|for|aria-labelledby|aria-describedby|aria-controls|aria-owns|headers)="([^"]*)"'
 )
@@ -478,7 +495,7 @@ def _keep_code_whole(source: str) -> str:
 
     def words(match: re.Match[str]) -> str:
         inner = re.sub(r"(\S+)", r'<span class="paper-word">\1</span>', match[2])
-        return f"<code{match[1]}>{inner}</code>"
+        return f"<code{match[1] or ''}>{inner}</code>"
 
     for index in range(0, len(parts), 2):
         parts[index] = re.sub(r"<code(\s[^>]*)?>([^<]*)</code>", words, parts[index])
@@ -527,7 +544,9 @@ def render(paper: Paper, config: MkDocsConfig, site: Path) -> str:
         settings=paper.settings,
         date=long_date(paper.settings.date),
         footer=_css_string(f"{paper.settings.course} \u00b7 {paper.settings.author}"),
-        styles=[f"../{path}" for path in styles],
+        # Inline, so that Paged.js reads them without fetching anything: the
+        # paper then lays out even when opened from disk (file://).
+        styles=[(path, Markup(_inline_css(site / path))) for path in styles],
         scripts=[
             # paper.js between them: it stops Mermaid drawing on its own and
             # tells Paged.js to wait for the diagrams.
@@ -538,6 +557,15 @@ def render(paper: Paper, config: MkDocsConfig, site: Path) -> str:
         # The pages' own HTML, assembled above: already markup.
         parts=[Markup(part) for part in paper.parts],
     )
+
+
+def _inline_css(path: Path) -> str:
+    """A stylesheet's text, safe inside <style> (it never closes the element)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise PluginError(f"hooks/paper.py: cannot read {path} for the paper ({error})") from None
+    return text.replace("</style", "<\\/style")
 
 
 def _css_string(text: str) -> str:

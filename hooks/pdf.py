@@ -156,6 +156,22 @@ LAYOUT_FAULTS = r"""
         faults.push(`page ${number} ends with an empty ${block.tagName.toLowerCase()} box`);
       }
     }
+    // The last heading on the page must have text of its own after it (the
+    // question box under a title does not count).
+    const headings = area.querySelectorAll("h1, h2, h3, h4");
+    const last = headings[headings.length - 1];
+    if (last) {
+      const after = document.createTreeWalker(area, NodeFilter.SHOW_TEXT);
+      let text = "";
+      for (let node = after.nextNode(); node; node = after.nextNode()) {
+        const beyond = last.compareDocumentPosition(node) & Node.DOCUMENT_POSITION_FOLLOWING;
+        const question = node.parentElement.closest(".admonition.question");
+        if (beyond && !last.contains(node) && !question) text += node.data.trim();
+      }
+      if (!text && next) {
+        faults.push(`page ${number} ends with the heading "${last.textContent.trim()}"`);
+      }
+    }
     for (const cell of area.querySelectorAll("td, th")) {
       for (const word of brokenWords(cell, false)) {
         faults.push(`page ${number}: "${word}" breaks inside a table cell`);
@@ -342,9 +358,8 @@ def _plan(site: Path, mermaid_missing: str | None, pagedjs_missing: str | None) 
 def _by_hand(site: Path) -> str:
     """The manual way to the same PDF, for the line that says none was written."""
     return (
-        "to make it by hand, run `uv run mkdocs serve`, open "
-        "http://127.0.0.1:8000/print_page/ in a browser, wait for the pages, press Ctrl+P "
-        "(Cmd+P on macOS) and choose 'Save as PDF'"
+        f"to make it by hand, open {_shown(site / PAPER_PAGE)} in a browser, wait for its "
+        "pages, press Ctrl+P (Cmd+P on macOS) and choose 'Save as PDF'"
     )
 
 

@@ -506,6 +506,7 @@ def test_layout_check_finds_each_kind_of_fault(tmp_path):
             '<p style="width:90px"><code>a-very-long-command-name</code></p>',
             '<pre style="height:40px"></pre>',
         )
+        + page(tall, "<h2>A lonely heading</h2>", '<div class="admonition question">Q?</div>')
         + page("<p>Short, but a new part follows.</p>")
         + page('<section class="paper-part">', tall, "</section>")
         + "</body></html>",
@@ -524,7 +525,46 @@ def test_layout_check_finds_each_kind_of_fault(tmp_path):
     assert not any("Key-value" in f for f in faults), faults  # a hyphen is a fine place to break
     assert 'page 4: inline code "a-very-long-command-name" breaks across lines' in faults
     assert "page 4 ends with an empty pre box" in faults, faults
-    assert len(faults) == 4, faults
+    assert 'page 5 ends with the heading "A lonely heading"' in faults, faults
+    assert len(faults) == 5, faults
+
+
+def test_paper_numbers_headings_and_links_pages_as_cross_references():
+    """hooks/paper.py's pieces on small pages: ids, numbers, links, wording, code, sources."""
+    doc = paper_hook._Doc(page=None, key="case-study-x", number="2.3", depth=1)
+    html_text, entries = paper_hook._number_headings(
+        paper_hook._prefix_ids(
+            '<h1 id="t">(c) Title<a class="headerlink" href="#t">&para;</a></h1>'
+            '<h2 id="s">Sub</h2><p><a href="#s">back</a></p><svg><use href="#g"/>'
+            '<g id="g" clip-path="url(#g)"/></svg>',
+            doc.key,
+        ),
+        doc,
+    )
+    assert [(e.number, e.title, e.anchor) for e in entries] == [
+        ("2.3", "(c) Title", "case-study-x--t"),
+        ("2.3.1", "Sub", "case-study-x--s"),
+    ]
+    assert '<h2 id="case-study-x--t" class="paper-numbered">2.3 (c) Title</h2>' in html_text
+    assert '<h3 id="case-study-x--s" class="paper-numbered">2.3.1 Sub</h3>' in html_text
+    assert 'href="#case-study-x--s"' in html_text and "url(#case-study-x--g)" in html_text
+    assert "headerlink" not in html_text
+    # Web words become paper words in the text, never in code blocks.
+    worded = paper_hook._paper_wording("<p>Everything on this page</p><pre>this page</pre>")
+    assert worded == "<p>Everything in this section</p><pre>this page</pre>"
+    # Inline code breaks between its words only; code blocks are left alone.
+    kept = paper_hook._keep_code_whole("<p><code>uv run x</code></p><pre><code>a b</code></pre>")
+    assert kept == (
+        '<p><code><span class="paper-word">uv</span> <span class="paper-word">run</span> '
+        '<span class="paper-word">x</span></code></p><pre><code>a b</code></pre>'
+    )
+    # The references keep what is cited; a group left empty goes with its heading.
+    references = (
+        '<h1 id="r">References</h1><h2 id="a">A</h2><ul>\n<li><a href="https://a.example/x">a</a></li>\n'
+        '</ul><h2 id="b">B</h2><ul>\n<li><a href="https://b.example/">b</a></li>\n</ul>'
+    )
+    only = paper_hook._only_cited(references, {"https://a.example/x"})
+    assert "a.example" in only and "b.example" not in only and '<h2 id="b">' not in only
 
 
 @can_print

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
-from helpers import load_file, mkdocs_build, why_no_pdf
+from helpers import copy_parts, load_file, mkdocs_build, why_no_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -419,6 +419,23 @@ def test_own_screenshots_replace_the_builds(tmp_path: Path) -> None:
         "assets/screenshots/2-client.jpg",
     ]
     assert _captures.own_screenshots(tmp_path / "nothing") == []
+
+
+def test_a_build_with_own_screenshots_shows_them_and_says_whose_they_are(tmp_path: Path) -> None:
+    project = copy_parts(tmp_path / "project")
+    folder = project / "docs" / _captures.OWN_SHOTS_DIR
+    folder.mkdir(parents=True)
+    (folder / "terminal-1.png").write_bytes(b"\x89PNG\r\n\x1a\n stands in for a screenshot")
+    env = {**os.environ, "SPIKE_PDF": "0"}
+    done = mkdocs_build(project, tmp_path / "site", env, timeout=BUILD_TIMEOUT_S)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    sheet = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    demo = (tmp_path / "site" / "spike" / "demo" / "index.html").read_text(encoding="utf-8")
+    assert '<img src="assets/screenshots/terminal-1.png"' in sheet
+    assert '<img src="../../assets/screenshots/terminal-1.png"' in demo
+    assert "Screenshots I took of my own terminals" in article_text(sheet)
+    assert "assets/spike-run/" not in sheet  # the build's own pictures are not made
+    assert (tmp_path / "site" / "assets" / "screenshots" / "terminal-1.png").is_file()
 
 
 # --- Budgets -----------------------------------------------------------------
