@@ -260,7 +260,7 @@ def test_cover_date_comes_from_mkdocs_yml_else_from_the_build(monkeypatch):
 
 
 def test_pdf_name_follows_the_students_name():
-    assert pdf_hook.pdf_name("Brian Dy") == "cs361-assignment5-brian-dy.pdf"
+    assert pdf_hook.pdf_name("Ada Lovelace") == "cs361-assignment5-ada-lovelace.pdf"
     assert pdf_hook.pdf_name("  Zoë  O'Neil ") == "cs361-assignment5-zoe-o-neil.pdf"
     # The one place the name is written: mkdocs.yml's site_author.
     for path in ["docs/index.md", "docs/credits.md", "hooks/pdf.py", "hooks/paper.py"]:
