@@ -466,7 +466,8 @@ def _link(
             return xref(attrs, inner, anchor)
         if site_url and (path in site_pages or "." in posixpath.basename(path)):
             absolute = site_url.rstrip("/") + "/" + path + (f"#{fragment}" if fragment else "")
-            return re.sub(r'\bhref="[^"]*"', f'href="{html.escape(absolute)}"', match[0], count=1)
+            attrs = re.sub(r'\bhref="[^"]*"', f'href="{html.escape(absolute)}"', attrs, count=1)
+            return f"<a {_add_class(attrs, 'paper-offprint').strip()}>{inner}</a>"
         # A page left out of the paper (or a file of the site): its words stay.
         return f'<span class="paper-offprint">{inner}</span>'
 

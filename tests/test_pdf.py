@@ -567,6 +567,34 @@ def test_paper_numbers_headings_and_links_pages_as_cross_references():
     assert "a.example" in only and "b.example" not in only and '<h2 id="b">' not in only
 
 
+def test_paper_links_become_cross_references_or_words_for_the_website():
+    from types import SimpleNamespace
+
+    page = SimpleNamespace(url="case-study/x/", file=SimpleNamespace(src_uri="case-study/x.md"))
+    doc = paper_hook._Doc(page=page, key="case-study-x", number="2.3", depth=1)
+    doc.html = (
+        '<p><a href="../y/#z">(y)</a>, <a href="../../spike/protocol/#limits">limits</a>, '
+        '<a href="https://s.example/">a source</a>, <img src="../../assets/a.png"></p>'
+    )
+    targets = {"case-study-y--z": "2.4.1"}
+    pages = {"case-study/y/": "case-study-y--title"}
+    site = {"spike/protocol/": object()}
+    paper = paper_hook._link(doc, pages, targets, site, site_url="")
+    assert (
+        '<a href="#case-study-y--z" class="paper-xref paper-xref-section" '
+        'data-xref="section 2.4.1">(y)</a>'
+    ) in paper
+    assert '<span class="paper-offprint">limits</span>' in paper
+    assert '<a href="https://s.example/">a source</a>' in paper
+    assert '<img src="../assets/a.png">' in paper
+    # With site_url set, a page left out is a link to the website.
+    online = paper_hook._link(doc, pages, targets, site, site_url="https://me.example/r/")
+    assert (
+        '<a href="https://me.example/r/spike/protocol/#limits" class="paper-offprint">limits</a>'
+        in online
+    )
+
+
 @can_print
 def test_spike_capture_is_in_the_pdf(printed):
     _, _, _, text, _ = printed
