@@ -202,7 +202,6 @@ class Paper:
     contents: list[Entry]
     left_out: list[str]  # titles of the pages left out, in nav order
     cited: set[str]  # external URLs the paper's pages link to (references aside)
-    listed: set[str]  # external URLs in the paper's references
 
 
 @dataclasses.dataclass
@@ -284,11 +283,9 @@ def assemble(nav: Navigation, content: dict[str, str], config: Settings) -> Pape
         doc.html = _keep_code_whole(_paper_wording(doc.html))
         if doc.page.file.src_uri != config.references:
             cited |= _external_links(doc.html)
-    listed: set[str] = set()
     for doc in docs:
         if doc.page.file.src_uri == config.references:
             doc.html = _only_cited(doc.html, cited)
-            listed = _external_links(doc.html)
 
     parts: list[str] = []
     contents: list[Entry] = []
@@ -309,7 +306,7 @@ def assemble(nav: Navigation, content: dict[str, str], config: Settings) -> Pape
             parts.append(
                 f'<section class="paper-part" id="{anchor}-part">{heading}{inner}</section>'
             )
-    return Paper(config, parts, contents, left_out, cited, listed)
+    return Paper(config, parts, contents, left_out, cited)
 
 
 def _title_of(page: Any, content: dict[str, str]) -> str:

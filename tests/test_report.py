@@ -557,6 +557,27 @@ def test_every_source_in_part_1_is_cited_by_author_and_year_as_the_references_li
             assert entry and url.split("#")[0] in html.unescape(entry[1]), (page, key, url)
 
 
+def test_the_papers_references_are_the_sources_it_cites(built: Built) -> None:
+    """The PDF's references list every source its pages link to, and nothing else."""
+    paper = (built.site / "print_page" / "index.html").read_text(encoding="utf-8")
+    before, _, references = paper.partition('<section class="paper-part" id="references">')
+    assert references, "the paper has no references"
+
+    def sources(fragment: str) -> set[str]:
+        return {
+            html.unescape(url).split("#")[0].rstrip("/")
+            for url in re.findall(r'<a [^>]*href="(https?://[^"]+)"', fragment)
+        }
+
+    cited, listed = sources(before), sources(references)
+    assert cited - listed == set(), "cited in the PDF but not in its references"
+    # Each entry is kept for a source the PDF cites (an entry may list several addresses).
+    entries = re.findall(r"<li>.*?</li>", references, re.S)
+    assert entries and all(sources(entry) & cited for entry in entries)
+    # The site's own list keeps the sources of the pages left out of the PDF.
+    assert "netflix.com" in built.page("references") and "netflix.com" not in references
+
+
 # --- Print layout ------------------------------------------------------------
 
 
