@@ -1,28 +1,37 @@
 """MkDocs hook: run the real spike once per build and show both terminals.
 
 On every `mkdocs build` and every `mkdocs serve` rebuild, `on_pre_build`
-starts `python -m spike.server --port 0` as a subprocess, runs the real
-`python -m spike.client` against it, talks to it once more the way the
-client in Python's socket documentation does (no newline, then wait for
-the reply), stops the server with Ctrl+C (CTRL_BREAK on Windows) and keeps
-everything both sides printed. `on_page_markdown` then puts that one run
-on two pages:
+runs the commands the README gives a student, for real: the server
+(`spike-server`, on its default port 3000, or on a free port with
+`--port 0` when 3000 is taken, and then the commands shown say so), the
+client twice (`spike-client "A message from CS361"`, `spike-client --op
+info`), then a client written the way Python's socket documentation writes
+one (no newline, then wait for the reply), and stops the server with Ctrl+C
+(CTRL_BREAK on Windows). The programs run as `python -m spike.server` and
+`python -m spike.client` with this build's Python, which are the same
+programs as the `spike-server` and `spike-client` commands. `on_page_markdown`
+then puts that one run on two pages:
 
 - `<!-- spike-capture -->` (docs/spike/demo.md): the terminals as text,
   which can be copied;
 - `<!-- spike-screenshots -->` (the answer sheet, docs/index.md, and the
   demo page): screenshots of the server's and the client's terminal windows
   as they were when the client's second command returned (before the third
-  client connects), drawn from the same lines by Rich's
-  `Console.export_svg()` as inline SVG, so they stay sharp (vector) in the
-  PDF. Each has a title and the window's text as its description, for
-  screen readers. A line too long for the window breaks between JSON
-  members or words, never inside one.
+  client connects). Rich draws each window from the lines the programs
+  printed (`Console.export_svg()`; a line too long for the window breaks
+  between JSON members or words, never inside one), and the installed
+  Chromium-family browser (hooks/chromium.py) photographs the drawing as a
+  PNG, which the site and the PDF show. Without a browser the pages show the
+  drawings themselves, and their caption says so. Each picture's text
+  alternative is every line in the window.
+
+A student who wants to hand in screenshots of their own puts PNG or JPEG
+files in docs/assets/screenshots/ (OWN_SHOTS_DIR): the 2(b) pictures are then
+those files, in name order, and the captions say they are the student's.
 
 Every capture and picture is stamped with the date of the run, the Python
-version and the OS. Nothing is written to disk, so there is nothing
-generated to commit and no stale output to show: if the spike cannot run,
-the build fails.
+version and the OS. Nothing generated is committed or written into docs/:
+the PNGs go into the built site only. If the spike cannot run, the build fails.
 """
 
 from __future__ import annotations
@@ -37,7 +46,6 @@ import os
 import platform
 import queue
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -48,8 +56,19 @@ import uuid
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
+from mkdocs.utils import get_relative_url
 from rich.console import CONSOLE_SVG_FORMAT, Console
 from rich.text import Text
+
+try:  # hooks/chromium.py: MkDocs puts hooks/ on sys.path to load a hook
+    import chromium
+except ModuleNotFoundError:  # this file loaded by its path from elsewhere (a test)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        import chromium
+    finally:
+        sys.path.pop(0)
 
 log = logging.getLogger("mkdocs.hooks.captures")
 
@@ -57,11 +76,23 @@ MARKER = "<!-- spike-capture -->"
 SHOTS_MARKER = "<!-- spike-screenshots -->"
 DEMO_PAGE = "spike/demo.md"
 ANSWER_SHEET = "index.md"
-# Pages that must show the terminal screenshots, and where each links to say how they are made.
-SHOT_PAGES = {
-    ANSWER_SHEET: "spike/demo.md#how-the-screenshots-are-made",
-    DEMO_PAGE: "#how-the-screenshots-are-made",
-}
+# Pages that must show the terminal screenshots.
+SHOT_PAGES = (ANSWER_SHEET, DEMO_PAGE)
+# A student's own 2(b) screenshots (PNG or JPEG), relative to docs/: when
+# there are any, the pages show them instead of the build's.
+OWN_SHOTS_DIR = "assets/screenshots"
+OWN_SHOT_TYPES = (".png", ".jpg", ".jpeg")
+# Where the build's screenshots go in the site (never into docs/).
+SHOTS_SITE_DIR = "assets/spike-run"
+# The pictured windows' width in CSS pixels, photographed at twice that
+# resolution: sharp on paper at the width of a US Letter page.
+SHOT_WIDTH_PX = 900
+SHOT_SCALE = 2
+# What the README tells a student to type (uv runs the project's console scripts).
+SERVER_COMMAND = ["uv", "run", "spike-server"]
+CLIENT_COMMAND = ["uv", "run", "spike-client"]
+# The port spike-server listens on when not told otherwise.
+DEFAULT_PORT = 3000
 # Columns of the pictured terminal windows: a common terminal width, and
 # what fits across a printed US Letter page at a readable size.
 SHOT_COLUMNS = 80
@@ -102,16 +133,39 @@ class Capture:
     server_shot: Terminal
 
 
+@dataclasses.dataclass
+class Shot:
+    """One 2(b) picture as a page shows it."""
+
+    title: str  # which window, for the alt text
+    site_path: str  # the PNG or JPEG in the built site ("" for an inline drawing)
+    alt: str
+    width: int = 0
+    height: int = 0
+    svg: str = ""  # the drawing itself, when there is no picture of it
+
+
+@dataclasses.dataclass
+class Shots:
+    """The 2(b) pictures of this build and what made them."""
+
+    kind: str  # "photographed", "drawn" (no browser) or "own" (the student's files)
+    shots: list[Shot]
+    files: dict[str, bytes]  # site path -> PNG, for the build to add to the site
+    why_drawn: str = ""
+
+
 _capture: Capture | None = None
+_shots: Shots | None = None
 
 
 # --- MkDocs events -------------------------------------------------------
 
 
 def on_pre_build(config) -> None:
-    """Run the spike once for this build (not once per page)."""
-    global _capture
-    _capture = None
+    """Run the spike once for this build (not once per page), and picture it."""
+    global _capture, _shots
+    _capture, _shots = None, None
     root = Path(config.config_file_path).resolve().parent
     try:
         _capture = run_spike(root)
@@ -123,6 +177,21 @@ def on_pre_build(config) -> None:
         _capture.port,
         _capture.seconds,
     )
+    own = own_screenshots(Path(config.docs_dir))
+    if own:
+        _shots = Shots("own", own, {})
+        log.info(f"2(b) screenshots: the {len(own)} files in docs/{OWN_SHOTS_DIR}/")
+    else:
+        _shots = picture(_capture)
+        if _shots.kind == "drawn":
+            log.info(f"2(b) screenshots: drawings, not photographs ({_shots.why_drawn})")
+
+
+def on_files(files: Files, config) -> Files:
+    """Add this build's PNG screenshots to the site."""
+    for site_path, data in (_shots.files if _shots else {}).items():
+        files.append(File.generated(config, site_path, content=data))
+    return files
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
@@ -134,9 +203,9 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         raise PluginError(f"hooks/captures.py: {src} lost its picture marker {SHOTS_MARKER!r}")
     if src == DEMO_PAGE and MARKER not in markdown:
         raise PluginError(f"hooks/captures.py: {DEMO_PAGE} lost its capture marker {MARKER!r}")
-    if _capture is None:  # on_pre_build failed or did not run
+    if _capture is None or _shots is None:  # on_pre_build failed or did not run
         raise PluginError("hooks/captures.py: no spike capture for this build")
-    shots = render_screenshots(_capture, page_key=src, how_link=SHOT_PAGES[src])
+    shots = render_screenshots(_capture, _shots, page_url=page.url, page_key=src)
     return markdown.replace(SHOTS_MARKER, shots).replace(MARKER, render(_capture))
 
 
@@ -190,6 +259,8 @@ class _LineReader:
 
 def _child_env(root: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # The pictures show a first run: no token the developer keeps for a teammate's server.
+    env.pop("SPIKE_TOKEN", None)
     # The spike is imported from this checkout even if it is not installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
@@ -197,13 +268,13 @@ def _child_env(root: Path) -> dict[str, str]:
     return env
 
 
-def _start_server(root: Path, env: dict[str, str]) -> subprocess.Popen:
+def _start_server(root: Path, env: dict[str, str], args: list[str]) -> subprocess.Popen:
     kwargs: dict = {}
     if sys.platform == "win32":
         # Its own process group, so CTRL_BREAK reaches the server and not us.
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     return subprocess.Popen(
-        [sys.executable, "-m", "spike.server", "--port", "0"],
+        [sys.executable, "-m", "spike.server", *args],
         cwd=root,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -216,9 +287,9 @@ def _start_server(root: Path, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _run_client(root: Path, env: dict[str, str], port: int, *words: str) -> list[str]:
+def _run_client(root: Path, env: dict[str, str], port_args: list[str], *words: str) -> list[str]:
     """Run the real client CLI once; return the prompt line and its output."""
-    args = ["-m", "spike.client", "--port", str(port), *words]
+    args = ["-m", "spike.client", *port_args, *words]
     what = " ".join(words)
     try:
         done = subprocess.run(
@@ -238,7 +309,7 @@ def _run_client(root: Path, env: dict[str, str], port: int, *words: str) -> list
     output = (done.stdout + done.stderr).splitlines()
     if done.returncode != 0:
         raise SpikeRunError(f"client {what!r} exited with {done.returncode}: {output!r}")
-    return [_prompt(["python", *args]), *output]
+    return [_prompt([*CLIENT_COMMAND, *port_args, *words]), *output]
 
 
 def _socket_docs_client(host: str, port: int) -> list[str]:
@@ -277,24 +348,46 @@ def _kill(server: subprocess.Popen) -> None:
         server.wait(timeout=STEP_TIMEOUT)
 
 
+def _serve(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, _LineReader, list[str]]:
+    """The server on its default port, else (3000 taken) on a free one: (process, output, args).
+
+    Nothing is checked in advance (another program could take the port in
+    between): the server is started and its first line says whether it listens.
+    """
+    server = _start_server(root, env, [])
+    output = _LineReader(server.stdout)
+    first = output.next_line(STEP_TIMEOUT) or ""
+    if "in use" not in first:
+        return server, output, []
+    # Port 3000 is taken (say, by the student's own server): a free port instead.
+    _kill(server)
+    log.info(f"spike capture: port {DEFAULT_PORT} is in use, so the run uses a free port")
+    args = ["--port", "0"]
+    server = _start_server(root, env, args)
+    output = _LineReader(server.stdout)
+    output.next_line(STEP_TIMEOUT)
+    return server, output, args
+
+
 def run_spike(root: Path) -> Capture:
     """Run server, clients and shutdown for real; return what each side printed."""
     started = time.monotonic()
     run_date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     env = _child_env(root)
-    server = _start_server(root, env)
-    output = _LineReader(server.stdout)
+    server, output, server_args = _serve(root, env)
     try:
-        first = output.next_line(STEP_TIMEOUT)
+        first = output.lines[0] if output.lines else None
         match = _SERVING.match(first or "")
         if not match:
             raise SpikeRunError(
                 f"unexpected first server line {first!r} (is the spike importable?)"
             )
         host, port = match["host"], int(match["port"])
+        # The client needs the port only when it is not the default one.
+        port_args = [] if port == DEFAULT_PORT and not server_args else ["--port", str(port)]
 
-        client_lines = _run_client(root, env, port, MESSAGE)
-        client_lines += _run_client(root, env, port, "--op", "info")
+        client_lines = _run_client(root, env, port_args, MESSAGE)
+        client_lines += _run_client(root, env, port_args, "--op", "info")
         if f"Received: {MESSAGE}" not in client_lines:
             raise SpikeRunError(f"client did not get its message back: {client_lines!r}")
         # Both of the client's connections logged: the moment of the screenshots.
@@ -317,7 +410,7 @@ def run_spike(root: Path) -> Capture:
     finally:
         _kill(server)
 
-    server_prompt = _prompt(["python", "-m", "spike.server", "--port", "0"])
+    server_prompt = _prompt([*SERVER_COMMAND, *server_args])
     server_lines = [server_prompt]
     for line in output.lines:
         if line == "Server stopped.":
@@ -343,10 +436,12 @@ def _closed(lines: list[str]) -> int:
 
 
 def _prompt(argv: list[str]) -> str:
-    """The command as the user would type it in this OS's shell."""
-    if _WINDOWS:
-        return "> " + subprocess.list2cmdline(argv)
-    return "$ " + shlex.join(argv)
+    """The command as a user types it: words with spaces in double quotes, as in the README.
+
+    Double quotes work the same in bash, zsh, PowerShell and cmd for these words.
+    """
+    words = [f'"{word}"' if re.search(r"\s", word) else word for word in argv]
+    return ("> " if _WINDOWS else "$ ") + " ".join(words)
 
 
 def describe_os() -> str:
@@ -506,30 +601,133 @@ def terminal_svg(terminal: Terminal, unique_id: str) -> str:
     return " ".join(part.strip() for part in svg.splitlines() if part.strip())
 
 
-def _label(capture: Capture, how_link: str) -> str:
-    return (
-        "*Screenshots of the server's and the client's terminals in this build's real run, "
-        "taken when the client's second command had returned: "
+def picture(capture: Capture) -> Shots:
+    """Photographs (PNG) of the drawings of both windows; the drawings alone without a browser."""
+    windows = (("server", capture.server_shot), ("client", capture.client))
+    drawings = {
+        name: terminal_svg(terminal, f"shot-{capture.run_id}-{name}") for name, terminal in windows
+    }
+    try:
+        photos = photograph(list(drawings.values()))
+    except (chromium.BrowserUnavailable, ImportError) as error:
+        shots = [
+            Shot(terminal.title, "", _alt(terminal), svg=drawings[name])
+            for name, terminal in windows
+        ]
+        return Shots("drawn", shots, {}, why_drawn=str(error))
+    shots, files = [], {}
+    for (name, terminal), (png, width, height) in zip(windows, photos, strict=True):
+        path = f"{SHOTS_SITE_DIR}/{capture.run_id}-{name}.png"
+        files[path] = png
+        shots.append(Shot(terminal.title, path, _alt(terminal), width, height))
+    return Shots("photographed", shots, files)
+
+
+def _alt(terminal: Terminal) -> str:
+    """A picture's text alternative: which window, then every line in it."""
+    title, text = alt_text(terminal)
+    return f"{title}:\n{text}"
+
+
+def photograph(svgs: list[str]) -> list[tuple[bytes, int, int]]:
+    """Each drawing photographed by the installed browser: (PNG, width, height in CSS px).
+
+    Raises chromium.BrowserUnavailable without a browser, ImportError without Playwright.
+    """
+    from playwright.sync_api import sync_playwright
+
+    browser = chromium.find_browser()
+    pictures = []
+    with sync_playwright() as playwright:
+        running = chromium.launch(playwright, browser)
+        try:
+            context = running.new_context(
+                device_scale_factor=SHOT_SCALE, viewport={"width": SHOT_WIDTH_PX, "height": 800}
+            )
+            # The drawings need nothing from anywhere.
+            context.route("**/*", lambda route: route.abort())
+            tab = context.new_page()
+            for svg in svgs:
+                tab.set_content(
+                    "<!doctype html><html><head><style>body{margin:0;background:#fff}"
+                    f"svg{{display:block;width:{SHOT_WIDTH_PX}px;height:auto}}</style></head>"
+                    f"<body>{svg}</body></html>"
+                )
+                element = tab.locator("svg").first
+                box = element.bounding_box()
+                png = element.screenshot(type="png")
+                pictures.append((png, round(box["width"]), round(box["height"])))
+        finally:
+            running.close()
+    return pictures
+
+
+def own_screenshots(docs: Path) -> list[Shot]:
+    """The student's own 2(b) screenshots in docs/assets/screenshots/, in name order."""
+    folder = docs / OWN_SHOTS_DIR
+    if not folder.is_dir():
+        return []
+    found = sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.suffix.lower() in OWN_SHOT_TYPES
+    )
+    return [
+        Shot(
+            path.stem,
+            f"{OWN_SHOTS_DIR}/{path.name}",
+            f"My screenshot {path.name}: " + " ".join(re.split(r"[-_ ]+", path.stem)),
+        )
+        for path in found
+    ]
+
+
+def _label(capture: Capture, shots: Shots) -> str:
+    """The caption: what the pictures are, plainly."""
+    stamp = (
         f'<span class="spike-capture-meta" data-spike-run="{capture.run_id}">'
         f"run on {capture.date} (UTC) &middot; Python {capture.python} &middot; "
-        f"{capture.os_name}</span> ([how they are made]({how_link})).*"
+        f"{capture.os_name}</span>"
     )
+    commands = (
+        "The build ran them as `python -m spike.server` and `python -m spike.client`, "
+        "the same programs as `spike-server` and `spike-client`"
+    )
+    if shots.kind == "own":
+        names = ", ".join(f"`{shot.site_path.rsplit('/', 1)[-1]}`" for shot in shots.shots)
+        return f"*Screenshots I took of my own terminals ({names}, in docs/{OWN_SHOTS_DIR}/).*"
+    what = (
+        "Screenshots (PNG) of the server's and the client's terminal windows as they were "
+        "when the client's second command had returned, taken by this report's build: "
+        "Chromium photographed a drawing of each window made from what the programs printed"
+        if shots.kind == "photographed"
+        else "Drawings of the server's and the client's terminal windows as they were when "
+        "the client's second command had returned, made by this report's build from what "
+        "the programs printed (no browser was found to photograph them)"
+    )
+    return f"*{what} in the real run ({stamp}). {commands}.*"
 
 
-def render_screenshots(capture: Capture, *, page_key: str, how_link: str) -> str:
-    """Markdown for the server's and the client's terminal windows, with their label."""
+def render_screenshots(capture: Capture, shots: Shots, *, page_url: str, page_key: str) -> str:
+    """Markdown for the 2(b) pictures of one page, with their caption."""
     slug = re.sub(r"[^a-z0-9]+", "-", page_key.lower()).strip("-")
-    pictures = "".join(
-        f'<div class="spike-shot">{terminal_svg(terminal, f"shot-{slug}-{name}")}</div>'
-        for name, terminal in (("server", capture.server_shot), ("client", capture.client))
-    )
+    pictures = []
+    for shot in shots.shots:
+        if shot.svg:
+            svg = shot.svg.replace(f"shot-{capture.run_id}-", f"shot-{slug}-")
+            pictures.append(f'<div class="spike-shot">{svg}</div>')
+            continue
+        size = f' width="{shot.width}" height="{shot.height}"' if shot.width else ""
+        alt = "&#10;".join(html.escape(line) for line in shot.alt.splitlines())
+        src = get_relative_url(shot.site_path, page_url or ".")
+        pictures.append(f'<div class="spike-shot"><img src="{src}" alt="{alt}"{size}></div>')
     figure = (
-        f'<figure class="spike-shots" data-spike-run="{capture.run_id}" '
-        f'data-page="{slug}">{pictures}</figure>'
+        # (No data-page attribute: Paged.js reads one as a named page and starts a new page.)
+        f'<figure class="spike-shots spike-shots--{shots.kind}" '
+        f'data-spike-run="{capture.run_id}">{"".join(pictures)}</figure>'
     )
-    # One block, so that a page can style (or, on paper, leave out) the
-    # pictures and their label together.
+    # One block, so that a page can style the pictures and their caption together.
     return (
         f'<div class="spike-shots-block" markdown>\n\n{figure}\n\n'
-        f"{_label(capture, how_link)}\n\n</div>"
+        f"{_label(capture, shots)}\n\n</div>"
     )

@@ -1,102 +1,98 @@
-"""MkDocs hook: `mkdocs build` also writes the whole report as one PDF.
+"""MkDocs hook: `mkdocs build` also prints the paper as the PDF for Canvas.
 
-mkdocs-print-site-plugin puts every page of the site, in navigation order,
-on one print page (cover, table of contents, numbered sections). After the
-build this hook opens that page in a Chromium-family browser that is already
-installed (Debian `chromium`, Google Chrome, Microsoft Edge) through
-Playwright, waits until every Mermaid diagram is drawn and prints it to
-`site/cs361-assignment5-brian-dy.pdf` (US Letter, page numbers).
+hooks/paper.py writes the paper, `site/print_page/index.html`: the
+submission only, as one document. After the build this hook opens it in a
+Chromium-family browser that is already installed (Debian `chromium`, Google
+Chrome, Microsoft Edge) through Playwright, waits until its script
+(docs/assets/print/paper.js) has drawn every Mermaid diagram and Paged.js
+has laid out the pages, checks the layout (LAYOUT_FAULTS), and prints it to
+`site/cs361-assignment5-<student>.pdf` (the name follows `site_author` in
+mkdocs.yml): US Letter, page numbers, bookmarks, tagged.
 
-Mermaid is local, for the PDF and the site alike (hooks/mermaid_js.py): from
-`node_modules` after `npm ci`, else from the user's cache, else downloaded
-once from the npm registry (the version package-lock.json pins, checked
-against its sha512). The hook copies it into the site and adds it to
-`extra_javascript`, so Material uses it instead of its CDN and no page makes
-a third-party request. Without a local Mermaid the site falls back to
-Material's CDN and one line says why.
+Mermaid and Paged.js are local, for the PDF and the site alike
+(hooks/npm_files.py): from `node_modules` after `npm ci`, else from the
+user's cache, else downloaded once from the npm registry (the versions
+package-lock.json pins, checked against their sha512). The hook copies them
+into the site and adds Mermaid to `extra_javascript`, so Material uses it
+instead of its CDN and no page makes a third-party request. Without a local
+Mermaid the site falls back to Material's CDN and one line says why.
 
-Printing works offline: every request that leaves the machine (web fonts,
-analytics, a CDN) is refused, except that a request for Mermaid is answered
-from the local file, so the browser never waits on the network.
+Printing works offline: the browser gets the site's files from the site
+folder (under a made-up origin, so that Paged.js may read the stylesheets),
+and every other request is refused.
 
 Only `mkdocs build` and `mkdocs gh-deploy` print; `mkdocs serve` does not.
 `SPIKE_PDF=0` skips printing; `SPIKE_PDF_BROWSER=/path/to/browser` picks
 the browser (a path that does not exist means "no browser"). Without a
-browser (or without Mermaid) the HTML site is still built and one line says
-how to get the PDF.
+browser (or without Mermaid or Paged.js) the HTML site is still built and
+one line says how to get the PDF.
 """
 
 from __future__ import annotations
 
-import datetime
-import html
+import contextlib
 import importlib.util
 import logging
+import mimetypes
 import os
 import re
-import shutil
 import sys
 import time
+import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files, InclusionLevel
-from mkdocs.utils import get_build_datetime
 
-try:
-    import mermaid_js  # hooks/mermaid_js.py: MkDocs puts hooks/ on sys.path to load a hook
+try:  # hooks/npm_files.py and hooks/chromium.py: MkDocs puts hooks/ on sys.path to load a hook
+    import chromium
+    import npm_files
 except ModuleNotFoundError:  # this file loaded by its path from elsewhere (a test)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
-        import mermaid_js
+        import chromium
+        import npm_files
     finally:
         sys.path.pop(0)
+# What tests and the other hooks use, under the names they always had.
+BROWSER_FLAGS = chromium.BROWSER_FLAGS
+BrowserUnavailable = chromium.BrowserUnavailable
+find_browser = chromium.find_browser
+launch = chromium.launch
 
 if TYPE_CHECKING:
     from playwright.sync_api import Route
 
 log = logging.getLogger("mkdocs.hooks.pdf")
 
-PDF_NAME = "cs361-assignment5-brian-dy.pdf"
-PRINT_PAGE = "print_page/index.html"
+# The PDF's name: this course's prefix and the student's name (site_author).
+PDF_PREFIX = "cs361-assignment5"
+# The paper that hooks/paper.py writes, relative to the site.
+PAPER_PAGE = "print_page/index.html"
 # Relative to mkdocs.yml (the repository root).
 TEMPLATES_DIR = "docs/overrides"
-# Where the local Mermaid goes in the built site.
-MERMAID_SITE_DIR = "assets/javascripts"
-# Where Material (and anyone else) would fetch Mermaid from on the web.
-CDN_HOSTS = {"unpkg.com", "cdn.jsdelivr.net", "fastly.jsdelivr.net"}
-# A healthy run draws all diagrams in about a second.
-RENDER_TIMEOUT_S = 30
+# Where the local Mermaid and Paged.js go in the built site.
+SCRIPTS_SITE_DIR = "assets/javascripts"
+# The made-up origin the site's files are served under while printing.
+PRINT_ORIGIN = "https://paper.invalid/"
+# A healthy run draws all diagrams and lays out the pages in a few seconds.
+RENDER_TIMEOUT_S = 60
 
-# Without the networking flags Chromium keeps retrying refused connections
-# to Google services and the page never settles; the sandbox cannot start
-# as root (containers, CI).
-BROWSER_FLAGS = [
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-
-# Material draws each diagram into a *closed* shadow root; opening it lets
-# the wait below check that an <svg> really is there.
+# Material draws each diagram of a site page into a *closed* shadow root;
+# opening it lets a test check that an <svg> really is there.
 OPEN_SHADOW_ROOTS = """
 const attach = Element.prototype.attachShadow;
 Element.prototype.attachShadow = function (init) {
   return attach.call(this, Object.assign({}, init, { mode: "open" }));
 };
 """
-# After a script error (a diagram Mermaid cannot parse) the other diagrams
-# get this long to finish before the build fails with that error.
-AFTER_ERROR_S = 3
 
-# Counts the Mermaid diagrams that are drawn (an <svg> in the shadow root
-# of Material's div.mermaid); done when that equals the number in the page.
+# Counts the Mermaid diagrams that Material has drawn on a site page (an
+# <svg> in the shadow root of its div.mermaid).
 DRAWN_DIAGRAMS = """
 () => [...document.querySelectorAll("div.mermaid")].filter(
   (d) => d.shadowRoot && d.shadowRoot.querySelector("svg")
@@ -105,7 +101,6 @@ DRAWN_DIAGRAMS = """
 
 # Numbers (1-based, in page order) of the drawn diagrams that stick out of
 # the bottom of their parent block: on paper they overlap the next content.
-# (A tab set laid out as a wrapping flex box did this.)
 OVERFLOWING_DIAGRAMS = """
 () => [...document.querySelectorAll("div.mermaid")].flatMap((d, i) =>
   d.getBoundingClientRect().bottom > d.parentElement.getBoundingClientRect().bottom + 1
@@ -113,20 +108,98 @@ OVERFLOWING_DIAGRAMS = """
 )
 """
 
-FOOTER = """
-<div style="width:100%; font-size:8px; color:#666; padding:0 0.6in;
-            display:flex; justify-content:space-between;
-            font-family:Roboto, 'Helvetica Neue', Arial, sans-serif;">
-  <span>{title}</span>
-  <span>Page <span class="pageNumber"></span> of <span class="totalPages"></span></span>
-</div>
+# The paper's layout rules, checked on the pages Paged.js laid out; one line
+# per fault. A page may be less than half full only before a new part (or
+# at the end); no box that Paged.js split may be left empty on a page; no
+# word in a table cell and no token of inline code may break across lines.
+LAYOUT_FAULTS = r"""
+() => {
+  const faults = [];
+  const pages = [...document.querySelectorAll(".pagedjs_page")];
+  // Pieces of the words in `element` that are drawn on more than one line.
+  // In prose a word may break after a hyphen, a dash or a slash; `whole`
+  // pieces (code) may not break at all.
+  const brokenWords = (element, whole) => {
+    const broken = [];
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const pieces = whole ? /\S+/g : /[^\s\-–—\/]+[\-–—\/]*/g;
+      for (const match of node.data.matchAll(pieces)) {
+        const range = document.createRange();
+        range.setStart(node, match.index);
+        range.setEnd(node, match.index + match[0].length);
+        const tops = new Set([...range.getClientRects()]
+          .filter((r) => r.width > 0).map((r) => Math.round(r.top)));
+        if (tops.size > 1) broken.push(match[0]);
+      }
+    }
+    return broken;
+  };
+  pages.forEach((page, index) => {
+    const number = index + 1;
+    const area = page.querySelector(".pagedjs_page_content");
+    if (!area) return;
+    const box = area.getBoundingClientRect();
+    const range = document.createRange();
+    range.selectNodeContents(area);
+    const used = (range.getBoundingClientRect().bottom - box.top) / box.height;
+    const next = pages[index + 1];
+    const partFollows = !next || next.querySelector(
+      ".paper-part:not([data-split-from]), .paper-contents:not([data-split-from])");
+    if (number > 2 && used < 0.5 && !partFollows) {
+      faults.push(`page ${number} is only ${Math.round(used * 100)}% full`);
+    }
+    for (const block of area.querySelectorAll(
+        "pre, table, .highlight, .admonition, figure, .short-answer")) {
+      const visible = block.textContent.trim() || block.querySelector("img, svg");
+      if (!visible && block.getBoundingClientRect().height > 2) {
+        faults.push(`page ${number} ends with an empty ${block.tagName.toLowerCase()} box`);
+      }
+    }
+    // The last heading on the page must have text of its own after it (the
+    // question box under a title does not count).
+    const headings = area.querySelectorAll("h1, h2, h3, h4");
+    const last = headings[headings.length - 1];
+    if (last) {
+      const after = document.createTreeWalker(area, NodeFilter.SHOW_TEXT);
+      let text = "";
+      for (let node = after.nextNode(); node; node = after.nextNode()) {
+        const beyond = last.compareDocumentPosition(node) & Node.DOCUMENT_POSITION_FOLLOWING;
+        const question = node.parentElement.closest(".admonition.question");
+        if (beyond && !last.contains(node) && !question) text += node.data.trim();
+      }
+      if (!text && next) {
+        faults.push(`page ${number} ends with the heading "${last.textContent.trim()}"`);
+      }
+    }
+    for (const cell of area.querySelectorAll("td, th")) {
+      for (const word of brokenWords(cell, false)) {
+        faults.push(`page ${number}: "${word}" breaks inside a table cell`);
+      }
+    }
+    for (const code of area.querySelectorAll(":not(pre) > code")) {
+      for (const word of brokenWords(code, true)) {
+        faults.push(`page ${number}: inline code "${word}" breaks across lines`);
+      }
+    }
+  });
+  return faults;
+}
 """
 
 _command: str | None = None
-# The local Mermaid of the current build (None: pages use Material's CDN).
-_mermaid: mermaid_js.Mermaid | None = None
+# The local Mermaid and Paged.js of the current build (None: not found).
+_mermaid: npm_files.NpmFile | None = None
+_pagedjs: npm_files.NpmFile | None = None
 # Lines already logged by this process: `mkdocs serve` rebuilds often.
 _said: set[str] = set()
+
+
+def pdf_name(author: str) -> str:
+    """'Zoë O'Neil' -> 'cs361-assignment5-zoe-o-neil.pdf' (ASCII, lower case, dashes)."""
+    ascii_name = unicodedata.normalize("NFKD", author).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    return f"{PDF_PREFIX}-{slug}.pdf" if slug else f"{PDF_PREFIX}.pdf"
 
 
 def on_startup(command: str, dirty: bool) -> None:
@@ -136,12 +209,12 @@ def on_startup(command: str, dirty: bool) -> None:
 
 
 def on_config(config: MkDocsConfig) -> MkDocsConfig:
-    """Make the cover template, the "Download PDF" button and local Mermaid available.
+    """Make the templates, the "Download PDF" button, Mermaid and Paged.js available.
 
     Also decides now whether this build will print, so that the button links
-    to the PDF when there will be one and to the print page when not.
+    to the PDF when there will be one and to the printable page when not.
     """
-    global _mermaid
+    global _mermaid, _pagedjs
     root = Path(config.config_file_path).parent
     templates = str(root / TEMPLATES_DIR)
     # After the site's own custom_dir, before Material: our main.html adds
@@ -150,15 +223,19 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
         position = 1 if config.theme.custom_dir else 0
         config.theme.dirs.insert(position, templates)
 
-    _mermaid, missing = _find_mermaid(root)
+    _mermaid, missing = _find(root, npm_files.MERMAID)
+    _pagedjs, missing_pagedjs = _find(root, npm_files.PAGEDJS)
+    scripts = {}
     if _mermaid is not None:
         # Material draws with a `mermaid` that a page already has instead of
         # fetching its own from unpkg.com.
-        script = f"{MERMAID_SITE_DIR}/{_mermaid.site_name}"
-        if script not in [str(item) for item in config.extra_javascript]:
-            config.extra_javascript.append(script)
+        scripts["mermaid"] = f"{SCRIPTS_SITE_DIR}/{_mermaid.site_name}"
+        if scripts["mermaid"] not in [str(item) for item in config.extra_javascript]:
+            config.extra_javascript.append(scripts["mermaid"])
+    if _pagedjs is not None:  # only the paper loads it
+        scripts["pagedjs"] = f"{SCRIPTS_SITE_DIR}/{_pagedjs.site_name}"
 
-    plan = _plan(Path(config.site_dir), missing)
+    plan = _plan(Path(config.site_dir), missing, missing_pagedjs)
     if missing and missing not in (plan or ""):
         # No PDF line names the problem: say what the pages do instead.
         _say_once(
@@ -166,24 +243,23 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
             "(run `npm ci`, or `mkdocs build` once online, for a local copy)"
         )
     config.extra["pdf_export"] = {
-        "name": PDF_NAME,
+        "name": pdf_name(config.site_author or ""),
         "printing": plan is None,
         "skip_reason": plan,
-        "date": _long_date(get_build_datetime()),
+        "scripts": scripts,
     }
     return config
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    """Keep the theme templates in docs/overrides out of the built site; add local Mermaid."""
-    if _mermaid is not None:
-        files.append(
-            File.generated(
-                config,
-                f"{MERMAID_SITE_DIR}/{_mermaid.site_name}",
-                abs_src_path=str(_mermaid.path),
+    """Keep docs/overrides out of the built site; add Mermaid and Paged.js to it."""
+    for found in (_mermaid, _pagedjs):
+        if found is not None:
+            files.append(
+                File.generated(
+                    config, f"{SCRIPTS_SITE_DIR}/{found.site_name}", abs_src_path=str(found.path)
+                )
             )
-        )
     templates = Path(config.config_file_path).parent / TEMPLATES_DIR
     try:
         prefix = templates.resolve().relative_to(Path(config.docs_dir).resolve()).as_posix() + "/"
@@ -196,7 +272,7 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 
 def on_post_build(config: MkDocsConfig) -> None:
-    """Print the print-site page to the PDF (runs after print-site wrote it)."""
+    """Print the paper (written by hooks/paper.py, listed before this hook) to the PDF."""
     settings = config.extra.get("pdf_export", {})
     if not settings.get("printing"):
         reason = settings.get("skip_reason")
@@ -205,30 +281,24 @@ def on_post_build(config: MkDocsConfig) -> None:
         return
 
     site = Path(config.site_dir)
-    page = site / PRINT_PAGE
+    page = site / PAPER_PAGE
     if not page.is_file():
-        raise PluginError(f"PDF: {page} is missing; is the print-site plugin enabled?")
-    if _mermaid is None:  # _plan() prints only with a local Mermaid
-        raise PluginError("PDF: no local Mermaid to print with")
-    target = site / PDF_NAME
+        raise PluginError(f"PDF: {page} is missing; is hooks/paper.py listed before hooks/pdf.py?")
+    target = site / settings["name"]
     try:
-        pages, seconds = print_pdf(
-            page,
-            target,
-            browser=find_browser(),
-            mermaid_file=_mermaid.path,
-            title=f"CS361 Assignment 5 \u00b7 {config.site_author or 'Brian Dy'}",
-        )
+        pages, seconds, faults = print_pdf(site, PAPER_PAGE, target, browser=find_browser())
     except BrowserUnavailable as error:
         log.info(f"PDF not written: {error}; {_by_hand(site)}.")
         return
+    for fault in faults:
+        log.warning(f"PDF layout: {fault}")
     # Chromium writes the title only; a reader's document properties (and a
     # screen reader) also show who wrote it and what it is.
     target.write_bytes(
         with_document_info(
             target.read_bytes(),
             {
-                "Author": config.site_author or "Brian Dy",
+                "Author": config.site_author or "",
                 "Subject": config.site_description or config.site_name,
             },
         )
@@ -236,24 +306,20 @@ def on_post_build(config: MkDocsConfig) -> None:
     log.info(f"PDF written: {_shown(target)} ({pages} pages, {seconds:.1f} s)")
 
 
-class BrowserUnavailable(Exception):
-    """No usable Chromium-family browser: the PDF is skipped, not the build."""
+def _find(root: Path, package: npm_files.Package) -> tuple[npm_files.NpmFile | None, str | None]:
+    """(local copy, None) or (None, why there is none).
 
-
-def _find_mermaid(root: Path) -> tuple[mermaid_js.Mermaid | None, str | None]:
-    """(local Mermaid, None) or (None, why there is none).
-
-    A command run from the terminal downloads Mermaid when it has to; a
-    build started from Python only uses what is already there. A download
-    that does not match package-lock.json stops the build.
+    A command run from the terminal downloads it when it has to; a build
+    started from Python only uses what is already there. A download that
+    does not match package-lock.json stops the build.
     """
     try:
-        found = mermaid_js.find(root, download=_command is not None)
-    except mermaid_js.MermaidUnavailable as error:
+        found = npm_files.find(root, package, download=_command is not None)
+    except npm_files.Unavailable as error:
         return None, str(error)
-    except mermaid_js.IntegrityError as error:
-        raise PluginError(f"Mermaid: {error}") from None
-    log.debug(f"Mermaid {found.version} from {found.source}: {found.path}")
+    except npm_files.IntegrityError as error:
+        raise PluginError(f"{package.label}: {error}") from None
+    log.debug(f"{package.label} {found.version} from {found.source}: {found.path}")
     return found, None
 
 
@@ -263,7 +329,7 @@ def _say_once(line: str) -> None:
         log.info(line)
 
 
-def _plan(site: Path, mermaid_missing: str | None) -> str | None:
+def _plan(site: Path, mermaid_missing: str | None, pagedjs_missing: str | None) -> str | None:
     """None if this build prints the PDF, else the line saying why not."""
     if os.environ.get("SPIKE_PDF", "1").strip().lower() in {"0", "no", "false", "off"}:
         return "PDF skipped (SPIKE_PDF=0)."
@@ -280,199 +346,125 @@ def _plan(site: Path, mermaid_missing: str | None) -> str | None:
         find_browser()
     except BrowserUnavailable as error:
         return f"PDF not written: {error}; {_by_hand(site)}."
-    if mermaid_missing:
-        return (
-            f"PDF not written: no local Mermaid ({mermaid_missing}): run `npm ci`, or run "
-            f"`mkdocs build` once while online to download and cache it; {_by_hand(site)}."
-        )
+    for label, missing in (("Mermaid", mermaid_missing), ("Paged.js", pagedjs_missing)):
+        if missing:
+            return (
+                f"PDF not written: no local {label} ({missing}): run `npm ci`, or run "
+                f"`mkdocs build` once while online to download and cache it; {_by_hand(site)}."
+            )
     return None
 
 
 def _by_hand(site: Path) -> str:
     """The manual way to the same PDF, for the line that says none was written."""
     return (
-        f"to make it by hand, open {_shown(site / PRINT_PAGE)} in a browser, press Ctrl+P "
-        "(Cmd+P on macOS) and choose 'Save as PDF'"
+        f"to make it by hand, open {_shown(site / PAPER_PAGE)} in a browser, wait for its "
+        "pages, press Ctrl+P (Cmd+P on macOS) and choose 'Save as PDF'"
     )
-
-
-def find_browser() -> Path:
-    """The Chromium, Chrome or Edge executable to print with.
-
-    SPIKE_PDF_BROWSER wins; otherwise the usual commands on PATH and the
-    usual install places on Windows and macOS are tried in turn.
-    """
-    chosen = os.environ.get("SPIKE_PDF_BROWSER")
-    if chosen:
-        path = Path(chosen).expanduser()
-        if path.is_file():
-            return path
-        raise BrowserUnavailable(f"SPIKE_PDF_BROWSER={chosen} is not a file")
-    for name in (
-        "chromium",
-        "chromium-browser",
-        "google-chrome",
-        "google-chrome-stable",
-        "microsoft-edge",
-        "microsoft-edge-stable",
-        "msedge",
-        "chrome",
-    ):
-        found = shutil.which(name)
-        if found:
-            return Path(found)
-    for path in _install_places():
-        if path.is_file():
-            return path
-    raise BrowserUnavailable(
-        "no Chromium, Chrome or Edge found (install one, e.g. `apt-get install chromium`, "
-        "or set SPIKE_PDF_BROWSER to its path)"
-    )
-
-
-def _install_places() -> list[Path]:
-    """Where Edge and Chrome install themselves when they are not on PATH."""
-    if sys.platform == "darwin":
-        apps = [Path("/Applications"), Path.home() / "Applications"]
-        names = [
-            "Google Chrome.app/Contents/MacOS/Google Chrome",
-            "Microsoft Edge.app/Contents/MacOS/Microsoft Edge",
-            "Chromium.app/Contents/MacOS/Chromium",
-        ]
-        return [app / name for app in apps for name in names]
-    if sys.platform == "win32":
-        bases = [
-            os.environ.get(var) for var in ("PROGRAMFILES(X86)", "PROGRAMFILES", "LOCALAPPDATA")
-        ]
-        names = [
-            "Microsoft/Edge/Application/msedge.exe",
-            "Google/Chrome/Application/chrome.exe",
-        ]
-        return [Path(base) / name for base in bases if base for name in names]
-    return []
 
 
 def print_pdf(
-    page: Path, target: Path, *, browser: Path, mermaid_file: Path, title: str
-) -> tuple[int, float]:
-    """Print `page` to `target` with `browser`; return (pages, seconds).
+    site: Path, page: str, target: Path, *, browser: Path
+) -> tuple[int, float, list[str]]:
+    """Print the paper `page` of `site` to `target`; return (pages, seconds, layout faults).
 
     Raises BrowserUnavailable if the browser cannot be started and
-    PluginError if the page cannot be drawn completely.
+    PluginError if the paper cannot be drawn and laid out completely.
     """
-    from playwright.sync_api import Error as PlaywrightError
+    started = time.perf_counter()
+    with laid_out(site, page, browser=browser) as (tab, status):
+        faults = layout_faults(tab)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = tab.pdf(
+            path=str(target),
+            prefer_css_page_size=True,
+            print_background=True,
+            outline=True,
+            tagged=True,
+        )
+    seconds = time.perf_counter() - started
+    pages = _count_pages(data)
+    if pages != status["pages"]:
+        raise PluginError(
+            f"PDF: Paged.js laid out {status['pages']} pages but Chromium printed {pages}"
+        )
+    return pages, seconds, faults
+
+
+@contextlib.contextmanager
+def laid_out(site: Path, page: str, *, browser: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The paper `page` of `site` open in `browser`, drawn and laid out: (tab, status).
+
+    The browser gets the site's files under PRINT_ORIGIN and nothing from
+    the network. Raises BrowserUnavailable or PluginError (see print_pdf).
+    """
     from playwright.sync_api import sync_playwright
 
-    html_text = page.read_text(encoding="utf-8")
-    diagrams = len(_mermaid_sources(html_text))
-    mermaid = mermaid_file.read_bytes()
-    flags = list(BROWSER_FLAGS)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        flags.append("--no-sandbox")
+    root = site.resolve()
 
     def answer(route: Route) -> None:
-        """Mermaid from the local file; nothing else from the network."""
-        url = urlsplit(route.request.url)
-        if url.hostname in CDN_HOSTS and "mermaid" in url.path:
-            log.debug(f"PDF: answered {route.request.url} from {mermaid_file}")
-            route.fulfill(body=mermaid, content_type="application/javascript")
-        else:
-            log.debug(f"PDF: refused {route.request.url}")
+        """The site's own files under PRINT_ORIGIN; nothing from the network."""
+        url = route.request.url
+        if not url.startswith(PRINT_ORIGIN):
+            log.debug(f"PDF: refused {url}")
             route.abort()
+            return
+        path = (root / unquote(urlsplit(url).path).lstrip("/")).resolve()
+        if path.is_dir():
+            path = path / "index.html"
+        if not path.is_relative_to(root) or not path.is_file():
+            route.fulfill(status=404, body="")
+            return
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        route.fulfill(body=path.read_bytes(), content_type=kind)
 
-    started = time.perf_counter()
     with sync_playwright() as playwright:
+        running = launch(playwright, browser)
         try:
-            chromium = playwright.chromium.launch(
-                executable_path=str(browser), args=flags, timeout=30_000
-            )
-        except PlaywrightError as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else "unknown error"
-            raise BrowserUnavailable(f"{browser} did not start ({first})") from None
-        try:
-            context = chromium.new_context(color_scheme="light", service_workers="block")
-            # The site's own files (file://) load directly; every web request
-            # goes through answer().
-            context.route(re.compile(r"^https?://"), answer)
+            context = running.new_context(color_scheme="light", service_workers="block")
+            context.route("**/*", answer)
             tab = context.new_page()
-            tab.add_init_script(OPEN_SHADOW_ROOTS)
             errors: list[str] = []
-            tab.on("pageerror", lambda error: errors.append(str(error).strip()))
-            # Print media before the page loads, so Mermaid sizes every
-            # diagram in the layout that is printed (where all tabs show).
+            tab.on("pageerror", lambda error: errors.append(" ".join(str(error).split())))
+            # Print media before the page loads, so the diagrams are drawn and
+            # the pages laid out as they are printed.
             tab.emulate_media(media="print")
-            tab.goto(page.resolve().as_uri(), wait_until="load")
-            _wait_for_diagrams(tab, diagrams, errors, html_text)
-            overflowing = tab.evaluate(OVERFLOWING_DIAGRAMS)
-            if overflowing:
-                log.warning(
-                    f"PDF: diagram(s) {', '.join(map(str, overflowing))} (in page order) "
-                    "are taller than the block they sit in and overlap what follows on paper"
-                )
-            tab.evaluate("() => document.fonts.ready.then(() => true)")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            data = tab.pdf(
-                path=str(target),
-                format="Letter",
-                print_background=True,
-                display_header_footer=True,
-                header_template="<span></span>",
-                footer_template=FOOTER.format(title=html.escape(title)),
-                margin={"top": "0.6in", "bottom": "0.7in", "left": "0.6in", "right": "0.6in"},
-                outline=True,
-                tagged=True,
-            )
+            tab.goto(PRINT_ORIGIN + page, wait_until="load")
+            yield tab, _wait_for_paper(tab, errors)
         finally:
-            chromium.close()
-    seconds = time.perf_counter() - started
-    return _count_pages(data), seconds
+            running.close()
 
 
-def _wait_for_diagrams(tab, expected: int, errors: list[str], page_html: str) -> None:
-    """Return once all `expected` diagrams are drawn; else raise PluginError.
+def layout_faults(tab: Any) -> list[str]:
+    """The laid-out paper's faults: overlapping diagrams, then LAYOUT_FAULTS."""
+    faults = [
+        f"diagram {number} (in page order) is taller than the block it sits in "
+        "and overlaps what follows"
+        for number in tab.evaluate(OVERFLOWING_DIAGRAMS)
+    ]
+    return faults + list(tab.evaluate(LAYOUT_FAULTS))
 
-    Gives up RENDER_TIMEOUT_S after the start, or AFTER_ERROR_S after the
-    first script error, whichever comes first.
-    """
+
+def _wait_for_paper(tab: Any, errors: list[str]) -> dict[str, Any]:
+    """The paper's status once paper.js is done; PluginError if it failed or timed out."""
     deadline = time.monotonic() + RENDER_TIMEOUT_S
-    while tab.evaluate(DRAWN_DIAGRAMS) < expected:
-        if errors:
-            deadline = min(deadline, time.monotonic() + AFTER_ERROR_S)
+    while True:
+        status = tab.evaluate("() => window.paperStatus || null")
+        if status is None:
+            raise PluginError(
+                "PDF: the paper did not load its script (docs/assets/print/paper.js)"
+            )
+        if status["state"] != "working":
+            break
         if time.monotonic() > deadline:
-            raise PluginError(_undrawn(tab, page_html, expected, errors))
+            raise PluginError(
+                f"PDF: the paper was not laid out within {RENDER_TIMEOUT_S} s "
+                f"({status['diagrams']} diagrams drawn)" + (f"; {errors[0]}" if errors else "")
+            )
         tab.wait_for_timeout(50)
-
-
-def _mermaid_sources(page_html: str) -> list[str]:
-    """The source text of every Mermaid diagram on the print page."""
-    return [
-        html.unescape(source).strip()
-        for source in re.findall(r'<pre class="mermaid"><code>(.*?)</code></pre>', page_html, re.S)
-    ]
-
-
-def _undrawn(tab, page_html: str, expected: int, errors: list[str]) -> str:
-    """Why the wait for the diagrams timed out, naming the diagrams not drawn."""
-    state = tab.evaluate(
-        f"""() => ({{
-          drawn: ({DRAWN_DIAGRAMS.strip()})(),
-          loaded: typeof window.mermaid === "object" && !(window.mermaid instanceof Element),
-          blocks: [...document.querySelectorAll("pre")].map((pre) => pre.textContent.trim()),
-        }})"""
-    )
-    stuck = [
-        source.splitlines()[0:2]
-        for source in _mermaid_sources(page_html)
-        if source in state["blocks"]
-    ]
-    if errors:
-        reason = "; " + " ".join(errors[0].split())
-    elif not state["loaded"]:
-        reason = f"; Mermaid did not load within {RENDER_TIMEOUT_S} s"
-    else:
-        reason = f"; still drawing after {RENDER_TIMEOUT_S} s"
-    named = "; not drawn: " + " | ".join(" ".join(lines) for lines in stuck[:3]) if stuck else ""
-    return f"PDF: only {state['drawn']} of {expected} Mermaid diagrams were drawn{reason}{named}"
+    if status["state"] != "ready":
+        raise PluginError("PDF: " + "; ".join([*status["errors"], *errors][:3]))
+    return dict(status)
 
 
 _TRAILER = re.compile(
@@ -525,11 +517,6 @@ def with_document_info(pdf: bytes, entries: dict[str, str]) -> bytes:
 def _count_pages(pdf: bytes) -> int:
     """Pages in a PDF that Chromium wrote (one /Type /Page object each)."""
     return len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf))
-
-
-def _long_date(moment: datetime.datetime) -> str:
-    """27 November 2026 -> 'November 27, 2026' (no zero padding on any OS)."""
-    return f"{moment:%B} {moment.day}, {moment.year}"
 
 
 def _shown(path: Path) -> str:

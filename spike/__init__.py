@@ -23,6 +23,7 @@ from .errors import (
     PipeTimeout,
     ProtocolError,
     RemoteError,
+    Unauthorized,
 )
 from .ops import BadRequest, OpRegistry, default_ops
 from .server import Connection, Server, running_server
@@ -43,6 +44,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "Server",
+    "Unauthorized",
     "__version__",
     "default_ops",
     "running_server",

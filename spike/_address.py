@@ -4,13 +4,16 @@ A port is 0 to 65535; ``[::1]`` is the IPv6 address ``::1`` in the brackets
 that ``HOST:PORT`` needs (:func:`spike.protocol.format_address` writes them);
 ``0.0.0.0`` and ``::`` are the wildcard addresses, which a server listens on
 to be reached on every interface and which no client can connect to.
+A loopback address (``127.0.0.1``, ``::1``, or a name such as ``localhost``
+that resolves only to them) is reached from this computer alone.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 
-__all__ = ["check_port", "is_wildcard", "unbracket"]
+__all__ = ["check_port", "is_loopback", "is_wildcard", "unbracket"]
 
 
 def check_port(port: object) -> int:
@@ -33,3 +36,21 @@ def is_wildcard(host: str) -> bool:
         return ipaddress.ip_address(unbracket(host)).is_unspecified
     except ValueError:  # a name, not an address
         return False
+
+
+def is_loopback(host: str) -> bool:
+    """True if a server listening on ``host`` is reached from this computer
+    only: a loopback address, or a name whose every address is one. False
+    for a wildcard, any other address, and a name that does not resolve."""
+    text = unbracket(host).partition("%")[0]  # an IPv6 zone ("%eth0") is not the address
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:  # a name: what it resolves to decides
+        try:
+            infos = socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return False
+        return bool(infos) and all(is_loopback(str(info[4][0])) for info in infos)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1
+    return address.is_loopback

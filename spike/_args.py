@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
+import os
 from collections.abc import Callable
 from typing import NoReturn
 
 from ._address import check_port, unbracket
 from ._display import shorten
+from .protocol import check_token
 
 __all__ = [
+    "TOKEN_VARIABLE",
     "Parser",
     "amount",
     "host",
@@ -27,6 +30,8 @@ __all__ = [
     "port",
     "positive_int",
     "seconds",
+    "token",
+    "token_from_environment",
     "utf8_text",
     "whole_number",
 ]
@@ -114,6 +119,31 @@ def utf8_text(text: str) -> str:
             shown = shorten(text)
         raise argparse.ArgumentTypeError(f"{shown} is not valid UTF-8 text") from None
     return text
+
+
+#: The environment variable both ``spike-server`` and ``spike-client`` read
+#: when ``--token`` is not given.
+TOKEN_VARIABLE = "SPIKE_TOKEN"
+
+
+def token(text: str) -> str:
+    """``--token``: text a server can require (:func:`~spike.protocol.check_token`)."""
+    try:
+        return check_token(utf8_text(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def token_from_environment() -> str | None:
+    """The token in :data:`TOKEN_VARIABLE` (None: unset or empty); a
+    ValueError naming the variable if it cannot be a token."""
+    value = os.environ.get(TOKEN_VARIABLE)
+    if not value:
+        return None
+    try:
+        return check_token(value)
+    except ValueError as exc:
+        raise ValueError(f"{TOKEN_VARIABLE}: {exc}") from None
 
 
 def host(text: str) -> str:

@@ -6,6 +6,7 @@
     ├── ProtocolError       a message broke the protocol (code, message, request_id)
     │   └── LineTooLong     a line grew past the framer's limit
     ├── RemoteError         the other side answered ``ok: false`` (code, message, request_id)
+    │   └── Unauthorized    the server needs a token and did not get the right one
     ├── ConnectError        no connection could be made
     ├── PipeTimeout         connecting, or an exchange, passed its deadline
     ├── ConnectionClosed    the server hung up before replying
@@ -33,6 +34,7 @@ __all__ = [
     "OP_FAILED",
     "OP_TIMEOUT",
     "OVERLOADED",
+    "UNAUTHORIZED",
     "UNKNOWN_OP",
     "AddressInUseError",
     "BindError",
@@ -44,6 +46,7 @@ __all__ = [
     "PipeTimeout",
     "ProtocolError",
     "RemoteError",
+    "Unauthorized",
     "first_line",
 ]
 
@@ -55,6 +58,7 @@ OP_FAILED = "op_failed"
 OP_TIMEOUT = "op_timeout"
 LINE_TOO_LONG = "line_too_long"
 OVERLOADED = "overloaded"
+UNAUTHORIZED = "unauthorized"
 ERROR_CODES = (
     BAD_UTF8,
     BAD_JSON,
@@ -64,6 +68,7 @@ ERROR_CODES = (
     OP_TIMEOUT,
     LINE_TOO_LONG,
     OVERLOADED,
+    UNAUTHORIZED,
 )
 
 
@@ -119,6 +124,12 @@ class LineTooLong(ProtocolError):
 
 class RemoteError(_CodedError):
     """The other side answered ``ok: false``: ``code``, ``message``, ``request_id``."""
+
+
+class Unauthorized(RemoteError):
+    """The server needs a token (its first line must be ``auth``) and this
+    connection did not give the right one; the server has closed it.
+    ``message`` says what to do, in the client's words."""
 
 
 class ConnectError(PipeError):

@@ -68,6 +68,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ._version import __version__
 from .errors import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError
+from .protocol import AUTH_OP
 
 __all__ = [
     "BadRequest",
@@ -219,6 +220,10 @@ class OpRegistry:
         """
         if not isinstance(name, str) or not name:
             raise ValueError("an op name must be a non-empty string")
+        if name == AUTH_OP:
+            raise ValueError(
+                f"{AUTH_OP!r} is taken: the server answers it itself (a connection's token)"
+            )
         if not callable(func):
             raise TypeError(f"op {name!r} must be callable")
         if _is_async(func):

@@ -32,11 +32,20 @@ The rules
   ``unknown_op``, ``op_failed`` (the op itself crashed; the server keeps
   running), ``op_timeout`` (the op ran past the server's op timeout; its
   late result is dropped), ``line_too_long`` (the line exceeds the server's limit,
-  1 MiB by default) and ``overloaded`` (the server holds too much
+  1 MiB by default), ``overloaded`` (the server holds too much
   unfinished input from all its clients together, and this connection held
-  the most); the server closes the connection after either of the last two.
+  the most) and ``unauthorized`` (see the token below); the server closes
+  the connection after any of the last three.
   An error reply is always a JSON line, even for plain-text input. After
   any other error the connection stays usable.
+* **A token**: a server may require one (``spike-server`` does whenever it
+  listens beyond this computer). A connection's first line must then be
+  ``{"op": "auth", "token": "..."}``, answered
+  ``{"ok":true,"result":{"token_required":true}}``. Any other first line,
+  a wrong token, a first line over 4 KiB or none within 10 seconds gets one
+  ``unauthorized`` reply and the connection is closed. A server without a
+  token answers ``auth`` with ``"token_required": false``, so a client may
+  always send it; sent again later, ``auth`` is checked but closes nothing.
 * Bytes left without a final ``\\n`` when the peer closes its side are still
   one message.
 * A server may also treat an unterminated line as complete once no new
@@ -75,16 +84,19 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment, unused-ignore]
 
 __all__ = [
+    "AUTH_OP",
     "DEFAULT_HOST",
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_PORT",
     "JSON_BACKEND",
+    "MAX_AUTH_LINE_BYTES",
     "Invalid",
     "LineFramer",
     "Message",
     "NonFiniteNumber",
     "Request",
     "Text",
+    "check_token",
     "check_utf8",
     "decode_json",
     "decode_reply",
@@ -97,6 +109,10 @@ __all__ = [
 ]
 
 DEFAULT_MAX_LINE_BYTES = 1_048_576
+#: The op of a connection's first line when its server has a token, and the
+#: longest that line may be before the token is checked (a line, not a budget).
+AUTH_OP = "auth"
+MAX_AUTH_LINE_BYTES = 4096
 #: Where a server listens, and a client connects, unless told otherwise.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -406,6 +422,24 @@ def encode_request(
             raise ValueError('"op" and "id" cannot be used as parameter names')
         request.update(params)
     return _dumps(request) + b"\n"
+
+
+def check_token(token: object) -> str:
+    """``token`` if a server can require it: a non-empty string whose auth
+    line (:data:`AUTH_OP`) fits in :data:`MAX_AUTH_LINE_BYTES`; else ValueError."""
+    if not isinstance(token, str) or not token:
+        raise ValueError("a token must be a non-empty string")
+    try:
+        token.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it
+        raise ValueError("a token must be valid Unicode text") from None
+    line = encode_request(AUTH_OP, {"token": token})
+    if len(line) - 1 > MAX_AUTH_LINE_BYTES:
+        raise ValueError(
+            f"a token must fit in the {MAX_AUTH_LINE_BYTES}-byte auth line "
+            f"(this one takes {len(line) - 1} bytes)"
+        )
+    return token
 
 
 def decode_reply(line: bytes) -> dict[str, Any]:

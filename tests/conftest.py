@@ -3,6 +3,7 @@ Helpers the tests import live in helpers.py."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -16,6 +17,9 @@ from spike._limits import raise_open_file_limit
 
 # The concurrency tests hold about two sockets per client in this process.
 raise_open_file_limit(8192)
+# A token in the developer's environment would make every server the suite
+# starts (and the site build's) ask for one: tests that want one set it.
+os.environ.pop("SPIKE_TOKEN", None)
 
 
 @pytest.fixture(params=sorted(POLLERS))

@@ -3,10 +3,11 @@
 One real `mkdocs build --strict` of the project (HTML only), served on
 127.0.0.1, and every page opened in the installed Chromium-family browser
 (the one hooks/pdf.py prints with; nothing is downloaded) in the light and
-the dark palette, and the print page, which becomes the PDF, with print
-media emulated. axe-core comes from node_modules, pinned by
-package-lock.json (`npm ci`). Mermaid diagrams are drawn first and their
-shadow roots opened, so axe checks the diagrams' text too.
+the dark palette, and the paper (print_page/), which becomes the PDF, with
+print media emulated, once Paged.js has laid out its pages. axe-core comes
+from node_modules, pinned by package-lock.json (`npm ci`). Mermaid diagrams
+are drawn first (on site pages their shadow roots are opened), so axe checks
+the diagrams' text too.
 
 Skipped, with the reason, where there is no browser, no Playwright or no
 `node_modules/axe-core`; CI runs `npm ci` and has a browser, so it runs there.
@@ -92,8 +93,14 @@ def browser() -> Iterator:
             chromium.close()
 
 
-def audit(browser, url: str, *, scheme: str, media: str = "screen") -> list[dict]:
-    """axe-core's WCAG 2.1 A/AA violations on one page, as it is drawn in `scheme` and `media`."""
+def audit(
+    browser, url: str, *, scheme: str, media: str = "screen", paper: bool = False
+) -> list[dict]:
+    """axe-core's WCAG 2.1 A/AA violations on one page, as it is drawn in `scheme` and `media`.
+
+    `paper`: the page is the paper, whose own script (paper.js) draws the
+    diagrams and lays out the pages; the audit waits until it is done.
+    """
     context = browser.new_context(color_scheme=scheme, service_workers="block")
     try:
         # The page and its own files only: web fonts and CDNs are refused.
@@ -111,10 +118,19 @@ def audit(browser, url: str, *, scheme: str, media: str = "screen") -> list[dict
         tab.goto(url, wait_until="load")
         palette = tab.evaluate("() => document.body.dataset.mdColorScheme")
         assert palette == SCHEMES[scheme], f"{url}: {scheme} shows palette {palette!r}"
-        diagrams = tab.evaluate("() => document.querySelectorAll('.mermaid').length")
-        tab.wait_for_function(
-            f"() => ({_pdf_hook.DRAWN_DIAGRAMS.strip()})() >= {diagrams}", timeout=DRAW_TIMEOUT_MS
-        )
+        if paper:
+            tab.wait_for_function(
+                "() => window.paperStatus && window.paperStatus.state !== 'working'",
+                timeout=DRAW_TIMEOUT_MS,
+            )
+            status = tab.evaluate("() => window.paperStatus")
+            assert status["state"] == "ready" and status["pages"] > 3, status
+        else:
+            diagrams = tab.evaluate("() => document.querySelectorAll('.mermaid').length")
+            tab.wait_for_function(
+                f"() => ({_pdf_hook.DRAWN_DIAGRAMS.strip()})() >= {diagrams}",
+                timeout=DRAW_TIMEOUT_MS,
+            )
         tab.add_script_tag(path=str(AXE))
         result = tab.evaluate(
             """(tags) => axe.run(document, {
@@ -160,7 +176,9 @@ def test_every_page_passes_wcag21_aa(served, browser, scheme: str) -> None:
 
 def test_print_page_passes_wcag21_aa(served, browser) -> None:
     _, base, _ = served
-    lines = _blocking(audit(browser, base + "print_page/", scheme="light", media="print"))
+    lines = _blocking(
+        audit(browser, base + "print_page/", scheme="light", media="print", paper=True)
+    )
     assert not lines, "\n".join(lines)
 
 

@@ -155,12 +155,15 @@ def test_server_takes_an_ipv6_host_in_brackets_as_the_client_does(server_process
 
 @pytest.mark.parametrize("host", ["0", "0.0.0.0"])
 def test_a_wildcard_host_says_so_in_the_start_line(server_process, host: str) -> None:
-    """``--host 0`` is 0.0.0.0: every network interface, which the start line says."""
+    """``--host 0`` is 0.0.0.0: every network interface, which the start line
+    says, with the token a teammate needs (tests/test_token.py has the rest)."""
     proc = server_process("--host", host, "--port", "0")
-    assert proc.first_line == (
-        f"Serving on 0.0.0.0:{proc.port} (every network interface: other computers can "
-        "connect; press Ctrl+C to stop)"
-    )
+    assert re.fullmatch(
+        rf"Serving on 0\.0\.0\.0:{proc.port} \(every network interface: a teammate connects "
+        rf"with spike-client --host \S+ --port {proc.port} --token [0-9a-f]{{32}}; "
+        r"press Ctrl\+C to stop\)",
+        proc.first_line,
+    ), proc.first_line
 
 
 # --- spike-client ---------------------------------------------------------------

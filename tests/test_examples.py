@@ -48,22 +48,37 @@ def word_count_server():
         yield server.address
 
 
-def _env() -> dict[str, str]:
+TOKEN = "a-token-for-the-teammate"
+
+
+@pytest.fixture
+def guarded_port():
+    """The service as a teammate on another computer meets it: every
+    interface, with a token (reached here through 127.0.0.1)."""
+    with running_server(
+        ops=service.ops, host="0.0.0.0", port=0, token=TOKEN, poll_interval=0.05
+    ) as server:
+        yield server.address[1]
+
+
+def _env(token: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if token is not None:
+        env["SPIKE_TOKEN"] = token
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONIOENCODING"] = "utf-8"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
+def _run(args: list[str], token: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         args,
         capture_output=True,
         text=True,
         encoding="utf-8",
         timeout=TIMEOUT,
-        env=_env(),
+        env=_env(token),
         stdin=subprocess.DEVNULL,
     )
 
@@ -156,6 +171,35 @@ def test_teammate_client_reports_a_missing_service_in_one_line():
 def test_node_client_talks_to_the_python_service(word_count_server):
     _, port = word_count_server
     done = _run(["node", str(EXAMPLES / "teammate_client.js"), str(port), SENTENCE])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == SHOWN_OUTPUT
+
+
+@pytest.mark.parametrize("language", ["python", "node"])
+def test_the_teammate_programs_send_the_token_first(guarded_port, language):
+    """SPIKE_TOKEN set: the service on another computer answers as on this one;
+    a wrong token is one line and exit status 1."""
+    if language == "node" and shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    program = {
+        "python": [sys.executable, str(EXAMPLES / "teammate_client.py"), "--port"],
+        "node": ["node", str(EXAMPLES / "teammate_client.js")],
+    }[language]
+    args = [*program, str(guarded_port), SENTENCE]
+    done = _run(args, token=TOKEN)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == SHOWN_OUTPUT
+    for token in ("wrong", None):
+        refused = _run(args, token=token)
+        assert refused.returncode == 1
+        assert len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert "unauthorized" in refused.stderr and "Traceback" not in refused.stderr
+        assert "owner for the one it printed at start" in refused.stderr
+
+
+def test_the_python_teammate_takes_the_token_as_an_option_too(guarded_port):
+    program = [sys.executable, str(EXAMPLES / "teammate_client.py")]
+    done = _run([*program, "--port", str(guarded_port), "--token", TOKEN, SENTENCE])
     assert done.returncode == 0, done.stderr
     assert done.stdout == SHOWN_OUTPUT
 

@@ -22,8 +22,10 @@ LAYERS = [
     # what every part may use; none imports another part of spike
     ["spike.errors", "spike._version", "spike._display", "spike._limits", "spike._address"],
     # the wire rules, and the helpers that sit on them
-    ["spike.protocol", "spike._logwriter", "spike._args", "spike._serving"],
-    ["spike.ops"],
+    ["spike.protocol", "spike._logwriter", "spike._serving"],
+    # what stands on the wire rules: ops, and the command lines' argument
+    # types (a token must fit the auth line)
+    ["spike.ops", "spike._args"],
     # the client and the server never import each other
     ["spike.client", "spike.server", "spike._loader"],
     ["spike"],  # the public API: spike/__init__.py
@@ -171,7 +173,7 @@ def test_no_module_imports_itself_back() -> None:
 #: reply queue know nothing of connections or the loop; a connection knows
 #: nothing of the loop (it reports through an interface).
 SERVER_LAYERS = [
-    ["spike.server._poller", "spike.server._net", "spike.server._replies"],
+    ["spike.server._poller", "spike.server._net", "spike.server._replies", "spike.server._auth"],
     ["spike.server._dispatch"],
     ["spike.server._connection"],
     ["spike.server._loop"],

@@ -73,9 +73,13 @@ def classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def java(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """Run `java args`, output decoded as UTF-8."""
+def java(
+    *args: str, cwd: Path = ROOT, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `java args`, output decoded as UTF-8 (``token``: in SPIKE_TOKEN)."""
     env = {key: value for key, value in os.environ.items() if key != "JAVA_TOOL_OPTIONS"}
+    if token is not None:
+        env["SPIKE_TOKEN"] = token
     if sys.platform == "linux":
         # Java decodes its arguments in the locale's encoding (ASCII under C/POSIX).
         env["LC_ALL"] = "C.UTF-8"
@@ -212,6 +216,31 @@ def test_java_client_reports_a_missing_service_in_one_line(classes: Path) -> Non
     assert len(lines) == 1, done.stderr  # no stack trace
     assert lines[0].startswith(f"Could not use the service at 127.0.0.1:{port}: ")
     assert "Connection refused" in lines[0]
+
+
+@needs_jdk
+def test_java_client_sends_the_token_first(classes: Path) -> None:
+    """A service on every interface with a token, as a teammate on another
+    computer meets it: SPIKE_TOKEN set, the program prints what the page
+    shows (the token line is not shown); a wrong one is one line, exit 1."""
+    token = "a-token-for-java"
+    with running_server(
+        ops=_word_count_ops(), host="0.0.0.0", port=0, token=token, poll_interval=0.05
+    ) as server:
+        port = str(server.address[1])
+        done = java(
+            "-cp", str(classes), "TeammateClient", port, SENTENCE, "127.0.0.1", token=token
+        )
+        wrong = java("-cp", str(classes), "TeammateClient", port, SENTENCE, token="wrong")
+        missing = java("-cp", str(classes), "TeammateClient", port, SENTENCE)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == shown_output()
+    assert token not in done.stdout
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    (line,) = wrong.stderr.splitlines()
+    assert line.startswith("The service refused the token: ") and '"unauthorized"' in line
+    assert missing.returncode == 1  # the server's refusal is the first reply it prints
+    assert 'Received: {"ok":false,"error":{"code":"unauthorized"' in missing.stdout
 
 
 @needs_jdk

@@ -402,3 +402,23 @@ def test_ops_registered_with_a_partial_or_a_callable_object_run_where_expected()
     ):
         assert client.request("object") == "object"
         assert client.request("partial") == "hi"
+
+
+def test_a_def_op_that_returns_a_coroutine_says_how_to_register_it() -> None:
+    ops = default_ops.copy()
+
+    async def real(params: Any, ctx: OpContext) -> str:
+        return "never"
+
+    def hidden(params: Any, ctx: OpContext) -> Any:  # a def that returns a coroutine
+        return real(params, ctx)
+
+    ops.add("hidden", hidden)
+    log = LogCapture()
+    with (
+        running_server(port=0, ops=ops, error_log=log) as server,
+        Client(*server.address, timeout=WAIT) as client,
+    ):
+        reply = ask(client, "hidden")
+    assert reply["error"]["code"] == "op_failed"
+    assert "register the async def function itself" in reply["error"]["message"]

@@ -271,7 +271,7 @@ def test_decode_json_refuses_numbers_json_cannot_carry() -> None:
     assert not isinstance(not_json.value, NonFiniteNumber)
 
 
-def test_error_codes_are_the_documented_eight() -> None:
+def test_error_codes_are_the_documented_nine() -> None:
     assert set(errors.ERROR_CODES) == {
         "bad_utf8",
         "bad_json",
@@ -281,6 +281,7 @@ def test_error_codes_are_the_documented_eight() -> None:
         "op_timeout",
         "line_too_long",
         "overloaded",
+        "unauthorized",
     }
     for code in errors.ERROR_CODES:
         assert f"``{code}``" in protocol.__doc__

@@ -289,3 +289,23 @@ def test_every_line_before_an_over_long_one_is_answered(serve: Serve) -> None:
             assert json.loads(reader.line())["result"] == "x" * 300_000
         assert json.loads(reader.line())["error"]["code"] == "line_too_long"
         assert reader.closed_by_peer()
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["loop", "worker"])
+def test_a_reply_bigger_than_the_whole_budget_is_an_error_reply_not_a_cut_line(
+    inline: bool, serve: Serve
+) -> None:
+    """A 2 MB reply with a 1 MiB budget, to a client that reads. Before: it was
+    queued, refused at once and cut mid-line, with no error reply."""
+    log = LogCapture()
+    ops = big_ops(2_000_000, inline=inline)
+    with (
+        serve(port=0, ops=ops, max_buffered_bytes=MiB, error_log=log) as server,
+        connect(server.address) as sock,
+    ):
+        reply = json.loads(round_trip(sock, b'{"op": "big", "id": 9}\n'))
+        assert reply["id"] == 9 and reply["error"]["code"] == "op_failed"
+        assert "more than the server holds for all its clients" in reply["error"]["message"]
+        assert round_trip(sock, b"still open\n") == b"still open"
+    (line,) = [line for line in log.lines if line.startswith("Error:")]
+    assert "op 'big' returned a reply too big to hold (request id 9)" in line

@@ -101,7 +101,7 @@ def test_capture_comes_from_this_build(site):
 
 def test_capture_shows_the_message_both_ways(site):
     text = site.page_text("spike/demo")
-    assert "spike.client --port" in text and "A message from CS361" in text
+    assert "uv run spike-client" in text and "A message from CS361" in text
     assert "Sent: A message from CS361" in text
     assert "Received: A message from CS361" in text
     server_side = text[text.index("Serving on") :]

@@ -2,7 +2,9 @@
 // plain-text message and one JSON request to the word-count service,
 // one line each over TCP, and prints each reply line.
 //
-//   java docs/examples/TeammateClient.java 3001 "the text to count"
+//   java docs/examples/TeammateClient.java 3001 "the text to count" [host]
+//
+// A service on another computer needs its token: set SPIKE_TOKEN.
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStreamReader;
@@ -22,16 +24,28 @@ public class TeammateClient {
             System.exit(2);
         }
         String text = args.length > 1 ? args[1] : "A message from CS361";
-        String where = "127.0.0.1:" + port;
+        String host = args.length > 2 ? args[2] : "127.0.0.1";
+        String token = System.getenv("SPIKE_TOKEN");
+        String where = host + ":" + port;
 
         try (Socket socket = new Socket()) {
-            socket.connect(new InetSocketAddress("127.0.0.1", port), 5000);
+            socket.connect(new InetSocketAddress(host, port), 5000);
             socket.setSoTimeout(5000); // wait at most 5 s for a reply
             // UTF-8 both ways; `true` sends each println at once.
             PrintWriter out = new PrintWriter(new OutputStreamWriter(
                 socket.getOutputStream(), StandardCharsets.UTF_8), true);
             BufferedReader in = new BufferedReader(new InputStreamReader(
                 socket.getInputStream(), StandardCharsets.UTF_8));
+
+            // 0. The token, when there is one, goes first (not shown).
+            if (token != null && !token.isEmpty()) {
+                out.println("{\"op\": \"auth\", \"token\": " + jsonString(token) + "}");
+                String reply = in.readLine();
+                if (reply == null || !reply.contains("\"ok\":true")) {
+                    System.err.println("The service refused the token: " + reply);
+                    System.exit(1);
+                }
+            }
 
             // 1. A plain line of text: the reply is the same text.
             send(out, "A message from CS361");

@@ -2,14 +2,20 @@
 // it sends one JSON line over TCP to the word-count service and reads one
 // JSON line back. Nothing about it depends on the service being Python.
 //
-//   node docs/examples/teammate_client.js 3001 "the text to count"
+//   node docs/examples/teammate_client.js 3001 "the text to count" [host]
+//
+// A service on another computer needs its token: set SPIKE_TOKEN.
 const net = require("node:net");
 
 const port = Number(process.argv[2] ?? 3001);
 const text = process.argv[3] ?? "A message from CS361";
-const where = `127.0.0.1:${port}`;
+const host = process.argv[4] ?? "127.0.0.1";
+const token = process.env.SPIKE_TOKEN;
+const where = `${host}:${port}`;
 
-const socket = net.createConnection({ host: "127.0.0.1", port }, () => {
+const socket = net.createConnection({ host, port }, () => {
+  // The token, when there is one, goes first: the auth line.
+  if (token) socket.write(JSON.stringify({ op: "auth", token }) + "\n");
   // One request = one JSON object on one line, ended by "\n".
   const request = { op: "word_count", id: 1, text, top: 3 };
   socket.write(JSON.stringify(request) + "\n");
@@ -25,20 +31,25 @@ socket.setTimeout(5000, () => {
 let received = "";
 socket.on("data", (chunk) => {
   received += chunk;
-  const end = received.indexOf("\n");
-  if (end < 0) return; // TCP may deliver the reply in pieces: wait for "\n"
-  const reply = JSON.parse(received.slice(0, end));
-  socket.end();
-  if (reply.ok) {
-    const { words, characters, most_common } = reply.result;
-    console.log(`${words} words, ${characters} characters`);
-    for (const { word, count } of most_common) {
-      console.log(`  ${word}: ${count}`);
+  let end;
+  // TCP may deliver a reply in pieces, or two at once: cut at each "\n".
+  while ((end = received.indexOf("\n")) >= 0) {
+    const reply = JSON.parse(received.slice(0, end));
+    received = received.slice(end + 1);
+    if (reply.ok && reply.id !== 1) continue; // the auth line's reply
+    socket.end();
+    if (reply.ok) {
+      const { words, characters, most_common } = reply.result;
+      console.log(`${words} words, ${characters} characters`);
+      for (const { word, count } of most_common) {
+        console.log(`  ${word}: ${count}`);
+      }
+    } else {
+      const { code, message } = reply.error;
+      console.error(`the service refused the request: ${code}: ${message}`);
+      process.exitCode = 1;
     }
-  } else {
-    const { code, message } = reply.error;
-    console.error(`the service refused the request: ${code}: ${message}`);
-    process.exitCode = 1;
+    return;
   }
 });
 socket.on("error", (err) => {

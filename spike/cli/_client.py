@@ -11,10 +11,19 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from .._args import Parser, host, port, seconds, utf8_text
+from .._args import (
+    TOKEN_VARIABLE,
+    Parser,
+    host,
+    port,
+    seconds,
+    token,
+    token_from_environment,
+    utf8_text,
+)
 from .._display import escape_controls, shorten
 from ..client import DEFAULT_TIMEOUT, MAX_TIMEOUT, Client, check_reply, request_id_of
-from ..errors import NO_ID, PipeError, ProtocolError, first_line
+from ..errors import NO_ID, PipeError, ProtocolError, Unauthorized, first_line
 from ..protocol import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -75,6 +84,13 @@ def _client_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--port", type=port, default=DEFAULT_PORT, help="server port (default %(default)s)"
+    )
+    parser.add_argument(
+        "--token",
+        type=token,
+        metavar="T",
+        help="the server's token, for a server that needs one (its owner has it: "
+        f"spike-server prints it at start) (default: ${TOKEN_VARIABLE} if set)",
     )
     parser.add_argument(
         "--timeout",
@@ -142,6 +158,11 @@ def _parse_client_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """
     parser = _client_parser()
     args = parser.parse_intermixed_args(argv)
+    if args.token is None:
+        try:
+            args.token = token_from_environment()
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.param and args.op is None:
         parser.error("argument --param: only used with --op NAME")
     if args.words and args.each:
@@ -249,6 +270,10 @@ def client_main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         emit("", sys.stderr)
         return 130
+    except Unauthorized as exc:  # one line: what to ask for, and where to put it
+        how = "" if args.token else f", then pass it with --token T (or set {TOKEN_VARIABLE})"
+        emit(f"spike-client: {exc.message}{how}", sys.stderr)
+        return 1
     except PipeError as exc:
         emit(f"spike-client: {exc}", sys.stderr)
         return 1
@@ -258,7 +283,7 @@ def _run_client(args: argparse.Namespace) -> int:
     status = 0
     next_id = 1
     where = format_address((args.host, args.port))
-    with Client(args.host, args.port, args.timeout) as client:
+    with Client(args.host, args.port, args.timeout, token=args.token) as client:
         wire_lines: list[str] = []
         if args.op_line is not None:
             wire_lines.append(args.op_line)

@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import secrets
 import signal
+import socket
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
 
-from .._address import is_wildcard
-from .._args import Parser, host, port, positive_int, seconds
+from .._address import is_loopback, is_wildcard
+from .._args import (
+    TOKEN_VARIABLE,
+    Parser,
+    host,
+    port,
+    positive_int,
+    seconds,
+    token,
+    token_from_environment,
+)
 from .._limits import raise_open_file_limit
 from .._loader import load_ops
 from .._logwriter import LogWriter, dropped_line
 from ..errors import OpsLoadError, PipeError
 from ..ops import OpRegistry, default_ops
-from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
+from ..protocol import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PORT,
+    format_address,
+)
 from ..server import (
     DEFAULT_FLUSH_AFTER,
     DEFAULT_MAX_BUFFERED_BYTES,
@@ -53,6 +70,21 @@ def _server_parser() -> argparse.ArgumentParser:
         type=port,
         default=DEFAULT_PORT,
         help="TCP port (default %(default)s; 0 picks a free one)",
+    )
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--token",
+        type=token,
+        metavar="T",
+        help='every client must first send {"op": "auth", "token": T} (spike-client '
+        "--token T) (default: none when --host is this computer only; else "
+        f"${TOKEN_VARIABLE} if set, or a random token, printed at start)",
+    )
+    tokens.add_argument(
+        "--no-token",
+        action="store_true",
+        help="no token even when other computers can connect: anyone who can reach "
+        "this one can call every op you serve",
     )
     parser.add_argument(
         "--ops",
@@ -186,7 +218,34 @@ def _load(args: argparse.Namespace, err: LogWriter) -> OpRegistry | None:
         return None
 
 
+def _choose_token(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The token to require and where it came from ("--token", the
+    variable's name, or "" for one made now); (None, "") for none.
+
+    Beyond this computer a token is required unless ``--no-token`` says
+    otherwise: ``--token``, else the variable, else a new one. On it, only
+    ``--token`` sets one: a variable kept for a teammate's server must not
+    change what a plain ``spike-server`` does."""
+    if args.no_token:
+        return None, ""
+    if args.token is not None:
+        return args.token, "--token"
+    if is_loopback(args.host):
+        return None, ""
+    from_variable = token_from_environment()  # ValueError if it cannot be one
+    if from_variable is not None:
+        return from_variable, TOKEN_VARIABLE
+    # 128 bits from the operating system's secure source; hex, so it survives
+    # any shell, any chat window and argparse (no leading "-") unchanged.
+    return secrets.token_hex(16), ""
+
+
 def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
+    try:
+        token, token_from = _choose_token(args)
+    except ValueError as exc:  # the variable holds what cannot be a token
+        err(f"spike-server: {exc}")
+        return 2
     ops = _load(args, err)
     if ops is None:
         return 2
@@ -206,12 +265,13 @@ def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
             log=None if args.quiet else out,
             error_log=err if args.quiet else None,  # None: errors go to log
             op_tracebacks=args.tracebacks,
+            token=token,
         )
     except PipeError as exc:
         err(f"spike-server: {exc}")
         return 1
     try:
-        reach = _reach(server.address[0])
+        reach = _reach(server.address, token, token_from)
         served = f"ops from {args.ops}: {', '.join(ops.names())}; " if args.ops else ""
         out(f"Serving on {format_address(server.address)} ({served}{reach}press Ctrl+C to stop)")
         server.serve_forever()
@@ -223,10 +283,39 @@ def _serve(args: argparse.Namespace, out: LogWriter, err: LogWriter) -> int:
     return 0
 
 
-def _reach(address: str) -> str:
-    """What the start line adds for a wildcard address: ``--host 0``,
-    ``0.0.0.0`` and ``::`` all listen on every network interface."""
-    return "every network interface: other computers can connect; " if is_wildcard(address) else ""
+def _reach(address: tuple[str, int], token: str | None, token_from: str) -> str:
+    """What the start line says about who can connect, and with what token.
+
+    A wildcard (``--host 0``, ``0.0.0.0``, ``::``) listens on every network
+    interface. A token made now is printed in full, in the command a
+    teammate runs; one the user gave is only named, so that it never lands
+    in a saved log."""
+    host, port = address
+    wildcard = is_wildcard(host)
+    where = "every network interface: " if wildcard else ""
+    if token is not None and token_from:
+        return f"{where}clients need the token from {token_from}; "
+    if token is not None:
+        teammate = _this_computer() if wildcard else host
+        return (
+            f"{where}a teammate connects with spike-client --host {teammate} --port {port} "
+            f"--token {token}; "
+        )
+    if is_loopback(host):
+        return ""
+    return f"{where}no token (--no-token): anyone who can reach this computer can call every op; "
+
+
+def _this_computer() -> str:
+    """This computer's address as a teammate on its network would type it: a
+    guess, the address of the interface that routes outward (connecting a
+    UDP socket sends nothing); a placeholder when there is no such route."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737): never a real host
+        address = str(probe.getsockname()[0])
+        if address != "0.0.0.0":
+            return address
+    return "THIS-COMPUTERS-ADDRESS"
 
 
 def _close_logs(out: LogWriter, err: LogWriter) -> None:

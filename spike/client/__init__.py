@@ -14,7 +14,7 @@ From a terminal use ``spike-client`` (or ``python -m spike.client``).
 
 from __future__ import annotations
 
-from ..errors import ConnectError, ConnectionClosed, PipeTimeout
+from ..errors import ConnectError, ConnectionClosed, PipeTimeout, Unauthorized
 from ._client import (
     DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_TIMEOUT,
@@ -32,6 +32,7 @@ __all__ = [
     "ConnectError",
     "ConnectionClosed",
     "PipeTimeout",
+    "Unauthorized",
     "check_reply",
     "request_id_of",
 ]

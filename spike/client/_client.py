@@ -20,12 +20,18 @@ the line, raised by the next call, and the connection is closed, since
 the replies are out of step. A JSON request's reply must also carry its
 ``id``.
 
+A server that listens beyond its own computer needs a token: pass
+``token=`` (its owner has it: ``spike-server`` prints it at start), and the
+client sends the ``auth`` line first, when it connects. A server without a
+token accepts one too.
+
 Every failure is a :class:`~spike.errors.PipeError`:
 :class:`ConnectError` (nothing listening, unknown host),
 :class:`PipeTimeout` (the deadline passed), :class:`ConnectionClosed` (the
 server hung up), :class:`~spike.errors.ProtocolError` (a reply that breaks
 the protocol) and :class:`~spike.errors.RemoteError` (an ``ok: false``
-reply, with ``.code`` and ``.message``).
+reply, with ``.code`` and ``.message``; :class:`~spike.errors.Unauthorized`
+when the token is missing or wrong).
 
 From a terminal use ``spike-client`` (or ``python -m spike.client``).
 """
@@ -46,18 +52,23 @@ from ..errors import (
     BAD_REQUEST,
     BAD_UTF8,
     NO_ID,
+    UNAUTHORIZED,
+    UNKNOWN_OP,
     ConnectError,
     ConnectionClosed,
     LineTooLong,
     PipeTimeout,
     ProtocolError,
     RemoteError,
+    Unauthorized,
 )
 from ..protocol import (
+    AUTH_OP,
     DEFAULT_HOST,
     DEFAULT_PORT,
     LineFramer,
     Text,
+    check_token,
     encode_request,
     format_address,
     parse_message,
@@ -83,6 +94,11 @@ _WAKE_EVERY = 0.25
 # Replies can be longer than requests (JSON escaping), so the client accepts
 # more than the server's default request limit.
 DEFAULT_MAX_REPLY_BYTES = 16 * 1_048_576
+# How a spike server's `unauthorized` reply starts (it never carries an id):
+# a raw exchange that gets one raises Unauthorized, since the server has
+# closed the connection.
+_UNAUTHORIZED_REPLY = b'{"ok":false,"error":{"code":"unauthorized"'
+_ASK = "ask its owner for the one it printed at start"
 
 
 class Client:
@@ -94,7 +110,9 @@ class Client:
     receiving its complete reply line) must be done within it, however
     slowly the server trickles its bytes. After a timeout the connection is
     closed, since a late reply would otherwise be taken for the next one.
-    ``host`` may be an IPv6 address in brackets (``"[::1]"``).
+    ``host`` may be an IPv6 address in brackets (``"[::1]"``). ``token``:
+    sent in the ``auth`` line right after connecting, for a server that
+    needs one (:class:`~spike.errors.Unauthorized` if it refuses it).
 
     Methods for the caller:
         ``send_text(text) -> str`` a plain-text message and its reply;
@@ -116,7 +134,10 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
         *,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        token: str | None = None,
     ) -> None:
+        if token is not None:
+            check_token(token)
         if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
             raise ValueError(
                 f"timeout must be None or more than 0 and at most {MAX_TIMEOUT:g} seconds, "
@@ -133,11 +154,14 @@ class Client:
         self._extra: list[bytes] = []
         self._next_id = 1
         self._send_failure: str | None = None  # why the last send broke off
+        self._token_given = token is not None
         self._sock: socket.socket | None = None
         with self._map_os_errors("connect"):
             self._sock = socket.create_connection((host, port), timeout=timeout)
         with contextlib.suppress(OSError):
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if token is not None:
+            self._authenticate(token)
 
     # -- public API ----------------------------------------------------------
     def send_line(self, line: str) -> str:
@@ -158,7 +182,10 @@ class Client:
         self._check_nothing_unasked(look=True)
         deadline = self._deadline()
         self._send(data, deadline)
-        return self._receive_line(deadline)
+        raw = self._receive_line(deadline)
+        if raw.startswith(_UNAUTHORIZED_REPLY):
+            self._raise_if_error(check_reply(raw, NO_ID, self._where))
+        return raw
 
     def send_text(self, text: str) -> str:
         """Send a plain-text message and return the server's reply text.
@@ -174,7 +201,7 @@ class Client:
                 parsed = _decode_reply(reply.encode())
             except ProtocolError:
                 return reply  # some other server's text that starts with {
-            _raise_if_error(parsed)
+            self._raise_if_error(parsed)
         return reply
 
     def request(self, op: str, **params: Any) -> Any:
@@ -199,7 +226,7 @@ class Client:
         except ProtocolError:
             self.close()  # the replies are out of step, or it is not a pipe server
             raise
-        _raise_if_error(reply)
+        self._raise_if_error(reply)
         return reply["result"]
 
     def close(self) -> None:
@@ -224,6 +251,36 @@ class Client:
         return f"<Client {self._where}{' closed' if self._sock is None else ''}>"
 
     # -- internals -----------------------------------------------------------
+    def _authenticate(self, token: str) -> None:
+        """Send the ``auth`` line. A server with no notion of tokens (another
+        team's pipe) answers ``unknown_op``: then none is needed."""
+        try:
+            self.request(AUTH_OP, token=token)
+        except RemoteError as exc:
+            if exc.code == UNKNOWN_OP:
+                return
+            self.close()
+            raise
+        except BaseException:
+            self.close()  # the caller never gets the client to close
+            raise
+
+    def _raise_if_error(self, reply: dict[str, Any]) -> None:
+        if reply["ok"]:
+            return
+        error = reply["error"]
+        code, message = error["code"], error["message"]
+        if code == UNAUTHORIZED:
+            self.close()  # the server has closed it
+            if not self._token_given:
+                message = f"{self._where} needs a token: {_ASK}"
+            elif message.startswith("wrong token"):
+                message = f"{self._where} refused the token: {_ASK}"
+            else:  # refused for another reason (too many failed attempts)
+                message = f"{self._where} refused the connection: {message}"
+            raise Unauthorized(code, message, reply.get("id", NO_ID))
+        raise RemoteError(code, message, reply.get("id", NO_ID))
+
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
 
@@ -480,9 +537,3 @@ def _connect_reason(exc: BaseException) -> str:
         # over 63 characters): Python refuses it before asking DNS.
         return "not a valid host name"
     return str(getattr(exc, "strerror", None) or exc)
-
-
-def _raise_if_error(reply: dict[str, Any]) -> None:
-    if not reply["ok"]:
-        error = reply["error"]
-        raise RemoteError(error["code"], error["message"], reply.get("id", NO_ID))

@@ -15,6 +15,10 @@ output cap. A request whose op runs off the loop reserves its reply's
 place instead (:mod:`._replies`); its reply arrives later through
 :meth:`Connection.op_done` (or :meth:`Connection.op_timed_out`) and goes
 out in request order.
+
+When the server has a token, a connection starts ``AUTHENTICATING``: it
+holds at most one short first line, which :mod:`._auth` judges; only then
+is it ``OPEN`` (or refused with ``unauthorized``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,17 @@ from .._display import display_text, plural
 from .._logwriter import EventLog
 from ..errors import NO_ID, OP_FAILED, OP_TIMEOUT, OVERLOADED, LineTooLong, ProtocolError
 from ..ops import OpContext, OpRegistry, OpSpec, RunsOn, ServerView, describe
-from ..protocol import LineFramer, Request, Text, encode_error, format_address, parse_message
+from ..protocol import (
+    AUTH_OP,
+    MAX_AUTH_LINE_BYTES,
+    LineFramer,
+    Request,
+    Text,
+    encode_error,
+    format_address,
+    parse_message,
+)
+from ._auth import Gate, hide_token, no_token_needed
 from ._dispatch import Outcome, error_reply, run_op
 from ._net import input_waiting, queued_for_peer
 from ._poller import READ as _READ
@@ -70,6 +84,9 @@ _RECEIVED = "Received: "
 class State(enum.Enum):
     """A connection's life, one state at a time (after h11's ``_state.py``)."""
 
+    #: The server has a token and this connection has not sent its auth
+    #: line yet: at most one short line is read, and nothing is answered.
+    AUTHENTICATING = "authenticating"
     #: Reading and answering.
     OPEN = "open"
     #: More than the output cap of replies waits unsent: nothing more is
@@ -121,6 +138,11 @@ class Settings:
     #: Requests of one connection whose ops may run at once; past it the
     #: connection is not read until replies come back.
     max_in_flight: int
+    #: The server's whole budget: an op's reply bigger than this could never
+    #: be held, so it becomes an error reply instead of a cut line.
+    max_reply_bytes: int
+    #: The server's token gate (None: no token; every connection starts OPEN).
+    gate: Gate[Connection] | None = None
 
 
 class ConnectionHost(ServerView, Protocol):
@@ -220,10 +242,12 @@ class Connection:
         memory budget; ``stop()`` the server is stopping: send what is
         answered, then close; ``close()`` close now.
 
-    What an op sees as its ``ctx`` (:class:`~spike.ops.OpContext`):
-    ``peer``, ``messages`` and ``server``. Read-only for the server:
-    ``state``, ``holding`` (unread input and unsent replies, in bytes),
-    ``unsent`` (reply bytes not handed to the socket), ``sock``.
+    An op never sees the connection: its ``ctx`` is a snapshot
+    (:class:`~spike.ops.OpContext`) of ``peer``, ``messages`` and the
+    server. Read-only for the server: ``state``, ``holding`` (unread input
+    and unsent replies, in bytes), ``unsent`` (reply bytes not handed to
+    the socket), ``in_flight`` (ops running off the loop), ``sock``.
+    Methods for the server's inbox: ``op_done()`` and ``op_timed_out()``.
 
     How input flows: one ``recv()`` of up to 64 KiB at a time, and no
     further ``recv()`` until every line in it is answered. Each loop turn
@@ -239,7 +263,9 @@ class Connection:
         self.sock = sock
         self.peer = peer
         self.messages = 0
-        self.state = State.OPEN
+        self._gate = settings.gate
+        self.state = State.OPEN if self._gate is None else State.AUTHENTICATING
+        self._first = b""  # the start of the first line, before the token is accepted
         self.framer = LineFramer(settings.max_line_bytes)
         self._host = host
         self._settings = settings
@@ -269,6 +295,8 @@ class Connection:
         self._holding = 0  # what the server was last told this connection holds
         self._discard_left = _LINGER_MAX_BYTES  # input still to drop while lingering
         self._interest = _READ  # what the poller watches for
+        if self._gate is not None:
+            self._gate.admit(self, host.now())
 
     # -- what an op and the server may read ---------------------------------
     @property
@@ -309,7 +337,11 @@ class Connection:
         if not data:
             self._end_of_stream()
             return
-        if self.state is not _OPEN:  # lingering or stopping: input is dropped
+        if self.state is not _OPEN:
+            if self.state is State.AUTHENTICATING:
+                self._before_auth(data)
+                return
+            # lingering or stopping: input is dropped
             self._discard_left -= len(data)
             if self._discard_left < 0:
                 self.close()
@@ -465,7 +497,8 @@ class Connection:
     def stop(self) -> None:
         """The server is stopping: no more input is answered; replies already
         made go out (``on_writable``), then the connection closes."""
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or self.state is State.AUTHENTICATING:
+            self.close()  # nothing is owed to a connection that never authenticated
             return
         if self.state in ANSWERING:
             self.state = State.STOPPING
@@ -523,8 +556,8 @@ class Connection:
         for done, line in enumerate(lines, 1):
             self.messages += 1
             host.answered(1)
-            if log is not None:
-                log.line(_RECEIVED, line)
+            if log is not None:  # an auth line is logged without its token
+                log.line(_RECEIVED, line if b'"token"' not in line else hide_token(line))
             reply = self._decide(line)
             if reply is not None:
                 self._queue(reply)
@@ -550,10 +583,14 @@ class Connection:
         try:
             spec = self._ops.get(request.op)
         except ProtocolError as exc:
+            if request.op == AUTH_OP:  # no op may take that name (see OpRegistry.add)
+                return self._auth_again(request)
             return error_reply(exc.code, exc.message, request_id)
         ctx: OpContext = _tuple_new(OpContext, (self.peer, self.messages, self._host))
         if spec.runs_on is _LOOP:
-            outcome = run_op(spec, request.params, ctx, request_id)
+            outcome = self._fit(
+                spec.name, request_id, run_op(spec, request.params, ctx, request_id)
+            )
             if outcome.failure is not None:
                 self._log_op_failure(spec.name, request_id, outcome.failure, outcome.what)
             return outcome.data
@@ -576,6 +613,7 @@ class Connection:
             outcome = Outcome(
                 error_reply(OP_FAILED, f"op {slot.op!r} was cancelled", slot.request_id)
             )
+        outcome = self._fit(slot.op, slot.request_id, outcome)
         if not self._replies.fill(slot, outcome.data):
             elapsed = self._host.now() - slot.started
             self._log_error(
@@ -587,6 +625,24 @@ class Connection:
         if outcome.failure is not None:
             self._log_op_failure(slot.op, slot.request_id, outcome.failure, outcome.what)
         self._release()
+
+    def _fit(self, op: str, request_id: Any, outcome: Outcome) -> Outcome:
+        """The outcome, or an ``op_failed`` reply when its reply is bigger than
+        the server's whole budget (it would be refused and cut mid-line)."""
+        size = len(outcome.data)
+        limit = self._settings.max_reply_bytes
+        if size <= limit:
+            return outcome
+        message = (
+            f"op {op!r} returned a reply of {size} bytes, more than the server holds "
+            f"for all its clients ({limit} bytes, --max-buffered-bytes)"
+        )
+        too_big = ValueError(message)
+        return Outcome(
+            error_reply(OP_FAILED, message, request_id),
+            too_big,
+            "returned a reply too big to hold",
+        )
 
     def op_timed_out(self, slot: Slot, seconds: float) -> None:
         """The op of ``slot`` ran past its deadline: ``op_timeout`` takes its place."""
@@ -629,7 +685,7 @@ class Connection:
         (then its traceback, when the server was asked for them)."""
         if self._error_log is None:
             return
-        how = f"{what} failed to encode" if what else "failed"
+        how = what or "failed"
         self._log_error(
             f"{format_address(self.peer)}: op {op!r} {how}{_request(request_id)}: {describe(exc)}"
         )
@@ -778,6 +834,9 @@ class Connection:
         """The client closed its side: answer a final unterminated line, then
         close once the replies are out."""
         self._eof = True
+        if self.state is State.AUTHENTICATING:
+            self._end_before_auth()
+            return
         # Reading happens only while OPEN with no input waiting, or LINGERING.
         if self.state is not State.OPEN:
             self.close()
@@ -791,6 +850,84 @@ class Connection:
         if self.state is not State.CLOSED:
             self._account()
             self._after_sent()
+
+    # -- before the token is accepted (a server with a token) ------------------------
+    def _before_auth(self, data: bytes) -> None:
+        """Hold at most one short first line; judge it once whole. What came
+        after it is input like any other, answered once the token is accepted."""
+        assert self._gate is not None
+        held = self._first + data if self._first else data
+        end = held.find(b"\n", 0, MAX_AUTH_LINE_BYTES + 2)  # "\r\n" may end a full line
+        if end < 0:
+            if len(held) > MAX_AUTH_LINE_BYTES + 1:  # refused without holding it
+                self._refuse_auth(*self._gate.too_long())
+            else:
+                self._first = held
+            return
+        self._first = b""
+        line = held[: end - 1] if held[end - 1 : end] == b"\r" else held[:end]
+        self._auth_line(line, held[end + 1 :])
+
+    def _auth_line(self, line: bytes, rest: bytes) -> None:
+        """Judge the first line: refuse the connection, or answer it and open it."""
+        assert self._gate is not None
+        reply, why = self._gate.check(line)
+        if why:
+            self._refuse_auth(reply, why)
+            return
+        self._gate.forget(self)
+        self.state = State.OPEN
+        self._queue(reply)
+        self._send_corked()
+        if self.state is State.CLOSED:
+            return
+        if rest:  # pipelined after the auth line
+            self._backlog = rest
+            self._backlog_pos = 0
+            if self._account():
+                self.take_turn()
+        else:
+            self._account()
+            self._update_interest()
+
+    def _end_before_auth(self) -> None:
+        """End of stream before the token: a held first line is still one
+        line, judged and answered; then the connection closes."""
+        line, self._first = self._first, b""
+        if not line:
+            self.close()
+            return
+        self._auth_line(line[:-1] if line[-1:] == b"\r" else line, b"")
+        if self.state is State.OPEN:
+            self._end_of_stream()  # its reply is out: close
+
+    def auth_timed_out(self) -> None:
+        """The server's ``auth_timeout`` passed without a whole first line."""
+        if self.state is not State.AUTHENTICATING:
+            return
+        if input_waiting(self.sock):
+            # The deadline passed while the server was not running (a stall):
+            # what arrived meanwhile is read first, and it decides.
+            self.on_readable()
+            if self.state is not State.AUTHENTICATING:
+                return
+        assert self._gate is not None
+        self._first = b""
+        self._refuse_auth(*self._gate.timed_out())
+
+    def _refuse_auth(self, reply: bytes, why: str) -> None:
+        """One ``unauthorized`` reply, then close; the gate logs and counts it."""
+        assert self._gate is not None
+        self._gate.forget(self)
+        self._gate.failed(self.peer, why, self._host.now())
+        self._refuse(reply)
+
+    def _auth_again(self, request: Request) -> bytes:
+        """``auth`` on a connection that already talks (or to a server with
+        no token): checked and answered, and it closes nothing."""
+        if self._gate is None:
+            return no_token_needed(request)
+        return self._gate.answer(request)[0]
 
     def _refuse_long_line(self, exc: LineTooLong) -> None:
         self._log_error(
@@ -817,7 +954,7 @@ class Connection:
         if state is State.CLOSED:
             return
         want = _WRITE if self._out else 0
-        if state is State.LINGERING or self._reading():
+        if state is State.LINGERING or state is State.AUTHENTICATING or self._reading():
             want |= _READ
         if want != self._interest:
             self._interest = want

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -41,7 +42,7 @@ class Outcome(NamedTuple):
     data: bytes
     #: The op's exception when the reply is ``op_failed`` (the server logs it).
     failure: BaseException | None = None
-    #: What failed: "" (the op raised) or "returned a result that" (it did not encode).
+    #: What went wrong, for the log: "" (the op raised) or how its result failed.
     what: str = ""
 
 
@@ -59,6 +60,16 @@ def run_op(spec: OpSpec, params: dict[str, Any], ctx: OpContext, request_id: Any
         result = spec.func(Params(params), ctx)
     except BaseException as exc:  # untrusted code: even SystemExit is the op's
         return _failed(spec.name, exc, request_id)
+    if inspect.isawaitable(result):
+        # A plain function that returned a coroutine (a decorator hid the
+        # async def): it would never run. Say how to register it instead.
+        if inspect.iscoroutine(result):
+            result.close()
+        error = TypeError(
+            f"op {spec.name!r} returned an awaitable; register the async def function "
+            "itself so that the server awaits it"
+        )
+        return _failed(spec.name, error, request_id)
     return _encoded(spec.name, result, request_id)
 
 
@@ -92,7 +103,8 @@ def _encoded(name: str, result: Any, request_id: Any) -> Outcome:
         return _tuple_new(Outcome, (encode_result(result, request_id), None, ""))
     except BaseException as exc:  # not JSON, nested too deep (RecursionError), ...
         message = f"op {name!r} returned a result that cannot be sent as JSON: {describe(exc)}"
-        return Outcome(error_reply(OP_FAILED, message, request_id), exc, "returned a result that")
+        failed = "returned a result that failed to encode"
+        return Outcome(error_reply(OP_FAILED, message, request_id), exc, failed)
 
 
 class WorkerPool:

@@ -25,6 +25,7 @@ from .._logwriter import CallableLog, EventLog, LogWriter
 from ..errors import PipeError
 from ..ops import OpContext, OpRegistry, OpSpec, default_ops
 from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
+from ._auth import DEFAULT_AUTH_TIMEOUT, Gate, HidingLog
 from ._connection import ANSWERING, Connection, Settings
 from ._dispatch import Dispatcher, Outcome
 from ._net import input_waiting, listen, queued_for_peer
@@ -35,6 +36,7 @@ from ._poller import DefaultPoller, Poller
 from ._replies import Slot
 
 __all__ = [
+    "DEFAULT_AUTH_TIMEOUT",
     "DEFAULT_BACKLOG",
     "DEFAULT_FLUSH_AFTER",
     "DEFAULT_MAX_BUFFERED_BYTES",
@@ -122,11 +124,15 @@ class Server:
     errors (``"Error: ..."``: a refused client, a failed op, an over-long
     line), so errors can still be shown when ``log`` is None (default:
     ``log``). ``op_tracebacks``: after the error line that names a failed
-    op, log its traceback too. ``clock``: the monotonic clock (seconds)
-    every timer reads: idle timeout, flush-after, linger and the accept
-    retry (tests pass a fake one). ``poller``: what waits for sockets
-    (default: this platform's, see :mod:`spike.server._poller`; tests pass
-    each one).
+    op, log its traceback too. ``token``: a connection's first line must be
+    ``{"op": "auth", "token": ...}`` with this token, within
+    ``auth_timeout`` seconds, else it gets ``unauthorized`` and is closed
+    (None: no token; ``spike-server`` sets one whenever it listens beyond
+    this computer; see :mod:`spike.server._auth`). ``clock``: the
+    monotonic clock (seconds) every timer reads: idle timeout, flush-after,
+    linger, the accept retry and the auth deadline (tests pass a fake one).
+    ``poller``: what waits for sockets (default: this platform's, see
+    :mod:`spike.server._poller`; tests pass each one).
 
     Methods for the caller:
         ``serve_forever(poll_interval)`` run the loop until stopped;
@@ -172,21 +178,34 @@ class Server:
         workers: int = DEFAULT_WORKERS,
         op_timeout: float | None = DEFAULT_OP_TIMEOUT,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        token: str | None = None,
+        auth_timeout: float = DEFAULT_AUTH_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         poller: Poller | None = None,
     ) -> None:
         _check_settings(port, max_line_bytes, idle_timeout, flush_after, max_buffered_bytes)
         _check_op_settings(workers, op_timeout, max_in_flight)
+        if not (auth_timeout > 0 and math.isfinite(auth_timeout)):
+            raise ValueError("auth_timeout must be a positive number of seconds")
+        self._gate: Gate[Connection] | None = (
+            None if token is None else Gate(token, auth_timeout, self._log_error)
+        )
         event_log = None if log is None else _event_log(log)
+        errors = event_log if error_log is None else _event_log(error_log)
+        if token is not None:  # the token never reaches a log
+            event_log = None if event_log is None else HidingLog(event_log, token)
+            errors = None if errors is None else HidingLog(errors, token)
         self._settings = Settings(
             ops=default_ops if ops is None else ops,
             max_line_bytes=max_line_bytes,
             idle_timeout=idle_timeout,
             flush_after=flush_after,
             log=event_log,
-            error_log=event_log if error_log is None else _event_log(error_log),
+            error_log=errors,
             op_tracebacks=op_tracebacks,
             max_in_flight=max_in_flight,
+            max_reply_bytes=max_buffered_bytes,
+            gate=self._gate,
         )
         self.max_buffered_bytes = max_buffered_bytes
         self.op_timeout = op_timeout
@@ -488,6 +507,8 @@ class Server:
             if self._pause_reason:
                 self._pause_reason = ""
                 self._log_error("Accepting new connections again")
+            if self._gate is not None and self._gate.turn_away(sock, peer, self._clock()):
+                continue  # an address that keeps failing the token
             sock.setblocking(False)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -677,6 +698,8 @@ class Server:
         self._last_active.pop(conn, None)
         self._unsent_seen.pop(conn, None)
         self._linger_due.pop(conn, None)
+        if self._gate is not None:
+            self._gate.forget(conn)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._poller.unregister(conn.sock)
 
@@ -688,6 +711,7 @@ class Server:
             or self._linger_due
             or self._op_due
             or self._accept_resume_at is not None
+            or (self._gate is not None and self._gate.waiting)
         )
 
     def _run_timers(self) -> float | None:
@@ -756,6 +780,8 @@ class Server:
                 owner.op_timed_out(slot, due - slot.started)
             except Exception as exc:
                 self._drop(owner, exc)
+        if self._gate is not None:  # auth deadlines
+            next_due = min(next_due, self._gate.expire(now, self._drop))
         if self._accept_resume_at is not None:
             if self._accept_resume_at <= now:
                 self._accept_resume_at = None

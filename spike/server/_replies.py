@@ -52,7 +52,9 @@ class ReplyQueue:
     __slots__ = ("_items", "in_flight", "waiting_bytes")
 
     def __init__(self) -> None:
-        self._items: collections.deque[Slot | bytes] = collections.deque()
+        # Made on first use: an empty deque is 760 bytes, and most
+        # connections never run an op off the loop (idle ones stay cheap).
+        self._items: collections.deque[Slot | bytes] | None = None
         self.in_flight = 0
         self.waiting_bytes = 0
 
@@ -61,11 +63,14 @@ class ReplyQueue:
 
     def reserve(self, slot: Slot) -> None:
         """Keep the place of a reply that is not known yet."""
+        if self._items is None:
+            self._items = collections.deque()
         self._items.append(slot)
         self.in_flight += 1
 
     def add(self, data: bytes) -> None:
-        """A reply made now, behind the replies still owed."""
+        """A reply made now, behind the replies still owed (there is one)."""
+        assert self._items, "nothing is owed: send the reply at once"
         self._items.append(data)
         self.waiting_bytes += len(data)
 
@@ -82,6 +87,8 @@ class ReplyQueue:
         """Take the replies now complete at the head, in order."""
         items = self._items
         out: list[bytes] = []
+        if items is None:
+            return out
         while items:
             head = items[0]
             if isinstance(head, Slot):
@@ -100,12 +107,13 @@ class ReplyQueue:
 
     def pending(self) -> list[Slot]:
         """The slots whose reply is not known yet, oldest first."""
-        return [item for item in self._items if isinstance(item, Slot) and item.data is None]
+        items = self._items or ()
+        return [item for item in items if isinstance(item, Slot) and item.data is None]
 
     def clear(self) -> list[Slot]:
         """Forget everything owed (the connection closed); returns the unfilled slots."""
         slots = self.pending()
-        self._items.clear()
+        self._items = None
         self.in_flight = 0
         self.waiting_bytes = 0
         return slots

@@ -1,19 +1,24 @@
-"""Mermaid for the site and the PDF, with or without Node.js.
+"""The two npm files the site and the PDF need, with or without Node.js.
 
-Material for MkDocs draws the report's diagrams with Mermaid, which it loads
-from a CDN unless the page already has it. `find()` returns a local copy of
-Mermaid's self-contained bundle (`dist/mermaid.min.js`), trying in turn:
+- Mermaid (`MERMAID`), which draws the report's diagrams: Material for MkDocs
+  loads it from a CDN unless the page already has it;
+- Paged.js (`PAGEDJS`), which lays the print page out as numbered US Letter
+  pages with a contents list (CSS Paged Media) before Chromium prints it.
 
-1. `node_modules/mermaid`, when `npm ci` has been run (it always wins);
+`find(root, package)` returns a local copy of the package's one
+self-contained file (`dist/mermaid.min.js`, `dist/paged.polyfill.min.js`),
+trying in turn:
+
+1. `node_modules/<package>`, when `npm ci` has been run (it always wins);
 2. the user's cache folder, filled by an earlier download;
 3. the npm registry: the tarball of the exact version that package-lock.json
    pins. The whole download is checked against the lock's `integrity`
-   (sha512) before anything in it is read; only `package/dist/mermaid.min.js`
-   is kept, in the cache, so later builds work offline.
+   (sha512) before anything in it is read; only that one file is kept, in
+   the cache, so later builds work offline.
 
 A download whose checksum does not match raises `IntegrityError` (nothing
-from it is used or cached); any other reason there is no local Mermaid
-raises `MermaidUnavailable` with a one-line explanation.
+from it is used or cached); any other reason there is no local copy raises
+`Unavailable` with a one-line explanation.
 
 Environment:
     SPIKE_NPM_REGISTRY  the registry's base URL (default https://registry.npmjs.org)
@@ -38,20 +43,41 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 from urllib.parse import urlsplit
 
 import platformdirs
 
-log = logging.getLogger("mkdocs.hooks.mermaid")
+log = logging.getLogger("mkdocs.hooks.npm")
 
-PACKAGE = "mermaid"
-# Relative to the project root (where package-lock.json is).
-NODE_MODULES_JS = "node_modules/mermaid/dist/mermaid.min.js"
-# The one file taken from the registry's tarball.
-TARBALL_MEMBER = "package/dist/mermaid.min.js"
-FILE_NAME = "mermaid.min.js"
+
+@dataclass(frozen=True)
+class Package:
+    """An npm package of which the build uses one file."""
+
+    name: str  # as in package.json and package-lock.json
+    file: str  # the file used, relative to the package folder
+    label: str  # how log lines name it
+
+    @property
+    def file_name(self) -> str:
+        return PurePosixPath(self.file).name
+
+    @property
+    def installed(self) -> str:
+        """Where `npm ci` puts the file, relative to the project root."""
+        return f"node_modules/{self.name}/{self.file}"
+
+    @property
+    def member(self) -> str:
+        """The file's path inside the registry's tarball."""
+        return f"package/{self.file}"
+
+
+MERMAID = Package("mermaid", "dist/mermaid.min.js", "Mermaid")
+PAGEDJS = Package("pagedjs", "dist/paged.polyfill.min.js", "Paged.js")
+
 # Written next to the cached file once it is in place: what it came from
 # and its own sha256, checked on every use.
 RECORD_NAME = "verified.json"
@@ -74,8 +100,8 @@ _VERSION = re.compile(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 _failed: dict[str, str] = {}
 
 
-class MermaidUnavailable(Exception):
-    """No local Mermaid; str() is the reason, one line without a final period."""
+class Unavailable(Exception):
+    """No local copy; str() is the reason, one line without a final period."""
 
 
 class IntegrityError(Exception):
@@ -84,8 +110,9 @@ class IntegrityError(Exception):
 
 @dataclass(frozen=True)
 class Pin:
-    """The lock file's entry for mermaid."""
+    """The lock file's entry for a package."""
 
+    package: Package
     version: str
     integrity: str  # Subresource Integrity: "sha512-<base64>" (possibly several, space-separated)
     resolved: str | None  # the tarball URL npm recorded, if any
@@ -96,17 +123,19 @@ class Pin:
         if not registry and self.resolved:
             return self.resolved
         base = (registry or DEFAULT_REGISTRY).rstrip("/")
-        return f"{base}/{PACKAGE}/-/{PACKAGE}-{self.version}.tgz"
+        name = self.package.name
+        return f"{base}/{name}/-/{name}-{self.version}.tgz"
 
     @property
     def tarball_name(self) -> str:
-        return f"{PACKAGE}-{self.version}.tgz"
+        return f"{self.package.name}-{self.version}.tgz"
 
 
 @dataclass(frozen=True)
-class Mermaid:
-    """A local mermaid.min.js and where it came from."""
+class NpmFile:
+    """A local copy of a package's file and where it came from."""
 
+    package: Package
     path: Path
     version: str
     source: str  # "node_modules", "cache" or "download"
@@ -114,26 +143,26 @@ class Mermaid:
     @property
     def site_name(self) -> str:
         """Its file name in the built site (versioned, so browsers never mix versions)."""
-        return f"mermaid-{self.version}.min.js"
+        return f"{self.package.name}-{self.version}.min.js"
 
 
-def find(root: Path, *, download: bool = True) -> Mermaid:
-    """The local Mermaid for the project at `root` (see the module docstring).
+def find(root: Path, package: Package = MERMAID, *, download: bool = True) -> NpmFile:
+    """The local copy of `package`'s file for the project at `root` (see the module docstring).
 
-    Raises MermaidUnavailable (with the reason) or IntegrityError.
+    Raises Unavailable (with the reason) or IntegrityError.
     """
-    installed = root / NODE_MODULES_JS
+    installed = root / package.installed
     if installed.is_file():
-        return Mermaid(installed, _installed_version(root), "node_modules")
-    pin = pinned(root)
-    folder = cache_dir() / PACKAGE / pin.version
+        return NpmFile(package, installed, _installed_version(root, package), "node_modules")
+    pin = pinned(root, package)
+    folder = cache_dir() / package.name / pin.version
     cached = _cached(folder, pin)
     if cached is not None:
-        return Mermaid(cached, pin.version, "cache")
+        return NpmFile(package, cached, pin.version, "cache")
     if not download:
-        raise MermaidUnavailable(f"neither {NODE_MODULES_JS} nor a cached copy in {folder}")
+        raise Unavailable(f"neither {package.installed} nor a cached copy in {folder}")
     data, url = fetch(pin)
-    return Mermaid(_store(folder, pin, url, data), pin.version, "download")
+    return NpmFile(package, _store(folder, pin, url, data), pin.version, "download")
 
 
 def cache_dir() -> Path:
@@ -144,52 +173,52 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
-def pinned(root: Path) -> Pin:
-    """mermaid's version, integrity and tarball URL in root/package-lock.json."""
+def pinned(root: Path, package: Package = MERMAID) -> Pin:
+    """The package's version, integrity and tarball URL in root/package-lock.json."""
     lock = root / "package-lock.json"
     try:
         data = json.loads(lock.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MermaidUnavailable(
-            f"no package-lock.json in {root} to pin Mermaid's version"
+        raise Unavailable(
+            f"no package-lock.json in {root} to pin {package.label}'s version"
         ) from None
     except (OSError, ValueError) as error:
-        raise MermaidUnavailable(f"cannot read {lock} ({_one_line(error)})") from None
+        raise Unavailable(f"cannot read {lock} ({_one_line(error)})") from None
     entry = None
     if isinstance(data, dict):
         # lockfileVersion 2 and 3 list "packages"; version 1 only "dependencies".
         packages = data.get("packages")
         dependencies = data.get("dependencies")
         if isinstance(packages, dict):
-            entry = packages.get(f"node_modules/{PACKAGE}")
+            entry = packages.get(f"node_modules/{package.name}")
         if entry is None and isinstance(dependencies, dict):
-            entry = dependencies.get(PACKAGE)
+            entry = dependencies.get(package.name)
     if not isinstance(entry, dict):
-        raise MermaidUnavailable(f"{lock} has no entry for {PACKAGE}")
+        raise Unavailable(f"{lock} has no entry for {package.name}")
     version, integrity = entry.get("version"), entry.get("integrity")
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise MermaidUnavailable(f"{lock} gives {PACKAGE} no plain version ({version!r})")
+        raise Unavailable(f"{lock} gives {package.name} no plain version ({version!r})")
     if not isinstance(integrity, str) or not _sha512s(integrity):
-        raise MermaidUnavailable(f"{lock} gives {PACKAGE} {version} no sha512 integrity to check")
+        raise Unavailable(f"{lock} gives {package.name} {version} no sha512 integrity to check")
     resolved = entry.get("resolved")
     if not (isinstance(resolved, str) and resolved.startswith(("https://", "http://"))):
         resolved = None
-    return Pin(version, integrity, resolved)
+    return Pin(package, version, integrity, resolved)
 
 
 def fetch(pin: Pin) -> tuple[bytes, str]:
-    """Download the pinned tarball, check it, return (mermaid.min.js, URL).
+    """Download the pinned tarball, check it, return (the package's file, URL).
 
     The checksum covers the whole tarball and is compared before the tarball
-    is opened. Raises IntegrityError or MermaidUnavailable.
+    is opened. Raises IntegrityError or Unavailable.
     """
     url = pin.tarball_url()
     if url in _failed:
-        raise MermaidUnavailable(_failed[url])
+        raise Unavailable(_failed[url])
     if urlsplit(url).scheme not in {"http", "https"}:
-        raise MermaidUnavailable(f"{url} is not an http(s) URL (check {REGISTRY_ENV})")
+        raise Unavailable(f"{url} is not an http(s) URL (check {REGISTRY_ENV})")
     log.info(
-        f"Mermaid {pin.version} is neither in {NODE_MODULES_JS} nor cached yet; "
+        f"{pin.package.label} {pin.version} is neither in {pin.package.installed} nor cached yet; "
         f"downloading {url} (once per machine)"
     )
     started = time.perf_counter()
@@ -201,7 +230,7 @@ def fetch(pin: Pin) -> tuple[bytes, str]:
         except (OSError, http.client.HTTPException, ValueError) as error:
             reason = f"downloading {url} failed: {_reason(error)}"
             _failed[url] = reason
-            raise MermaidUnavailable(reason) from None
+            raise Unavailable(reason) from None
         expected = _sha512s(pin.integrity)
         if actual not in expected:
             raise IntegrityError(
@@ -210,9 +239,10 @@ def fetch(pin: Pin) -> tuple[bytes, str]:
                 "nothing from it was used or cached"
             )
         spool.seek(0)
-        data = _extract(spool, url)
+        data = _extract(spool, url, pin.package.member)
+    seconds = time.perf_counter() - started
     log.info(
-        f"Mermaid {pin.version}: {size / 1e6:.1f} MB in {time.perf_counter() - started:.1f} s, "
+        f"{pin.package.label} {pin.version}: {size / 1e6:.1f} MB in {seconds:.1f} s, "
         "sha512 matches package-lock.json"
     )
     return data, url
@@ -231,26 +261,26 @@ def _spool(response: IO[bytes], spool: IO[bytes]) -> tuple[int, str]:
     return size, "sha512-" + base64.b64encode(digest.digest()).decode("ascii")
 
 
-def _extract(tarball: IO[bytes], url: str) -> bytes:
-    """package/dist/mermaid.min.js from a (verified) npm tarball; nothing else is read out."""
+def _extract(tarball: IO[bytes], url: str, name: str) -> bytes:
+    """The member `name` of a (verified) npm tarball; nothing else is read out."""
     try:
         with tarfile.open(fileobj=tarball, mode="r:gz") as archive:
-            member = archive.getmember(TARBALL_MEMBER)
+            member = archive.getmember(name)
             if not member.isfile() or member.size > MAX_FILE_BYTES:
-                raise MermaidUnavailable(f"{TARBALL_MEMBER} in {url} is not a plain file")
+                raise Unavailable(f"{name} in {url} is not a plain file")
             stream = archive.extractfile(member)
             if stream is None:
-                raise MermaidUnavailable(f"{TARBALL_MEMBER} in {url} cannot be read")
+                raise Unavailable(f"{name} in {url} cannot be read")
             return stream.read()
     except KeyError:
-        raise MermaidUnavailable(f"{url} holds no {TARBALL_MEMBER}") from None
+        raise Unavailable(f"{url} holds no {name}") from None
     except (tarfile.TarError, OSError, EOFError) as error:
-        raise MermaidUnavailable(f"{url} is not a readable .tgz ({_one_line(error)})") from None
+        raise Unavailable(f"{url} is not a readable .tgz ({_one_line(error)})") from None
 
 
 def _cached(folder: Path, pin: Pin) -> Path | None:
     """The cached file if its record matches the pin and its content the record."""
-    path, record = folder / FILE_NAME, folder / RECORD_NAME
+    path, record = folder / pin.package.file_name, folder / RECORD_NAME
     try:
         saved = json.loads(record.read_text(encoding="utf-8"))
         content = path.read_bytes()
@@ -259,20 +289,23 @@ def _cached(folder: Path, pin: Pin) -> Path | None:
     if not isinstance(saved, dict) or saved.get("integrity") != pin.integrity:
         return None
     if saved.get("sha256") != hashlib.sha256(content).hexdigest():
-        log.info(f"Mermaid {pin.version}: the cached {path} changed since it was checked; ignored")
+        log.info(
+            f"{pin.package.label} {pin.version}: the cached {path} changed since it was "
+            "checked; ignored"
+        )
         return None
     return path
 
 
 def _store(folder: Path, pin: Pin, url: str, data: bytes) -> Path:
-    """Put a verified mermaid.min.js into the cache; return its path."""
-    path = folder / FILE_NAME
+    """Put a verified file into the cache; return its path."""
+    path = folder / pin.package.file_name
     record = {
-        "package": PACKAGE,
+        "package": pin.package.name,
         "version": pin.version,
         "integrity": pin.integrity,
         "tarball": url,
-        "file": TARBALL_MEMBER,
+        "file": pin.package.member,
         "sha256": hashlib.sha256(data).hexdigest(),
     }
     try:
@@ -281,11 +314,11 @@ def _store(folder: Path, pin: Pin, url: str, data: bytes) -> Path:
         # The record last: a cache without it (an interrupted write) is a miss.
         _replace(folder / RECORD_NAME, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     except OSError as error:
-        raise MermaidUnavailable(
+        raise Unavailable(
             f"cannot write the cache folder {folder} ({_one_line(error)}); "
             f"set {CACHE_ENV} to a folder you can write to"
         ) from None
-    log.info(f"Mermaid {pin.version}: cached as {path}")
+    log.info(f"{pin.package.label} {pin.version}: cached as {path}")
     return path
 
 
@@ -301,11 +334,11 @@ def _replace(path: Path, data: bytes) -> None:
         raise
 
 
-def _installed_version(root: Path) -> str:
-    """The version in node_modules/mermaid/package.json ("installed" if unreadable)."""
+def _installed_version(root: Path, package: Package) -> str:
+    """The version in node_modules/<package>/package.json ("installed" if unreadable)."""
     try:
         manifest = json.loads(
-            (root / "node_modules" / PACKAGE / "package.json").read_text(encoding="utf-8")
+            (root / "node_modules" / package.name / "package.json").read_text(encoding="utf-8")
         )
         version = manifest.get("version") if isinstance(manifest, dict) else None
     except (OSError, ValueError):
