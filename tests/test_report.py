@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import yaml
@@ -114,7 +114,7 @@ needs_pdf = pytest.mark.skipif(_why_no_pdf() is not None, reason=str(_why_no_pdf
 class _ArticleText(HTMLParser):
     """The visible text of a page's article, without pictures (<svg>) or scripts."""
 
-    SKIP: ClassVar[set[str]] = {"svg", "script", "style"}
+    SKIP: frozenset[str] = frozenset({"svg", "script", "style"})
 
     def __init__(self, skip: frozenset[str] = frozenset()) -> None:
         super().__init__(convert_charrefs=True)
