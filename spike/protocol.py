@@ -22,7 +22,9 @@ The rules
       {"id":7,"ok":true,"result":{"text":"hi"}}
 
   or ``"ok": false`` with an ``"error"`` holding a ``code`` and a
-  human-readable ``message``::
+  human-readable ``message`` (both always strings) and, when the op gave
+  them, ``details``: any JSON value with more about the error, for
+  programs (:class:`~spike.ops.BadRequest`)::
 
       {"id":7,"ok":false,"error":{"code":"unknown_op","message":"..."}}
 
@@ -66,7 +68,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, final
 
-from .errors import BAD_JSON, BAD_REQUEST, BAD_UTF8, NO_ID, LineTooLong, ProtocolError
+from .errors import BAD_JSON, BAD_REQUEST, BAD_UTF8, NO_ID, LineTooLong, ProtocolError, as_text
 
 try:  # orjson is optional: several times faster, same bytes on the wire.
     import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
@@ -381,15 +383,30 @@ def encode_result(result: Any, request_id: Any = NO_ID) -> bytes:
     return _dumps({"id": request_id, "ok": True, "result": result}) + b"\n"
 
 
-def encode_error(code: str, message: str, request_id: Any = NO_ID) -> bytes:
-    """An ``ok: false`` reply line with ``error: {code, message}``."""
-    error = {"code": code, "message": message}
-    if request_id is NO_ID:
-        return _dumps({"ok": False, "error": error}) + b"\n"
-    try:
-        return _dumps({"id": request_id, "ok": False, "error": error}) + b"\n"
-    except (TypeError, ValueError):  # pragma: no cover - ids come from JSON
-        return _dumps({"ok": False, "error": error}) + b"\n"
+def encode_error(code: str, message: str, request_id: Any = NO_ID, details: Any = None) -> bytes:
+    """An ``ok: false`` reply line: ``error: {code, message}``, with
+    ``details`` when they are not None.
+
+    Never raises, so every error has a reply a client can read: a code or
+    message that is not a string is sent as its text
+    (:func:`~spike.errors.as_text`); details or an id that JSON cannot
+    carry are left out, and the message says so.
+    """
+    code, message = as_text(code), as_text(message)
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        try:
+            _dumps(details)
+        except Exception:  # not JSON, or nested too deep: the op's mistake
+            error["message"] = message = f"{message} (its details could not be sent as JSON)"
+        else:
+            error["details"] = details
+    if request_id is not NO_ID:
+        try:
+            return _dumps({"id": request_id, "ok": False, "error": error}) + b"\n"
+        except Exception:  # ids come from JSON, but one nested deep enough fails
+            error["message"] = f"{message} (the request's id could not be sent back)"
+    return _dumps({"ok": False, "error": error}) + b"\n"
 
 
 def encode_request(

@@ -529,4 +529,6 @@ def _is_wildcard(host: str) -> bool:
 def _raise_if_error(reply: dict[str, Any]) -> None:
     if not reply["ok"]:
         error = reply["error"]
-        raise RemoteError(error["code"], error["message"], reply.get("id", NO_ID))
+        raise RemoteError(
+            error["code"], error["message"], reply.get("id", NO_ID), error.get("details")
+        )
