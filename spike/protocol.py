@@ -48,9 +48,30 @@ The rules
   second message.
 
 JSON is read and written with ``orjson`` when it is installed, else with the
-standard library; the bytes on the wire are the same (compact, UTF-8). One
-difference remains: integers beyond 64 bits stay exact with the standard
-library but are read as floats by orjson.
+standard library, and both give the same reply to the same op result: the
+standard library's ``json`` decides, and orjson is a faster way to its
+answer. What a result may hold:
+
+* JSON's own types, written compactly in UTF-8: ``dict``, ``list`` and
+  ``tuple``, ``str``, ``int`` (of any size, up to Python's 4,300-digit
+  limit for turning one into text), ``float``, ``bool`` and ``None``, and
+  their subclasses.
+* Three types with one obvious spelling, written so: an ``Enum`` member as
+  its value, a ``UUID`` as its usual string, a ``datetime``, ``date`` or
+  ``time`` as its ``isoformat()`` (ISO 8601).
+* NaN and Infinity, which JSON cannot carry, are written as ``null``, as
+  JavaScript's ``JSON.stringify`` writes them (and orjson always does).
+* Dict keys that are not strings are written as ``json`` writes them
+  (``1`` as ``"1"``, ``True`` as ``"true"``, ``None`` as ``"null"``).
+* Anything else is refused with ``TypeError`` or ``ValueError``, and the
+  server answers ``op_failed``: bytes, sets, dataclasses, ``Decimal``, a
+  cycle, a key of another type or a NaN key, and a dict in which two keys
+  would be written alike (``{1: "a", "1": "b"}``), since a reader would
+  keep one value and lose the other.
+
+Two differences remain: a float may be spelled differently (``1e-05`` by
+json, ``0.00001`` by orjson: the same number), and, reading, orjson takes an
+integer beyond 64 bits as a float where the standard library keeps it exact.
 
 This module only turns bytes into messages and replies into bytes:
 :class:`LineFramer` cuts lines with a size cap, :func:`parse_message`
@@ -64,16 +85,19 @@ exceptions are.
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, final
+from uuid import UUID
 
 from .errors import BAD_JSON, BAD_REQUEST, BAD_UTF8, NO_ID, LineTooLong, ProtocolError, as_text
 
-try:  # orjson is optional: several times faster, same bytes on the wire.
+try:  # orjson is optional: several times faster, the same replies.
     import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment, unused-ignore]
 
 __all__ = [
     "DEFAULT_HOST",
@@ -235,14 +259,130 @@ def _finite_float(text: str) -> float:
 
 
 _std_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
-_std_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-_ascii_dumps = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+
+
+# --- writing JSON: one answer from either codec ---------------------------------
+# The standard library's json is the reference; orjson, when installed, is
+# only a faster way to the same reply. Its options send subclasses, dates
+# and dataclasses to _default, and what it refuses (non-string keys,
+# integers past 64 bits, lone surrogates, nesting past 254 levels) the
+# reference writes or refuses. NaN and Infinity, which JSON cannot carry,
+# orjson always writes as null (ijl/orjson#441), as JavaScript's
+# JSON.stringify does; the reference writes them so too (_finite), since
+# refusing them would mean scanning every reply orjson writes for "null".
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
+_STR_TYPE = frozenset({str})
+
+
+def _default(value: Any) -> Any:
+    """The non-JSON values both codecs write, spelled as orjson spells them;
+    anything else is the TypeError json's own default raises."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, (datetime.date, datetime.time)):  # a datetime is a date
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _json_key(key: Any) -> str:
+    """A dict key as json writes it (json refuses other types before this)."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is True or key is False or key is None:
+        return json.dumps(key)
+    if isinstance(key, int):
+        return int.__repr__(key)
+    return float.__repr__(key)
+
+
+def _check_keys(obj: Any) -> None:
+    """ValueError if a dict in ``obj`` has two keys that JSON writes alike
+    (``1`` and ``"1"``): a reader would keep one value and lose the other.
+
+    Called once json has written ``obj``, so every key is a str, int, float,
+    bool or None and there is no cycle. Python walks the containers; the
+    types of their keys and items are checked in C, a container at a time.
+    """
+    todo = [obj]
+    pop, push = todo.pop, todo.extend
+    while todo:
+        node = pop()
+        if isinstance(node, dict):
+            if not _STR_TYPE.issuperset(map(type, node)):
+                _check_dict_keys(node)
+            node = node.values()
+        elif isinstance(node, Enum):  # written as its value (_default)
+            todo.append(node.value)
+            continue
+        elif not isinstance(node, (list, tuple)):
+            continue
+        if not _LEAF_TYPES.issuperset(map(type, node)):
+            push([item for item in node if type(item) not in _LEAF_TYPES])
+
+
+def _check_dict_keys(mapping: dict[Any, Any]) -> None:
+    seen: dict[str, Any] = {}
+    for key in mapping:
+        text = _json_key(key)
+        if text in seen:
+            raise ValueError(
+                f"keys {seen[text]!r} and {key!r} are both written {text!r} in JSON, "
+                "and one value would be lost"
+            )
+        seen[text] = key
+
+
+_std_encode = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
+).encode
+_ascii_encode = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_default
+).encode
+
+
+def _finite(value: Any, inside: frozenset[int] = frozenset()) -> Any:
+    """A copy of ``value`` with NaN and Infinity (values, not keys) as None,
+    for json to write as orjson does. ``inside`` holds the containers on
+    the way down, so a cycle is refused as json refuses it."""
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None  # inf - inf is nan
+    if isinstance(value, Enum):
+        return _finite(value.value, inside)
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    if id(value) in inside:
+        raise ValueError("Circular reference detected")
+    inside |= {id(value)}
+    if isinstance(value, dict):
+        return {key: _finite(item, inside) for key, item in value.items()}
+    return [_finite(item, inside) for item in value]
+
+
+def _std_dumps(obj: Any) -> bytes:
+    """``obj`` as compact UTF-8 JSON, written by the standard library."""
+    try:
+        text = _std_encode(obj)
+    except ValueError:  # NaN or Infinity (or a cycle, or an int of 4,300 digits)
+        obj = _finite(obj)
+        text = _std_encode(obj)
+    _check_keys(obj)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: \\u-escape everything
+        return _ascii_encode(obj).encode()
+
 
 if _orjson is not None:
     JSON_BACKEND = "orjson"
     _orjson_loads = _orjson.loads
     _orjson_dumps = _orjson.dumps
-    _ORJSON_OPTS = _orjson.OPT_NON_STR_KEYS
+    _ORJSON_OPTS = (
+        _orjson.OPT_PASSTHROUGH_SUBCLASS
+        | _orjson.OPT_PASSTHROUGH_DATETIME
+        | _orjson.OPT_PASSTHROUGH_DATACLASS
+    )
 
     def _loads(line: bytes) -> Any:
         try:
@@ -255,11 +395,10 @@ if _orjson is not None:
 
     def _dumps(obj: Any) -> bytes:
         try:
-            dumped: bytes = _orjson_dumps(obj, option=_ORJSON_OPTS)
-            return dumped
-        except TypeError:
-            # Lone surrogates and other oddities: the stdlib escapes them.
-            return _ascii_dumps(obj).encode()
+            dumped: bytes = _orjson_dumps(obj, default=_default, option=_ORJSON_OPTS)
+        except TypeError:  # orjson's refusals: the reference decides
+            return _std_dumps(obj)
+        return dumped
 
 else:
     JSON_BACKEND = "json"
@@ -267,12 +406,7 @@ else:
     def _loads(line: bytes) -> Any:
         return _std_loads(line.decode())
 
-    def _dumps(obj: Any) -> bytes:
-        text = _std_dumps(obj)
-        try:
-            return text.encode()
-        except UnicodeEncodeError:  # a lone surrogate: \\u-escape everything
-            return _ascii_dumps(obj).encode()
+    _dumps = _std_dumps
 
 
 def decode_json(data: bytes) -> Any:
