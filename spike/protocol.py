@@ -305,21 +305,22 @@ def _check_keys(obj: Any) -> None:
     bool or None and there is no cycle. Python walks the containers; the
     types of their keys and items are checked in C, a container at a time.
     """
+    if type(obj) in _LEAF_TYPES:
+        return
     todo = [obj]
-    pop, push = todo.pop, todo.extend
-    while todo:
-        node = pop()
+    for node in todo:  # grows as it goes
+        items: Any = node
         if isinstance(node, dict):
             if not _STR_TYPE.issuperset(map(type, node)):
                 _check_dict_keys(node)
-            node = node.values()
+            items = node.values()
         elif isinstance(node, Enum):  # written as its value (_default)
             todo.append(node.value)
             continue
         elif not isinstance(node, (list, tuple)):
             continue
-        if not _LEAF_TYPES.issuperset(map(type, node)):
-            push([item for item in node if type(item) not in _LEAF_TYPES])
+        if not _LEAF_TYPES.issuperset(map(type, items)):
+            todo += [item for item in items if type(item) not in _LEAF_TYPES]
 
 
 def _check_dict_keys(mapping: dict[Any, Any]) -> None:
@@ -360,14 +361,23 @@ def _finite(value: Any, inside: frozenset[int] = frozenset()) -> Any:
     return [_finite(item, inside) for item in value]
 
 
-def _std_dumps(obj: Any) -> bytes:
-    """``obj`` as compact UTF-8 JSON, written by the standard library."""
+_WHOLE: Any = object()
+
+
+def _std_dumps(obj: Any, built_from: Any = _WHOLE) -> bytes:
+    """``obj`` as compact UTF-8 JSON, written by the standard library.
+
+    ``built_from`` names the values inside ``obj`` that came from outside
+    (a reply's result and id): only their keys are checked, since the
+    dicts around them, built here, have string keys. The whole of ``obj``
+    if not given.
+    """
     try:
         text = _std_encode(obj)
     except ValueError:  # NaN or Infinity (or a cycle, or an int of 4,300 digits)
         obj = _finite(obj)
         text = _std_encode(obj)
-    _check_keys(obj)
+    _check_keys(obj if built_from is _WHOLE else built_from)
     try:
         return text.encode()
     except UnicodeEncodeError:  # a lone surrogate: \\u-escape everything
@@ -393,11 +403,11 @@ if _orjson is not None:
             # protocol does not depend on which codec is installed.
             return _std_loads(line.decode())
 
-    def _dumps(obj: Any) -> bytes:
+    def _dumps(obj: Any, built_from: Any = _WHOLE) -> bytes:
         try:
             dumped: bytes = _orjson_dumps(obj, default=_default, option=_ORJSON_OPTS)
         except TypeError:  # orjson's refusals: the reference decides
-            return _std_dumps(obj)
+            return _std_dumps(obj, built_from)
         return dumped
 
 else:
@@ -513,8 +523,10 @@ def encode_text(text: str) -> bytes:
 def encode_result(result: Any, request_id: Any = NO_ID) -> bytes:
     """An ``ok: true`` reply line. Raises TypeError/ValueError if not JSON-able."""
     if request_id is NO_ID:
-        return _dumps({"ok": True, "result": result}) + b"\n"
-    return _dumps({"id": request_id, "ok": True, "result": result}) + b"\n"
+        return _dumps({"ok": True, "result": result}, result) + b"\n"
+    reply = {"id": request_id, "ok": True, "result": result}
+    built_from = result if type(request_id) in _LEAF_TYPES else (request_id, result)
+    return _dumps(reply, built_from) + b"\n"
 
 
 def encode_error(code: str, message: str, request_id: Any = NO_ID, details: Any = None) -> bytes:

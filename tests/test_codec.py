@@ -207,6 +207,13 @@ def test_what_both_codecs_refuse(
         encode_result(result, 1)
 
 
+def test_an_id_is_checked_like_a_result(codec: str) -> None:
+    """Ids come from JSON (string keys only), but encode_result is public."""
+    with pytest.raises(ValueError):
+        encode_result("ok", {1: "a", "1": "b"})
+    assert encode_result("ok", [{"k": 1}]) == b'{"id":[{"k":1}],"ok":true,"result":"ok"}\n'
+
+
 @requires_orjson
 def test_a_refusal_says_the_same_under_both_codecs() -> None:
     codecs = both_codecs()
