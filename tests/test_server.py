@@ -853,7 +853,7 @@ def test_out_of_file_descriptors_new_clients_wait_not_fail(server_process) -> No
         for sock in waiting:  # accepted now that descriptors are free
             assert LineReader(sock).line() == b"hi"
         # One line when the episode starts (not one per retry), one when it ends.
-        later = []
+        later: list[str] = []
         while not later or later[-1] != "Accepting new connections again":
             later.append(proc.next_line())
         assert not [line for line in later if line.startswith("Error: cannot accept")], later
