@@ -15,8 +15,9 @@
     └── OpsLoadError        ``spike-server --ops`` could not load the ops it names
 
 It also holds what those errors carry: the error codes of an ``ok: false``
-reply and :data:`NO_ID`; and :func:`first_line`, how any exception is told
-in one line. It imports nothing of the project, so every other module can
+reply, :data:`NO_ID`, :func:`first_line` (how any exception is told in one
+line) and :func:`as_text`, which makes any value a message. It imports
+nothing of the project, so every other module can
 import it.
 """
 
@@ -47,6 +48,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "Unauthorized",
+    "as_text",
     "first_line",
 ]
 
@@ -85,19 +87,43 @@ class _NoId:
 NO_ID: Any = _NoId()
 
 
+def as_text(value: object) -> str:
+    """``value`` as a message's text: a string as it is, anything else as its
+    ``str()``; if that fails too (an op's object whose ``__str__`` raises),
+    its ``repr()`` or, failing that, its type's name. Never raises (but for
+    ``MemoryError`` and the like)."""
+    if isinstance(value, str):
+        return str.__str__(value)  # a subclass as a plain str (its __str__ may lie)
+    for show in (str, repr):
+        try:
+            return str.__str__(show(value))
+        except Exception:  # an object that cannot show itself: try the next way
+            continue
+    return f"<{type(value).__name__} that cannot be shown as text>"
+
+
 class PipeError(Exception):
     """Base class of every error the spike package raises on purpose."""
 
 
 class _CodedError(PipeError):
-    """An error reply's three parts: ``code``, ``message`` and ``request_id``
-    (:data:`NO_ID` when the request's id is unknown)."""
+    """An error reply's parts: ``code``, ``message``, ``request_id``
+    (:data:`NO_ID` when the request's id is unknown) and ``details`` (None,
+    or a JSON value with more about the error, for programs).
 
-    def __init__(self, code: str, message: str, request_id: Any = NO_ID) -> None:
+    ``code`` and ``message`` are always strings: anything else passed is
+    turned into text by :func:`as_text`.
+    """
+
+    def __init__(
+        self, code: str, message: str, request_id: Any = NO_ID, details: Any = None
+    ) -> None:
+        code, message = as_text(code), as_text(message)
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.details = details
 
 
 class ProtocolError(_CodedError):

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ._version import __version__
-from .errors import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError
+from .errors import BAD_REQUEST, OP_FAILED, UNKNOWN_OP, ProtocolError, as_text
 from .protocol import AUTH_OP
 
 __all__ = [
@@ -105,10 +105,19 @@ class MissingParameter(KeyError):
 
 class BadRequest(ProtocolError):
     """Raise it in an op for input the op refuses: the reply is
-    ``bad_request`` with ``message``, and nothing is logged as a failure."""
+    ``bad_request`` with ``message``, and nothing is logged as a failure.
 
-    def __init__(self, message: str) -> None:
-        super().__init__(BAD_REQUEST, message)
+    ``message`` is text for people; anything else is sent as its text
+    (``BadRequest(404)`` says ``"404"``). ``details``, any JSON value, goes
+    to programs as the error's ``"details"``; a dict or list given as the
+    message goes there too, as it is, so
+    ``raise BadRequest({"name": "is required"})`` keeps its structure.
+    """
+
+    def __init__(self, message: object, details: Any = None) -> None:
+        if details is None and isinstance(message, (dict, list)):
+            details = message
+        super().__init__(BAD_REQUEST, as_text(message), details=details)
 
 
 _NOT_GIVEN: Any = object()

@@ -22,7 +22,9 @@ The rules
       {"id":7,"ok":true,"result":{"text":"hi"}}
 
   or ``"ok": false`` with an ``"error"`` holding a ``code`` and a
-  human-readable ``message``::
+  human-readable ``message`` (both always strings) and, when the op gave
+  them, ``details``: any JSON value with more about the error, for
+  programs (:class:`~spike.ops.BadRequest`)::
 
       {"id":7,"ok":false,"error":{"code":"unknown_op","message":"..."}}
 
@@ -56,9 +58,30 @@ The rules
   second message.
 
 JSON is read and written with ``orjson`` (a dependency, where it installs),
-else with the standard library; the bytes on the wire are the same (compact,
-UTF-8). One difference remains: integers beyond 64 bits stay exact with the
-standard library but are read as floats by orjson.
+else with the standard library, and both give the same reply to the same op
+result: the standard library's ``json`` decides, and orjson is a faster way
+to its answer. What a result may hold:
+
+* JSON's own types, written compactly in UTF-8: ``dict``, ``list`` and
+  ``tuple``, ``str``, ``int`` (of any size, up to Python's 4,300-digit
+  limit for turning one into text), ``float``, ``bool`` and ``None``, and
+  their subclasses.
+* Three types with one obvious spelling, written so: an ``Enum`` member as
+  its value, a ``UUID`` as its usual string, a ``datetime``, ``date`` or
+  ``time`` as its ``isoformat()`` (ISO 8601).
+* NaN and Infinity, which JSON cannot carry, are written as ``null``, as
+  JavaScript's ``JSON.stringify`` writes them (and orjson always does).
+* Dict keys that are not strings are written as ``json`` writes them
+  (``1`` as ``"1"``, ``True`` as ``"true"``, ``None`` as ``"null"``).
+* Anything else is refused with ``TypeError`` or ``ValueError``, and the
+  server answers ``op_failed``: bytes, sets, dataclasses, ``Decimal``, a
+  cycle, a key of another type or a NaN key, and a dict in which two keys
+  would be written alike (``{1: "a", "1": "b"}``), since a reader would
+  keep one value and lose the other.
+
+Two differences remain: a float may be spelled differently (``1e-05`` by
+json, ``0.00001`` by orjson: the same number), and, reading, orjson takes an
+integer beyond 64 bits as a float where the standard library keeps it exact.
 
 This module only turns bytes into messages and replies into bytes:
 :class:`LineFramer` cuts lines with a size cap, :func:`parse_message`
@@ -72,13 +95,25 @@ exceptions are.
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, final
+from uuid import UUID
 
-from .errors import BAD_JSON, BAD_REQUEST, BAD_UTF8, NO_ID, LineTooLong, ProtocolError, first_line
+from .errors import (
+    BAD_JSON,
+    BAD_REQUEST,
+    BAD_UTF8,
+    NO_ID,
+    LineTooLong,
+    ProtocolError,
+    as_text,
+    first_line,
+)
 
-try:  # orjson: several times faster, same bytes on the wire; the stdlib is the fallback.
+try:  # orjson: several times faster, the same replies; the stdlib is the fallback.
     import orjson as _orjson  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment, unused-ignore]
@@ -255,14 +290,140 @@ def _finite_float(text: str) -> float:
 
 
 _std_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
-_std_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-_ascii_dumps = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+
+
+# --- writing JSON: one answer from either codec ---------------------------------
+# The standard library's json is the reference; orjson, when installed, is
+# only a faster way to the same reply. Its options send subclasses, dates
+# and dataclasses to _default, and what it refuses (non-string keys,
+# integers past 64 bits, lone surrogates, nesting past 254 levels) the
+# reference writes or refuses. NaN and Infinity, which JSON cannot carry,
+# orjson always writes as null (ijl/orjson#441), as JavaScript's
+# JSON.stringify does; the reference writes them so too (_finite), since
+# refusing them would mean scanning every reply orjson writes for "null".
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
+_STR_TYPE = frozenset({str})
+
+
+def _default(value: Any) -> Any:
+    """The non-JSON values both codecs write, spelled as orjson spells them;
+    anything else is the TypeError json's own default raises."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, (datetime.date, datetime.time)):  # a datetime is a date
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _json_key(key: Any) -> str:
+    """A dict key as json writes it (json refuses other types before this)."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is True or key is False or key is None:
+        return json.dumps(key)
+    if isinstance(key, int):
+        return int.__repr__(key)
+    return float.__repr__(key)
+
+
+def _check_keys(obj: Any) -> None:
+    """ValueError if a dict in ``obj`` has two keys that JSON writes alike
+    (``1`` and ``"1"``): a reader would keep one value and lose the other.
+
+    Called once json has written ``obj``, so every key is a str, int, float,
+    bool or None and there is no cycle. Python walks the containers; the
+    types of their keys and items are checked in C, a container at a time.
+    """
+    if type(obj) in _LEAF_TYPES:
+        return
+    todo = [obj]
+    for node in todo:  # grows as it goes
+        items: Any = node
+        if isinstance(node, dict):
+            if not _STR_TYPE.issuperset(map(type, node)):
+                _check_dict_keys(node)
+            items = node.values()
+        elif isinstance(node, Enum):  # written as its value (_default)
+            todo.append(node.value)
+            continue
+        elif not isinstance(node, (list, tuple)):
+            continue
+        if not _LEAF_TYPES.issuperset(map(type, items)):
+            todo += [item for item in items if type(item) not in _LEAF_TYPES]
+
+
+def _check_dict_keys(mapping: dict[Any, Any]) -> None:
+    seen: dict[str, Any] = {}
+    for key in mapping:
+        text = _json_key(key)
+        if text in seen:
+            raise ValueError(
+                f"keys {seen[text]!r} and {key!r} are both written {text!r} in JSON, "
+                "and one value would be lost"
+            )
+        seen[text] = key
+
+
+_std_encode = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
+).encode
+_ascii_encode = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_default
+).encode
+
+
+def _finite(value: Any, inside: frozenset[int] = frozenset()) -> Any:
+    """A copy of ``value`` with NaN and Infinity (values, not keys) as None,
+    for json to write as orjson does. ``inside`` holds the containers on
+    the way down, so a cycle is refused as json refuses it."""
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None  # inf - inf is nan
+    if isinstance(value, Enum):
+        return _finite(value.value, inside)
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    if id(value) in inside:
+        raise ValueError("Circular reference detected")
+    inside |= {id(value)}
+    if isinstance(value, dict):
+        return {key: _finite(item, inside) for key, item in value.items()}
+    return [_finite(item, inside) for item in value]
+
+
+_WHOLE: Any = object()
+
+
+def _std_dumps(obj: Any, built_from: Any = _WHOLE) -> bytes:
+    """``obj`` as compact UTF-8 JSON, written by the standard library.
+
+    ``built_from`` names the values inside ``obj`` that came from outside
+    (a reply's result and id): only their keys are checked, since the
+    dicts around them, built here, have string keys. The whole of ``obj``
+    if not given.
+    """
+    try:
+        text = _std_encode(obj)
+    except ValueError:  # NaN or Infinity (or a cycle, or an int of 4,300 digits)
+        obj = _finite(obj)
+        text = _std_encode(obj)
+    _check_keys(obj if built_from is _WHOLE else built_from)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: \\u-escape everything
+        return _ascii_encode(obj).encode()
+
 
 if _orjson is not None:
     JSON_BACKEND = "orjson"
     _orjson_loads = _orjson.loads
     _orjson_dumps = _orjson.dumps
-    _ORJSON_OPTS = _orjson.OPT_NON_STR_KEYS
+    _ORJSON_OPTS = (
+        _orjson.OPT_PASSTHROUGH_SUBCLASS
+        | _orjson.OPT_PASSTHROUGH_DATETIME
+        | _orjson.OPT_PASSTHROUGH_DATACLASS
+    )
 
     def _loads(line: bytes) -> Any:
         try:
@@ -273,13 +434,12 @@ if _orjson is not None:
             # protocol does not depend on which codec is installed.
             return _std_loads(line.decode())
 
-    def _dumps(obj: Any) -> bytes:
+    def _dumps(obj: Any, built_from: Any = _WHOLE) -> bytes:
         try:
-            dumped: bytes = _orjson_dumps(obj, option=_ORJSON_OPTS)
-            return dumped
-        except TypeError:
-            # Lone surrogates and other oddities: the stdlib escapes them.
-            return _ascii_dumps(obj).encode()
+            dumped: bytes = _orjson_dumps(obj, default=_default, option=_ORJSON_OPTS)
+        except TypeError:  # orjson's refusals: the reference decides
+            return _std_dumps(obj, built_from)
+        return dumped
 
 else:
     JSON_BACKEND = "json"
@@ -287,12 +447,7 @@ else:
     def _loads(line: bytes) -> Any:
         return _std_loads(line.decode())
 
-    def _dumps(obj: Any) -> bytes:
-        text = _std_dumps(obj)
-        try:
-            return text.encode()
-        except UnicodeEncodeError:  # a lone surrogate: \\u-escape everything
-            return _ascii_dumps(obj).encode()
+    _dumps = _std_dumps
 
 
 def decode_json(data: bytes) -> Any:
@@ -395,19 +550,36 @@ def encode_text(text: str) -> bytes:
 def encode_result(result: Any, request_id: Any = NO_ID) -> bytes:
     """An ``ok: true`` reply line. Raises TypeError/ValueError if not JSON-able."""
     if request_id is NO_ID:
-        return _dumps({"ok": True, "result": result}) + b"\n"
-    return _dumps({"id": request_id, "ok": True, "result": result}) + b"\n"
+        return _dumps({"ok": True, "result": result}, result) + b"\n"
+    reply = {"id": request_id, "ok": True, "result": result}
+    built_from = result if type(request_id) in _LEAF_TYPES else (request_id, result)
+    return _dumps(reply, built_from) + b"\n"
 
 
-def encode_error(code: str, message: str, request_id: Any = NO_ID) -> bytes:
-    """An ``ok: false`` reply line with ``error: {code, message}``."""
-    error = {"code": code, "message": message}
-    if request_id is NO_ID:
-        return _dumps({"ok": False, "error": error}) + b"\n"
-    try:
-        return _dumps({"id": request_id, "ok": False, "error": error}) + b"\n"
-    except (TypeError, ValueError):  # pragma: no cover - ids come from JSON
-        return _dumps({"ok": False, "error": error}) + b"\n"
+def encode_error(code: str, message: str, request_id: Any = NO_ID, details: Any = None) -> bytes:
+    """An ``ok: false`` reply line: ``error: {code, message}``, with
+    ``details`` when they are not None.
+
+    Never raises, so every error has a reply a client can read: a code or
+    message that is not a string is sent as its text
+    (:func:`~spike.errors.as_text`); details or an id that JSON cannot
+    carry are left out, and the message says so.
+    """
+    code, message = as_text(code), as_text(message)
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        try:
+            _dumps(details)
+        except Exception:  # not JSON, or nested too deep: the op's mistake
+            error["message"] = message = f"{message} (its details could not be sent as JSON)"
+        else:
+            error["details"] = details
+    if request_id is not NO_ID:
+        try:
+            return _dumps({"id": request_id, "ok": False, "error": error}) + b"\n"
+        except Exception:  # ids come from JSON, but one nested deep enough fails
+            error["message"] = f"{message} (the request's id could not be sent back)"
+    return _dumps({"ok": False, "error": error}) + b"\n"
 
 
 def encode_request(

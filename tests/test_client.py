@@ -528,3 +528,56 @@ def test_a_well_behaved_server_is_never_accused(server) -> None:
         for n in range(200):
             assert client.send_text(f"m{n}") == f"m{n}"
             assert client.request("echo", text=f"j{n}") == {"text": f"j{n}"}
+
+
+def test_plain_text_cannot_tell_a_stray_line_sent_after_the_message_from_its_reply(
+    peers: Peers,
+) -> None:
+    """What the Client docstring says it cannot detect: with no ids, a stray
+    line that follows the message is returned as its reply; the real reply
+    behind it is then refused by the next call."""
+    replied = threading.Event()
+
+    def behave(conn: socket.socket) -> None:
+        read_line(conn)
+        conn.sendall(b"stray\n")
+        time.sleep(0.05)  # the real reply comes in a packet of its own
+        conn.sendall(b"a\n")
+        replied.set()
+        read_line(conn)
+
+    host, port = peers.start(behave)
+    client = Client(host, port, timeout=WAIT)
+    assert client.send_text("a") == "stray"  # indistinguishable from a reply
+    assert replied.wait(WAIT)
+    with pytest.raises(ProtocolError) as caught:
+        client.send_text("b")
+    assert caught.value.message.startswith(
+        f"{host}:{port} sent a line that answers no request: 'a';"
+    )
+    assert client.closed
+
+
+# --- a reply cut mid-line ------------------------------------------------------------
+def test_a_reply_cut_mid_line_is_named_as_such(raw_peer) -> None:
+    """Before: "closed the connection without a reply", though part of one came."""
+
+    def behave(conn: socket.socket) -> None:
+        read_line(conn)
+        conn.sendall(b'{"id":1,"ok":tr')  # and hang up
+
+    host, port = raw_peer(behave)
+    with Client(host, port) as client, pytest.raises(ConnectionClosed) as caught:
+        client.request("echo", text="x")
+    assert str(caught.value) == (
+        f"{host}:{port} closed the connection in the middle of a reply: 15 bytes arrived "
+        'without an end of line (\'{"id":1,"ok":tr\')'
+    )
+    assert client.closed
+
+
+def test_a_hang_up_before_any_byte_of_the_reply_says_no_reply(raw_peer) -> None:
+    host, port = raw_peer(read_line)
+    with Client(host, port) as client, pytest.raises(ConnectionClosed) as caught:
+        client.send_text("hello?")
+    assert str(caught.value) == f"{host}:{port} closed the connection without a reply"

@@ -236,4 +236,4 @@ def test_public_api_is_documented() -> None:
             assert (value.__doc__ or "").strip(), f"{name} has no docstring"
     for cls in (spike.Server, spike.Client, spike.Connection):
         assert "Methods for the caller" in (cls.__doc__ or ""), cls.__name__
-    assert "What an op sees as its ``ctx``" in (spike.Connection.__doc__ or "")
+    assert "An op never sees the connection" in (spike.Connection.__doc__ or "")

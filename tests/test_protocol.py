@@ -317,10 +317,11 @@ def test_request_encoding() -> None:
 
 
 def test_not_json_serializable_results_raise() -> None:
-    with pytest.raises((TypeError, ValueError)):
+    # Each value, under each codec: tests/test_codec.py.
+    with pytest.raises(TypeError):
         encode_result(object())
-    with pytest.raises((TypeError, ValueError)):
-        encode_result(float("nan") if protocol.JSON_BACKEND == "json" else object())
+    with pytest.raises(ValueError):
+        encode_result({1: "a", "1": "b"})
 
 
 def test_big_integers_with_either_codec() -> None:
@@ -388,3 +389,57 @@ def test_check_utf8_says_what_parse_message_says() -> None:
     assert protocol.check_utf8("héllo".encode()) is None
     for line in (b"caf\xc3", b"ok \xff\xfe"):
         assert protocol.check_utf8(line) == parse_message(line)
+
+
+# --- an error reply is always one a client can read ---------------------------------
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "shown"),
+    [
+        ("bad_request", {"name": "is required"}, "{'name': 'is required'}"),
+        ("bad_request", 404, "404"),
+        ("bad_request", None, "None"),
+        ("bad_request", b"bytes", "b'bytes'"),
+        ("bad_request", Unprintable(), "<Unprintable that cannot be shown as text>"),
+        (404, "a code that is not a string", "a code that is not a string"),
+    ],
+)
+def test_an_error_with_a_message_that_is_not_a_string_is_still_a_reply(
+    code: object, message: object, shown: str
+) -> None:
+    line = encode_error(code, message, 3)  # type: ignore[arg-type]
+    reply = decode_reply(line[:-1])  # what the project's own Client checks
+    assert reply["error"] == {"code": str(code), "message": shown}
+    assert reply["id"] == 3
+
+
+def test_details_go_out_when_json_can_carry_them() -> None:
+    line = encode_error("bad_request", "check the fields", 1, {"name": "is required"})
+    assert line == (
+        b'{"id":1,"ok":false,"error":{"code":"bad_request","message":"check the fields",'
+        b'"details":{"name":"is required"}}}\n'
+    )
+    assert decode_reply(line[:-1])["error"]["details"] == {"name": "is required"}
+    # Details JSON cannot carry are left out, and the message says so.
+    reply = decode_reply(encode_error("bad_request", "nope", 2, {"when": {1, 2}})[:-1])
+    assert reply["error"] == {
+        "code": "bad_request",
+        "message": "nope (its details could not be sent as JSON)",
+    }
+    assert reply["id"] == 2
+
+
+def test_an_id_json_cannot_carry_is_left_out_and_said() -> None:
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    reply = decode_reply(encode_error("bad_request", "nope", deep)[:-1])
+    assert "id" not in reply
+    assert reply["error"]["message"] == "nope (the request's id could not be sent back)"

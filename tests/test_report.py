@@ -118,7 +118,7 @@ class _ArticleText(HTMLParser):
 
     def __init__(self, skip: frozenset[str] = frozenset()) -> None:
         super().__init__(convert_charrefs=True)
-        self.SKIP = self.SKIP | skip
+        self.skip = self.SKIP | skip
         self.depth = 0  # > 0 inside <article>
         self.skipping = 0
         self.parts: list[str] = []
@@ -126,13 +126,13 @@ class _ArticleText(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "article":
             self.depth += 1
-        elif self.depth and tag in self.SKIP:
+        elif self.depth and tag in self.skip:
             self.skipping += 1
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "article":
             self.depth -= 1
-        elif self.depth and tag in self.SKIP and self.skipping:
+        elif self.depth and tag in self.skip and self.skipping:
             self.skipping -= 1
 
     def handle_data(self, data: str) -> None:

@@ -13,12 +13,14 @@ within it, and so must each exchange (sending a message and receiving its
 complete reply line). A server that trickles a reply byte by byte cannot
 stretch it.
 
-Every reply answers one request: a line the server sends when no request
-is waiting (a banner, an extra blank line after a reply) is never taken
-for the next reply. It is a :class:`~spike.errors.ProtocolError` naming
-the line, raised by the next call, and the connection is closed, since
-the replies are out of step. A JSON request's reply must also carry its
-``id``.
+Every reply must answer one request. A line that has arrived when no
+request is waiting (a banner, an extra blank line after a reply) is a
+:class:`~spike.errors.ProtocolError` naming the line, raised by the next
+call, and the connection is closed, since the replies are out of step. A
+JSON request's reply must also carry its ``id``, so there an unasked line
+is caught whenever it arrives. Plain text has no ids: a stray line that
+arrives only after the next message was sent cannot be told apart from its
+reply (see :class:`Client`).
 
 A server that listens beyond its own computer needs a token: pass
 ``token=`` (its owner has it: ``spike-server`` prints it at start), and the
@@ -125,6 +127,20 @@ class Client:
         :class:`~spike.errors.RemoteError`, which carries the server's own
         ``code`` and ``message``. A message that cannot be sent at all (a
         newline inside, text that is not valid Unicode) is a ``ValueError``.
+
+    What it can tell about a server that breaks the one-reply-per-line rule:
+        A JSON request's reply must repeat the request's ``id``
+        (:meth:`request` adds one), so any other line in its place is a
+        :class:`~spike.errors.ProtocolError`. A plain-text reply carries
+        nothing to match it to its message: before sending, the client
+        looks for anything that arrived since the last reply and refuses it
+        (:meth:`send_text`, :meth:`send_line`, :meth:`exchange`), but a
+        stray line the server sends after the message went out is returned
+        as its reply. The real reply that follows is refused by the next
+        call if it has arrived by then, and otherwise taken for that call's
+        reply, one behind: use :meth:`request` where that matters. A reply
+        cut off by the server closing the connection mid-line is a
+        :class:`~spike.errors.ConnectionClosed` that says so.
     """
 
     def __init__(
@@ -279,7 +295,7 @@ class Client:
             else:  # refused for another reason (too many failed attempts)
                 message = f"{self._where} refused the connection: {message}"
             raise Unauthorized(code, message, reply.get("id", NO_ID))
-        raise RemoteError(code, message, reply.get("id", NO_ID))
+        raise RemoteError(code, message, reply.get("id", NO_ID), error.get("details"))
 
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
@@ -311,8 +327,9 @@ class Client:
                 continue  # only a slice ended
             if not data:
                 self.close()
+                closed = f"{self._where} closed the connection"
                 raise ConnectionClosed(
-                    self._send_failure or f"{self._where} closed the connection without a reply"
+                    self._cut_reply(closed) or self._send_failure or f"{closed} without a reply"
                 )
             lines = self._feed(data)
         if self._send_failure is not None:
@@ -416,8 +433,21 @@ class Client:
                 return
             self.close()
             raise ConnectionClosed(
-                self._send_failure or f"connection to {self._where} lost: {reason}"
+                self._cut_reply(f"connection to {self._where} lost ({reason})")
+                or self._send_failure
+                or f"connection to {self._where} lost: {reason}"
             ) from None
+
+    def _cut_reply(self, ended: str) -> str | None:
+        """``ended`` (how the connection ended) "in the middle of a reply" if
+        part of a reply line had arrived; None if no byte of it came."""
+        pending = self._framer.partial_bytes
+        if not pending:
+            return None
+        return (
+            f"{ended} in the middle of a reply: {plural(pending, 'byte')} arrived "
+            f"without an end of line ({shorten(self._framer.partial)})"
+        )
 
     def _late_reply(self) -> str:
         waited = seconds_text(self.timeout)

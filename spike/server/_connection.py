@@ -49,7 +49,7 @@ from ..protocol import (
     parse_message,
 )
 from ._auth import Gate, hide_token, no_token_needed
-from ._dispatch import Outcome, error_reply, run_op
+from ._dispatch import Outcome, run_op
 from ._net import input_waiting, queued_for_peer
 from ._poller import READ as _READ
 from ._poller import WRITE as _WRITE
@@ -574,7 +574,7 @@ class Connection:
             return line + b"\n"
         if type(message) is Request:
             return self._call(message)
-        return error_reply(message.code, message.message, message.id)
+        return encode_error(message.code, message.message, message.id)
 
     def _call(self, request: Request) -> bytes | None:
         """Run an inline op now and return its reply; start any other op
@@ -585,7 +585,7 @@ class Connection:
         except ProtocolError as exc:
             if request.op == AUTH_OP:  # no op may take that name (see OpRegistry.add)
                 return self._auth_again(request)
-            return error_reply(exc.code, exc.message, request_id)
+            return encode_error(exc.code, exc.message, request_id)
         ctx: OpContext = _tuple_new(OpContext, (self.peer, self.messages, self._host))
         if spec.runs_on is _LOOP:
             outcome = self._fit(
@@ -611,7 +611,7 @@ class Connection:
             return  # cancelled because it timed out: its caller has its answer
         if outcome is None:
             outcome = Outcome(
-                error_reply(OP_FAILED, f"op {slot.op!r} was cancelled", slot.request_id)
+                encode_error(OP_FAILED, f"op {slot.op!r} was cancelled", slot.request_id)
             )
         outcome = self._fit(slot.op, slot.request_id, outcome)
         if not self._replies.fill(slot, outcome.data):
@@ -639,7 +639,7 @@ class Connection:
         )
         too_big = ValueError(message)
         return Outcome(
-            error_reply(OP_FAILED, message, request_id),
+            encode_error(OP_FAILED, message, request_id),
             too_big,
             "returned a reply too big to hold",
         )
@@ -652,7 +652,7 @@ class Connection:
             f"op {slot.op!r} did not finish within {seconds:g} s "
             "(the server's op timeout); its result will be dropped"
         )
-        self._replies.fill(slot, error_reply(OP_TIMEOUT, message, slot.request_id))
+        self._replies.fill(slot, encode_error(OP_TIMEOUT, message, slot.request_id))
         self._host.op_settled(slot)
         self._log_error(
             f"{format_address(self.peer)}: op {slot.op!r}{_request(slot.request_id)} "

@@ -29,11 +29,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..errors import NO_ID, OP_FAILED
+from ..errors import OP_FAILED
 from ..ops import OpContext, OpSpec, Params, RunsOn, describe, op_error
 from ..protocol import encode_error, encode_result
 
-__all__ = ["AsyncLoop", "Dispatcher", "Outcome", "WorkerPool", "error_reply", "run_op"]
+__all__ = ["AsyncLoop", "Dispatcher", "Outcome", "WorkerPool", "run_op"]
 
 
 class Outcome(NamedTuple):
@@ -44,14 +44,6 @@ class Outcome(NamedTuple):
     failure: BaseException | None = None
     #: What went wrong, for the log: "" (the op raised) or how its result failed.
     what: str = ""
-
-
-def error_reply(code: str, message: str, request_id: Any = NO_ID) -> bytes:
-    """An error reply line, with the request's id when it can be encoded."""
-    try:
-        return encode_error(code, message, request_id)
-    except Exception:  # an id nested too deep to encode again
-        return encode_error(code, f"{message} (the request's id could not be sent back)")
 
 
 def run_op(spec: OpSpec, params: dict[str, Any], ctx: OpContext, request_id: Any) -> Outcome:
@@ -89,7 +81,7 @@ async def run_op_async(
 def _failed(name: str, exc: BaseException, request_id: Any) -> Outcome:
     error = op_error(name, exc)
     failure = error.__cause__ if error.code == OP_FAILED else None
-    return Outcome(error_reply(error.code, error.message, request_id), failure)
+    return Outcome(encode_error(error.code, error.message, request_id, error.details), failure)
 
 
 # An answered request's Outcome, built as NamedTuple._make() does: the
@@ -104,7 +96,7 @@ def _encoded(name: str, result: Any, request_id: Any) -> Outcome:
     except BaseException as exc:  # not JSON, nested too deep (RecursionError), ...
         message = f"op {name!r} returned a result that cannot be sent as JSON: {describe(exc)}"
         failed = "returned a result that failed to encode"
-        return Outcome(error_reply(OP_FAILED, message, request_id), exc, failed)
+        return Outcome(encode_error(OP_FAILED, message, request_id), exc, failed)
 
 
 class WorkerPool:
