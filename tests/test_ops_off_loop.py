@@ -414,11 +414,13 @@ def test_a_def_op_that_returns_a_coroutine_says_how_to_register_it() -> None:
         return real(params, ctx)
 
     ops.add("hidden", hidden)
+    ops.add("hidden_inline", hidden, inline=True)  # on the loop: the same check
     log = LogCapture()
     with (
         running_server(port=0, ops=ops, error_log=log) as server,
         Client(*server.address, timeout=WAIT) as client,
     ):
-        reply = ask(client, "hidden")
-    assert reply["error"]["code"] == "op_failed"
-    assert "register the async def function itself" in reply["error"]["message"]
+        replies = [ask(client, "hidden"), ask(client, "hidden_inline")]
+    for reply in replies:
+        assert reply["error"]["code"] == "op_failed"
+        assert "register the async def function itself" in reply["error"]["message"]
