@@ -218,8 +218,8 @@ def render_machine(results: dict) -> str:
         f"{s['conn_requests']} round trips; "
         f"one {s['big_mib']:g} MiB message (median of 5 per round)"
         + (
-            f"; ops that wait: 32 connections × 15 calls of a 20 ms `def` op, "
-            f"{s['wait_connections']:,} connections × one 100 ms `async def` op"
+            f"; ops that wait: 32 connections × 15 calls of 20 ms, "
+            f"{s['wait_connections']:,} × one of 100 ms"
             if "wait_connections" in s
             else ""
         )
