@@ -351,8 +351,19 @@ def test_a_case_that_fails_is_noted_and_the_run_goes_on() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc: Linux only")
 def test_server_cpu_per_message_is_measured_for_every_server() -> None:
+    # --baseline: a checkout's spike beside this one (here the same checkout).
     done = subprocess.run(
-        [sys.executable, "-m", "spike.bench.cpu", "--rounds", "1", "--messages", "600"],
+        [
+            sys.executable,
+            "-m",
+            "spike.bench.cpu",
+            "--rounds",
+            "1",
+            "--messages",
+            "600",
+            "--baseline",
+            str(ROOT),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -363,7 +374,19 @@ def test_server_cpu_per_message_is_measured_for_every_server() -> None:
     for workload in ("round-trip-json", "pipelined-json", "round-trip-text", "pipelined-text"):
         assert workload in lines
     rows = [line for line in lines if " us (user " in line]
-    assert len(rows) == 13
+    assert len(rows) == 13 + 4
+    assert sum(f"spike at {ROOT}" in row for row in rows) == 4
     for row in rows:
         assert float(row.split(" us (user ")[0].split()[-1]) > 0, row
-    assert lines[-1] == "Rerun this with: python -m spike.bench.cpu --rounds 1 --messages 600"
+    assert lines[-1] == (
+        f"Rerun this with: python -m spike.bench.cpu --rounds 1 --messages 600 --baseline {ROOT}"
+    )
+    missing = subprocess.run(
+        [sys.executable, "-m", "spike.bench.cpu", "--baseline", str(ROOT / "docs")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode == 2
+    assert "--baseline" in missing.stderr and "no spike/server there" in missing.stderr

@@ -8,6 +8,9 @@ servers of :mod:`spike.bench.servers`, in interleaved rounds, and prints
 the median CPU microseconds per message, split into user and system time.
 Linux only: it reads ``/proc/PID/task/*/schedstat`` (nanoseconds on the
 CPU) and ``stat`` (user and system ticks).
+
+``--baseline DIR`` adds the spike of another checkout (``git worktree add
+DIR COMMIT``) to every workload, for a change's cost in the same run.
 """
 
 from __future__ import annotations
@@ -105,6 +108,16 @@ def measure(server: ServerProcess, line: bytes, count: int, pipelined: bool) -> 
     return ns / messages / 1e3, user * _TICK_S / messages * 1e6, system * _TICK_S / messages * 1e6
 
 
+def _baseline_command(checkout: Path) -> list[str]:
+    """``python -m spike.server --port 0`` with ``checkout``'s spike first on the path
+    (``-m`` would put the current directory, maybe this checkout, before it)."""
+    start = (
+        f"import runpy, sys; sys.path.insert(0, {str(checkout.resolve())!r}); "
+        "runpy.run_module('spike.server', run_name='__main__')"
+    )
+    return [sys.executable, "-c", start, "--port", "0"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m spike.bench.cpu``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -117,21 +130,37 @@ def main(argv: list[str] | None = None) -> int:
         "--messages", type=positive_int, default=40_000, help="messages per case per round"
     )
     parser.add_argument("--cpu", type=int, default=0, help="CPU to pin to (default 0)")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="also measure the spike of another checkout (its default, logging server)",
+    )
     args = parser.parse_args(argv)
+    workloads = WORKLOADS
+    subjects = dict(SERVERS)
+    if args.baseline is not None:
+        if not (args.baseline / "spike" / "server").is_dir():
+            parser.error(f"--baseline {args.baseline}: no spike/server there")
+        subjects["baseline"] = (f"spike at {args.baseline}", _baseline_command(args.baseline))
+        workloads = {
+            name: (text, pipelined, (*keys[:1], "baseline", *keys[1:]))
+            for name, (text, pipelined, keys) in WORKLOADS.items()
+        }
     if not sys.platform.startswith("linux"):
         print("python -m spike.bench.cpu: reads /proc, so it runs on Linux only", file=sys.stderr)
         return 1
     try:
         pinning = pin_to_cpu(args.cpu)
         servers: dict[str, ServerProcess] = {}
-        for key, (label, command) in SERVERS.items():
+        for key, (label, command) in subjects.items():
             servers[key] = ServerProcess(label, command, args.cpu).start()
     except BenchSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"server CPU per message, median of {args.rounds} rounds; {pinning}")
     try:
-        for workload, (text, pipelined, keys) in WORKLOADS.items():
+        for workload, (text, pipelined, keys) in workloads.items():
             line = text.encode() + b"\n"
             found: dict[str, list[tuple[float, ...]]] = {key: [] for key in keys}
             for number in range(args.rounds):
