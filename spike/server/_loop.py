@@ -22,9 +22,15 @@ from typing import Any
 from .._address import check_port
 from .._display import plural
 from .._logwriter import CallableLog, EventLog, LogWriter
-from ..errors import PipeError
-from ..ops import OpContext, OpRegistry, OpSpec, default_ops
-from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
+from ..errors import OP_FAILED, PipeError
+from ..ops import OpContext, OpRegistry, OpSpec, default_ops, describe
+from ..protocol import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PORT,
+    encode_error,
+    format_address,
+)
 from ._auth import DEFAULT_AUTH_TIMEOUT, Gate, HidingLog
 from ._connection import ANSWERING, Connection, Settings
 from ._dispatch import Dispatcher, Outcome
@@ -667,7 +673,14 @@ class Server:
     def _op_finished(
         self, conn: Connection, slot: Slot, future: concurrent.futures.Future[Outcome]
     ) -> None:
-        outcome = None if future.cancelled() else future.result()
+        outcome: Outcome | None = None
+        if not future.cancelled():
+            error = future.exception()
+            if error is None:
+                outcome = future.result()
+            else:  # not the op's doing (run_op catches all it raises): still one reply
+                message = f"op {slot.op!r} could not be run: {describe(error)}"
+                outcome = Outcome(encode_error(OP_FAILED, message, slot.request_id), error)
         if outcome is not None and slot.on_worker:
             self._dispatcher.pool.claimed(len(outcome.data))
         try:
