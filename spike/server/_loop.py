@@ -154,10 +154,10 @@ class Server:
         ``buffered_bytes`` (unread input and unsent replies, all connections).
 
     Methods for connections: the :class:`~spike.server._connection.ConnectionHost`
-    interface (``turn_lines``, ``answered``, ``holding_changed``,
+    interface (``turn_lines``, ``answered``, ``buffered_changed``,
     ``want_turn``, ``want_flush``, ``cancel_flush``, ``active``, ``watch``,
-    ``lingering``, ``closed``, ``now``, ``start_op``, ``op_settled``). The
-    server reads a connection's ``state``, ``holding`` and ``in_flight``;
+    ``lingering``, ``forget``, ``now``, ``start_op``, ``op_settled``). The
+    server reads a connection's ``state``, ``buffered`` and ``in_flight``;
     neither class writes the other's attributes.
 
     ``log`` and ``error_log`` are called on the loop's thread, so they must
@@ -554,7 +554,7 @@ class Server:
         with contextlib.suppress(Exception):
             conn.close()
         # Whatever close() did not get to, the server must still let go of.
-        self.closed(conn)
+        self.forget(conn)
         with contextlib.suppress(OSError):
             conn.sock.close()
 
@@ -584,8 +584,8 @@ class Server:
         total = self.buffered_bytes
         target = limit - limit // 8
         holders = sorted(
-            (conn for conn in self._connections if conn.holding and conn.state in ANSWERING),
-            key=_holding,
+            (conn for conn in self._connections if conn.buffered and conn.state in ANSWERING),
+            key=_buffered,
             reverse=True,
         )
         self._enforcing = True
@@ -614,7 +614,7 @@ class Server:
         """A connection answered ``count`` more messages."""
         self.total_messages += count
 
-    def holding_changed(self, change: int) -> None:
+    def buffered_changed(self, change: int) -> None:
         """A connection holds ``change`` more (or fewer) bytes; keep the budget."""
         self.buffered_bytes += change
         if change > 0 and self.buffered_bytes > self.max_buffered_bytes and not self._enforcing:
@@ -699,12 +699,12 @@ class Server:
             due[:] = [entry for entry in due if entry[2] in owed]
             heapq.heapify(due)
 
-    def closed(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
         """Drop a closed connection from the poller and every table."""
         if conn in self._connections:
-            # A clean close has reported its holding as 0 already; a close cut
+            # A clean close has reported its buffered bytes as 0 already; a close cut
             # short by a bug (see _drop) has not, and the budget must not keep it.
-            self.buffered_bytes -= conn.holding
+            self.buffered_bytes -= conn.buffered
             self._connections.remove(conn)
         self._queued.discard(conn)
         self._flush_due.pop(conn, None)
@@ -804,8 +804,8 @@ class Server:
         return None if next_due == math.inf else next_due
 
 
-def _holding(conn: Connection) -> int:
-    return conn.holding
+def _buffered(conn: Connection) -> int:
+    return conn.buffered
 
 
 def _event_log(log: Log) -> EventLog:
