@@ -934,11 +934,11 @@ def test_a_bug_that_cuts_close_short_leaves_nothing_in_the_budget(
 
     def buggy_read(self: Connection) -> None:
         on_readable(self)
-        if self.holding:  # an unfinished line is held: now the bug
+        if self.buffered:  # an unfinished line is held: now the bug
             raise RuntimeError("bug in the handler")
 
     def failing_close(self: Connection, note: str = "") -> None:
-        if self.holding:
+        if self.buffered:
             raise RuntimeError("bug in close")
         close(self, note)
 

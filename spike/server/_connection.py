@@ -149,7 +149,7 @@ class ConnectionHost(ServerView, Protocol):
     """What a connection tells its server (a :class:`~spike.server.Server` is one).
 
     The server keeps its own books (turn queue, timers, totals) from these
-    reports; it reads a connection's ``holding`` and ``state`` but never
+    reports; it reads a connection's ``buffered`` and ``state`` but never
     writes them.
     """
 
@@ -161,7 +161,7 @@ class ConnectionHost(ServerView, Protocol):
         """``count`` more messages were answered."""
         ...
 
-    def holding_changed(self, change: int) -> None:
+    def buffered_changed(self, change: int) -> None:
         """The bytes this connection holds (unread input and unsent replies)
         changed by ``change``; the server may refuse connections to keep its budget."""
         ...
@@ -190,7 +190,7 @@ class ConnectionHost(ServerView, Protocol):
         """``conn`` has shut its side: close it after the linger time."""
         ...
 
-    def closed(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
         """``conn`` is closed: forget it."""
         ...
 
@@ -244,7 +244,7 @@ class Connection:
 
     An op never sees the connection: its ``ctx`` is a snapshot
     (:class:`~spike.ops.OpContext`) of ``peer``, ``messages`` and the
-    server. Read-only for the server: ``state``, ``holding`` (unread input
+    server. Read-only for the server: ``state``, ``buffered`` (unread input
     and unsent replies, in bytes), ``unsent`` (reply bytes not handed to
     the socket), ``in_flight`` (ops running off the loop), ``sock``.
     Methods for the server's inbox: ``op_done()`` and ``op_timed_out()``.
@@ -292,7 +292,7 @@ class Connection:
         self._out_bytes = 0
         # Replies owed in request order while ops run off the loop.
         self._replies = _NOTHING_OWED
-        self._holding = 0  # what the server was last told this connection holds
+        self._buffered = 0  # what the server was last told this connection holds
         self._discard_left = _LINGER_MAX_BYTES  # input still to drop while lingering
         self._interest = _READ  # what the poller watches for
         if self._gate is not None:
@@ -305,9 +305,9 @@ class Connection:
         return self._host
 
     @property
-    def holding(self) -> int:
+    def buffered(self) -> int:
         """Bytes held for this connection: unread input and unsent replies."""
-        return self._holding
+        return self._buffered
 
     @property
     def unsent(self) -> int:
@@ -475,7 +475,7 @@ class Connection:
         reply queued behind them would never arrive: it is closed at once.
         Otherwise it gets an ``overloaded`` error reply, then closes.
         """
-        unread = self._holding - self.unsent
+        unread = self._buffered - self.unsent
         why = (
             f"input and replies held for all connections reached {plural(total, 'byte')} "
             f"(the limit is {limit}) and this connection held the most "
@@ -522,7 +522,7 @@ class Connection:
                 slot.future.cancel()
             self._host.op_settled(slot)
         self._drop_input()
-        self._host.closed(self)
+        self._host.forget(self)
         with contextlib.suppress(OSError):
             self.sock.close()
         if self._log is not None:
@@ -805,7 +805,7 @@ class Connection:
     def _account(self) -> bool:
         """Tell the server what this connection holds now; False if that (or
         anything before) ended its answering."""
-        held = (
+        buffered = (
             self.framer.partial_bytes
             + len(self._backlog)
             - self._backlog_pos
@@ -813,10 +813,10 @@ class Connection:
             + self._out_bytes
             + self._replies.waiting_bytes
         )
-        change = held - self._holding
+        change = buffered - self._buffered
         if change:
-            self._holding = held
-            self._host.holding_changed(change)
+            self._buffered = buffered
+            self._host.buffered_changed(change)
         return self.state in ANSWERING
 
     def _drop_input(self) -> None:

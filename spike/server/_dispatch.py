@@ -132,6 +132,7 @@ class WorkerPool:
         self._ready = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        self._returning = 0  # finished a job, not yet back for the next
         self.busy = 0
         self.thread_ids: set[int] = set()
         self._closed = False
@@ -155,7 +156,11 @@ class WorkerPool:
             self._jobs.append((future, job))
             if self._idle:
                 self._ready.notify()
-            elif len(self._threads) < self.size:
+            # A worker that has just handed over a result (its reply may be
+            # what made this job possible) takes the next job too: start a
+            # thread only for jobs that no waiting or returning worker takes.
+            free = self._idle + self._returning
+            if len(self._jobs) > free and len(self._threads) < self.size:
                 thread = threading.Thread(
                     target=self._work, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
                 )
@@ -186,8 +191,11 @@ class WorkerPool:
     def _work(self) -> None:
         self.thread_ids.add(threading.get_ident())
         jobs = self._jobs
+        returning = False
         while True:
             with self._ready:
+                if returning:
+                    self._returning -= 1
                 while not jobs or (self._unclaimed > self.max_unclaimed and not self._closed):
                     self._idle += 1
                     self._ready.wait()
@@ -197,17 +205,23 @@ class WorkerPool:
                     return
                 self.busy += 1
             future, job = item
-            made = 0
-            try:
-                if future.set_running_or_notify_cancel():
-                    outcome = job()  # run_op never raises
-                    made = len(outcome.data)
-                    with self._ready:  # before the loop can claim it
-                        self._unclaimed += made
-                    future.set_result(outcome)
-            finally:
-                with self._ready:
-                    self.busy -= 1
+            outcome: Outcome | None = None
+            failed: BaseException | None = None
+            if future.set_running_or_notify_cancel():
+                try:
+                    outcome = job()
+                except BaseException as exc:  # run_op never raises; if it ever does,
+                    failed = exc  # the reply must still come back (as op_failed)
+            with self._ready:  # before the loop can see the result
+                if outcome is not None:
+                    self._unclaimed += len(outcome.data)
+                self.busy -= 1
+                self._returning += 1
+            returning = True
+            if outcome is not None:
+                future.set_result(outcome)
+            elif failed is not None:
+                future.set_exception(failed)
 
 
 class AsyncLoop:

@@ -22,9 +22,15 @@ from typing import Any
 from .._address import check_port
 from .._display import plural
 from .._logwriter import CallableLog, EventLog, LogWriter
-from ..errors import PipeError
-from ..ops import OpContext, OpRegistry, OpSpec, default_ops
-from ..protocol import DEFAULT_HOST, DEFAULT_MAX_LINE_BYTES, DEFAULT_PORT, format_address
+from ..errors import OP_FAILED, PipeError
+from ..ops import OpContext, OpRegistry, OpSpec, default_ops, describe
+from ..protocol import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PORT,
+    encode_error,
+    format_address,
+)
 from ._auth import DEFAULT_AUTH_TIMEOUT, Gate, HidingLog
 from ._connection import ANSWERING, Connection, Settings
 from ._dispatch import Dispatcher, Outcome
@@ -148,10 +154,10 @@ class Server:
         ``buffered_bytes`` (unread input and unsent replies, all connections).
 
     Methods for connections: the :class:`~spike.server._connection.ConnectionHost`
-    interface (``turn_lines``, ``answered``, ``holding_changed``,
+    interface (``turn_lines``, ``answered``, ``buffered_changed``,
     ``want_turn``, ``want_flush``, ``cancel_flush``, ``active``, ``watch``,
-    ``lingering``, ``closed``, ``now``, ``start_op``, ``op_settled``). The
-    server reads a connection's ``state``, ``holding`` and ``in_flight``;
+    ``lingering``, ``forget``, ``now``, ``start_op``, ``op_settled``). The
+    server reads a connection's ``state``, ``buffered`` and ``in_flight``;
     neither class writes the other's attributes.
 
     ``log`` and ``error_log`` are called on the loop's thread, so they must
@@ -548,7 +554,7 @@ class Server:
         with contextlib.suppress(Exception):
             conn.close()
         # Whatever close() did not get to, the server must still let go of.
-        self.closed(conn)
+        self.forget(conn)
         with contextlib.suppress(OSError):
             conn.sock.close()
 
@@ -578,8 +584,8 @@ class Server:
         total = self.buffered_bytes
         target = limit - limit // 8
         holders = sorted(
-            (conn for conn in self._connections if conn.holding and conn.state in ANSWERING),
-            key=_holding,
+            (conn for conn in self._connections if conn.buffered and conn.state in ANSWERING),
+            key=_buffered,
             reverse=True,
         )
         self._enforcing = True
@@ -608,7 +614,7 @@ class Server:
         """A connection answered ``count`` more messages."""
         self.total_messages += count
 
-    def holding_changed(self, change: int) -> None:
+    def buffered_changed(self, change: int) -> None:
         """A connection holds ``change`` more (or fewer) bytes; keep the budget."""
         self.buffered_bytes += change
         if change > 0 and self.buffered_bytes > self.max_buffered_bytes and not self._enforcing:
@@ -667,7 +673,14 @@ class Server:
     def _op_finished(
         self, conn: Connection, slot: Slot, future: concurrent.futures.Future[Outcome]
     ) -> None:
-        outcome = None if future.cancelled() else future.result()
+        outcome: Outcome | None = None
+        if not future.cancelled():
+            error = future.exception()
+            if error is None:
+                outcome = future.result()
+            else:  # not the op's doing (run_op catches all it raises): still one reply
+                message = f"op {slot.op!r} could not be run: {describe(error)}"
+                outcome = Outcome(encode_error(OP_FAILED, message, slot.request_id), error)
         if outcome is not None and slot.on_worker:
             self._dispatcher.pool.claimed(len(outcome.data))
         try:
@@ -686,12 +699,12 @@ class Server:
             due[:] = [entry for entry in due if entry[2] in owed]
             heapq.heapify(due)
 
-    def closed(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
         """Drop a closed connection from the poller and every table."""
         if conn in self._connections:
-            # A clean close has reported its holding as 0 already; a close cut
+            # A clean close has reported its buffered bytes as 0 already; a close cut
             # short by a bug (see _drop) has not, and the budget must not keep it.
-            self.buffered_bytes -= conn.holding
+            self.buffered_bytes -= conn.buffered
             self._connections.remove(conn)
         self._queued.discard(conn)
         self._flush_due.pop(conn, None)
@@ -791,8 +804,8 @@ class Server:
         return None if next_due == math.inf else next_due
 
 
-def _holding(conn: Connection) -> int:
-    return conn.holding
+def _buffered(conn: Connection) -> int:
+    return conn.buffered
 
 
 def _event_log(log: Log) -> EventLog:
