@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from .._display import display_text, plural
 from .._logwriter import EventLog
 from ..errors import NO_ID, OP_FAILED, OP_TIMEOUT, OVERLOADED, LineTooLong, ProtocolError
-from ..ops import OpContext, OpRegistry, OpSpec, RunsOn, ServerView, describe
+from ..ops import OpContext, OpRegistry, OpSpec, Params, RunsOn, ServerView, describe
 from ..protocol import (
     AUTH_OP,
     MAX_AUTH_LINE_BYTES,
@@ -45,11 +45,13 @@ from ..protocol import (
     Request,
     Text,
     encode_error,
+    encode_result,
     format_address,
     parse_message,
 )
 from ._auth import Gate, hide_token, no_token_needed
-from ._dispatch import Outcome, run_op
+from ._dispatch import PLAIN_RESULTS as _PLAIN_RESULTS
+from ._dispatch import Outcome, failed_outcome, finish_op
 from ._net import input_waiting, queued_for_peer
 from ._poller import READ as _READ
 from ._poller import WRITE as _WRITE
@@ -588,9 +590,24 @@ class Connection:
             return encode_error(exc.code, exc.message, request_id)
         ctx: OpContext = _tuple_new(OpContext, (self.peer, self.messages, self._host))
         if spec.runs_on is _LOOP:
-            outcome = self._fit(
-                spec.name, request_id, run_op(spec, request.params, ctx, request_id)
-            )
+            # The common case in one frame: the op returns JSON's own types and
+            # its reply encodes and fits. Anything else takes run_op's path
+            # (failures, awaitables, odd results) from the top: only the
+            # encoding is tried twice, never the op.
+            try:
+                result = spec.func(Params(request.params), ctx)
+            except BaseException as exc:  # the op's own: mapped below
+                outcome = failed_outcome(spec.name, exc, request_id)
+            else:
+                if type(result) in _PLAIN_RESULTS:
+                    try:
+                        data = encode_result(result, request_id)
+                    except BaseException:
+                        data = None
+                    if data is not None and len(data) <= self._settings.max_reply_bytes:
+                        return data
+                outcome = finish_op(spec.name, result, request_id)
+            outcome = self._fit(spec.name, request_id, outcome)
             if outcome.failure is not None:
                 self._log_op_failure(spec.name, request_id, outcome.failure, outcome.what)
             return outcome.data

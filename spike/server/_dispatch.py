@@ -33,7 +33,16 @@ from ..errors import OP_FAILED
 from ..ops import OpContext, OpSpec, Params, RunsOn, describe, op_error
 from ..protocol import encode_error, encode_result
 
-__all__ = ["AsyncLoop", "Dispatcher", "Outcome", "WorkerPool", "run_op"]
+__all__ = [
+    "PLAIN_RESULTS",
+    "AsyncLoop",
+    "Dispatcher",
+    "Outcome",
+    "WorkerPool",
+    "failed_outcome",
+    "finish_op",
+    "run_op",
+]
 
 
 class Outcome(NamedTuple):
@@ -46,7 +55,8 @@ class Outcome(NamedTuple):
     what: str = ""
 
 
-_PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, type(None)})
+#: What ops usually return: JSON's own types (never awaitable).
+PLAIN_RESULTS = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
 def run_op(spec: OpSpec, params: dict[str, Any], ctx: OpContext, request_id: Any) -> Outcome:
@@ -55,19 +65,29 @@ def run_op(spec: OpSpec, params: dict[str, Any], ctx: OpContext, request_id: Any
         result = spec.func(Params(params), ctx)
     except BaseException as exc:  # untrusted code: even SystemExit is the op's
         return _failed(spec.name, exc, request_id)
+    return finish_op(spec.name, result, request_id)
+
+
+def finish_op(name: str, result: Any, request_id: Any) -> Outcome:
+    """The reply for what a plain op returned (an awaitable is refused); never raises."""
     # inspect.isawaitable() costs a fifth of a microsecond (an ABC check);
     # JSON's own types, what ops return, are never awaitable.
-    if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
+    if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
         # A plain function that returned a coroutine (a decorator hid the
         # async def): it would never run. Say how to register it instead.
         if inspect.iscoroutine(result):
             result.close()
         error = TypeError(
-            f"op {spec.name!r} returned an awaitable; register the async def function "
+            f"op {name!r} returned an awaitable; register the async def function "
             "itself so that the server awaits it"
         )
-        return _failed(spec.name, error, request_id)
-    return _encoded(spec.name, result, request_id)
+        return _failed(name, error, request_id)
+    return _encoded(name, result, request_id)
+
+
+def failed_outcome(name: str, exc: BaseException, request_id: Any) -> Outcome:
+    """The reply for what op ``name`` raised: whose fault it is; never raises."""
+    return _failed(name, exc, request_id)
 
 
 async def run_op_async(
