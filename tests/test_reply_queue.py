@@ -16,6 +16,11 @@ def test_nothing_owed_is_false_and_releases_nothing() -> None:
     assert not queue and queue.release() == [] and queue.pending() == []
 
 
+EXPECTED = [b"reply0\n", b"text-a\n", b"reply1\n", b"reply2\n", b"text-b\n"]
+# How many replies can have left while the slot of op N is the first still owed.
+HEAD_LEN = {0: 0, 1: 2, 2: 3, 3: 5}
+
+
 def test_replies_leave_in_request_order_whatever_order_ops_finish_in() -> None:
     """Every order in which three ops can finish, with replies made at once
     between them: what leaves is always the request order, as soon as it can."""
@@ -36,6 +41,9 @@ def test_replies_leave_in_request_order_whatever_order_ops_finish_in() -> None:
             owed = [s for s in slots if s.data is None]
             if owed:
                 assert len(sent) < 5
+            # Exactly what is complete from the head has left, in order.
+            first_owed = next((n for n, s in enumerate(slots) if s.data is None), 3)
+            assert sent == EXPECTED[: HEAD_LEN[first_owed]], (order, sent)
         assert sent == [b"reply0\n", b"text-a\n", b"reply1\n", b"reply2\n", b"text-b\n"], order
         assert not queue and queue.in_flight == 0 and queue.waiting_bytes == 0
 

@@ -590,10 +590,10 @@ class Connection:
             return encode_error(exc.code, exc.message, request_id)
         ctx: OpContext = _tuple_new(OpContext, (self.peer, self.messages, self._host))
         if spec.runs_on is _LOOP:
-            # The common case in one frame: the op returns JSON's own types and
-            # its reply encodes and fits. Anything else takes run_op's path
-            # (failures, awaitables, odd results) from the top: only the
-            # encoding is tried twice, never the op.
+            # run_op's work, with the common case in one frame (the op returns
+            # JSON's own types, its reply encodes and fits). Anything else goes
+            # run_op's way (failed_outcome, finish_op, _fit): an encoding that
+            # failed, or a reply too big, is tried twice; the op never is.
             try:
                 result = spec.func(Params(request.params), ctx)
             except BaseException as exc:  # the op's own: mapped below
@@ -687,13 +687,11 @@ class Connection:
             if self._track_idle:  # a reply is traffic: the client is not idle
                 self._host.active(self)
         self._send_corked()
-        if self.state is State.CLOSED or not self._account():
-            if self.state is not State.CLOSED:
-                self._after_sent()
+        if self.state is State.CLOSED:
             return
-        if self.state is State.OPEN:
+        if self._account() and self.state is _OPEN:
             self._want_input()
-        self._after_sent()
+        self._after_sent()  # (does nothing if the budget refused and closed it)
 
     def _log_op_failure(
         self, op: str, request_id: Any, exc: BaseException, what: str = ""

@@ -64,7 +64,7 @@ def run_op(spec: OpSpec, params: dict[str, Any], ctx: OpContext, request_id: Any
     try:
         result = spec.func(Params(params), ctx)
     except BaseException as exc:  # untrusted code: even SystemExit is the op's
-        return _failed(spec.name, exc, request_id)
+        return failed_outcome(spec.name, exc, request_id)
     return finish_op(spec.name, result, request_id)
 
 
@@ -81,13 +81,8 @@ def finish_op(name: str, result: Any, request_id: Any) -> Outcome:
             f"op {name!r} returned an awaitable; register the async def function "
             "itself so that the server awaits it"
         )
-        return _failed(name, error, request_id)
+        return failed_outcome(name, error, request_id)
     return _encoded(name, result, request_id)
-
-
-def failed_outcome(name: str, exc: BaseException, request_id: Any) -> Outcome:
-    """The reply for what op ``name`` raised: whose fault it is; never raises."""
-    return _failed(name, exc, request_id)
 
 
 async def run_op_async(
@@ -99,11 +94,12 @@ async def run_op_async(
     except asyncio.CancelledError:
         raise  # the server cancelled it (timed out, or stopping): no reply is wanted
     except BaseException as exc:
-        return _failed(spec.name, exc, request_id)
+        return failed_outcome(spec.name, exc, request_id)
     return _encoded(spec.name, result, request_id)
 
 
-def _failed(name: str, exc: BaseException, request_id: Any) -> Outcome:
+def failed_outcome(name: str, exc: BaseException, request_id: Any) -> Outcome:
+    """The reply for what op ``name`` raised: whose fault it is; never raises."""
     error = op_error(name, exc)
     failure = error.__cause__ if error.code == OP_FAILED else None
     return Outcome(encode_error(error.code, error.message, request_id, error.details), failure)

@@ -307,8 +307,13 @@ class Server:
         self._inbox.append(callback)
         if not self._woken:
             self._woken = True
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
+            self._wake()
+
+    def _wake(self) -> None:
+        """Make the loop's wait return now (safe from any thread, and from a
+        signal handler): one byte on the wake socket pair."""
+        with contextlib.suppress(OSError):  # full of wake bytes already, or closed
+            self._wake_w.send(b"x")
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Serve clients until :meth:`shutdown` (or Ctrl+C) stops the loop.
@@ -376,8 +381,7 @@ class Server:
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self._interrupted = True
         self._stop_requested = True
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        self._wake()
 
     def wait_serving(self, timeout: float | None = None) -> bool:
         """Block until :meth:`serve_forever` is running; False on timeout."""
@@ -391,8 +395,7 @@ class Server:
         deadlock, since a stopping server waits for that op).
         """
         self._stop_requested = True
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        self._wake()
         if (
             self._loop_thread is not None
             and self._loop_thread != threading.get_ident()
@@ -678,11 +681,11 @@ class Server:
             error = future.exception()
             if error is None:
                 outcome = future.result()
+                if slot.on_worker:  # the pool counted it until the loop took it
+                    self._dispatcher.pool.claimed(len(outcome.data))
             else:  # not the op's doing (run_op catches all it raises): still one reply
                 message = f"op {slot.op!r} could not be run: {describe(error)}"
                 outcome = Outcome(encode_error(OP_FAILED, message, slot.request_id), error)
-        if outcome is not None and slot.on_worker:
-            self._dispatcher.pool.claimed(len(outcome.data))
         try:
             conn.op_done(slot, outcome)
         except Exception as exc:  # a bug must cost one client, not all

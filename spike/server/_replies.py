@@ -52,9 +52,7 @@ class ReplyQueue:
     __slots__ = ("_items", "in_flight", "waiting_bytes")
 
     def __init__(self) -> None:
-        # Made on first use: an empty deque is 760 bytes, and most
-        # connections never run an op off the loop (idle ones stay cheap).
-        self._items: collections.deque[Slot | bytes] | None = None
+        self._items: collections.deque[Slot | bytes] = collections.deque()
         self.in_flight = 0
         self.waiting_bytes = 0
 
@@ -63,8 +61,6 @@ class ReplyQueue:
 
     def reserve(self, slot: Slot) -> None:
         """Keep the place of a reply that is not known yet."""
-        if self._items is None:
-            self._items = collections.deque()
         self._items.append(slot)
         self.in_flight += 1
 
@@ -87,8 +83,6 @@ class ReplyQueue:
         """Take the replies now complete at the head, in order."""
         items = self._items
         out: list[bytes] = []
-        if items is None:
-            return out
         while items:
             head = items[0]
             if isinstance(head, Slot):
@@ -107,13 +101,12 @@ class ReplyQueue:
 
     def pending(self) -> list[Slot]:
         """The slots whose reply is not known yet, oldest first."""
-        items = self._items or ()
-        return [item for item in items if isinstance(item, Slot) and item.data is None]
+        return [item for item in self._items if isinstance(item, Slot) and item.data is None]
 
     def clear(self) -> list[Slot]:
         """Forget everything owed (the connection closed); returns the unfilled slots."""
         slots = self.pending()
-        self._items = None
+        self._items.clear()
         self.in_flight = 0
         self.waiting_bytes = 0
         return slots
