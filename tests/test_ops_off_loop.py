@@ -433,3 +433,41 @@ def test_a_def_op_that_returns_a_coroutine_says_how_to_register_it() -> None:
     for reply in replies:
         assert reply["error"]["code"] == "op_failed"
         assert "register the async def function itself" in reply["error"]["message"]
+
+
+def test_async_ops_handed_over_in_a_batch_can_each_be_cancelled() -> None:
+    """The asyncio loop takes ops in batches: an op cancelled before its
+    batch starts never runs, one cancelled while awaited is cancelled, and
+    none is left behind either way (whatever the moment of cancelling)."""
+    from spike.ops import OpSpec
+    from spike.server._dispatch import AsyncLoop
+
+    began: list[int] = []
+    cancelled: list[int] = []
+    never = asyncio.Event()
+
+    async def hang(params: Any, ctx: OpContext) -> None:
+        began.append(params["n"])
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            cancelled.append(params["n"])
+            raise
+
+    spec = OpSpec("hang", hang, RunsOn.ASYNC)
+    ctx = OpContext(("127.0.0.1", 1), 1, None)  # type: ignore[arg-type]  # no server here
+    loop = AsyncLoop()
+    try:
+        futures = [loop.submit(spec, {"n": n}, ctx, n) for n in range(300)]
+        for n, future in enumerate(futures):
+            if n % 2 == 0:  # half at once, most likely before their batch starts
+                assert future.cancel()
+        wait_until(lambda: loop.running == 150 and len(began) == 150, what="the rest awaited")
+        assert began == list(range(1, 300, 2))  # in order, cancelled ones never began
+        for future in futures:
+            future.cancel()
+        wait_until(lambda: loop.running == 0, what="every awaited op cancelled")
+        assert sorted(cancelled) == began
+        assert all(future.cancelled() for future in futures)
+    finally:
+        loop.close()
