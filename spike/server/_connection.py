@@ -362,6 +362,17 @@ class Connection:
             # The commonest case, one whole line that nothing waits before:
             # answered and sent at once, without the framer's buffers.
             line = data[:-2] if data[-2:-1] == b"\r" else data[:-1]
+            if data[0] != 123 and self._replies is _NOTHING_OWED and data.isascii():
+                # Plain ASCII text (not "{"): its echo is the line itself,
+                # sent here; _reply's batch case, for one line, in one frame.
+                self.messages += 1
+                self._host.answered(1)
+                if self._log is not None:
+                    self._log.line(_RECEIVED, line)
+                self._send_now(data if len(line) + 1 == len(data) else line + b"\n")
+                if self._out:  # the socket took only part
+                    self._account()
+                return
             self._reply((line,))
             self._send_corked()
             if self._out or self._replies:  # the socket took only part, or an op runs
@@ -735,18 +746,27 @@ class Connection:
         if self._out:  # keep order behind replies already waiting
             self._out.append(data)
             self._out_bytes += len(data)
+            self._check_output()
         else:
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self.close()
-                return
-            if sent == len(data):
-                return
-            self._out.append(_rest(data, sent))
-            self._out_bytes += len(data) - sent
+            self._send_now(data)
+
+    def _send_now(self, data: bytes) -> None:
+        """Send ``data`` (nothing waits unsent before it); keep what the socket refused."""
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        if sent == len(data):
+            return
+        self._out.append(_rest(data, sent))
+        self._out_bytes += len(data) - sent
+        self._check_output()
+
+    def _check_output(self) -> None:
+        """Replies wait unsent: past the output cap, stop answering; watch for writable."""
         if self._out_bytes > _OUTPUT_CAP and self.state is State.OPEN:
             self.state = State.PAUSED
         self._update_interest()
