@@ -256,6 +256,13 @@ class OpRegistry:
         new._ops = dict(self._ops)
         return new
 
+    def finder(self) -> Callable[[str], OpSpec | None]:
+        """A function from an op's name to its spec, or None: what the
+        server's loop calls for every request (the registry's own dict
+        lookup, so that no Python frame is added per request). Ops added
+        or removed later are seen by it."""
+        return self._ops.get
+
     def names(self) -> list[str]:
         """The registered op names, sorted."""
         return sorted(self._ops)

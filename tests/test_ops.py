@@ -237,3 +237,15 @@ def test_public_api_is_documented() -> None:
     for cls in (spike.Server, spike.Client, spike.Connection):
         assert "Methods for the caller" in (cls.__doc__ or ""), cls.__name__
     assert "An op never sees the connection" in (spike.Connection.__doc__ or "")
+
+
+def test_finder_sees_ops_added_and_removed_after_it_was_made() -> None:
+    ops = default_ops.copy()
+    find = ops.finder()
+    assert find("nope") is None
+    ops.add("later", lambda params, ctx: "later")
+    spec = find("later")
+    assert spec is not None and spec.name == "later"
+    ops.remove("later")
+    assert find("later") is None
+    assert default_ops.finder()("later") is None  # the copy's ops are its own

@@ -31,7 +31,7 @@ import sys
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._display import display_text, plural
@@ -145,6 +145,12 @@ class Settings:
     max_reply_bytes: int
     #: The server's token gate (None: no token; every connection starts OPEN).
     gate: Gate[Connection] | None = None
+    #: ``ops.finder()``: the lookup of every request's op (here, not on each
+    #: connection: an idle connection costs only what it holds itself).
+    find_op: Callable[[str], OpSpec | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "find_op", self.ops.finder())
 
 
 class ConnectionHost(ServerView, Protocol):
@@ -375,7 +381,9 @@ class Connection:
                 return
             self._reply((line,))
             self._send_corked()
-            if self._out or self._replies:  # the socket took only part, or an op runs
+            # The socket took only part, or an op runs (the shared empty
+            # queue is never owed anything: no need to ask it).
+            if self._out or (self._replies is not _NOTHING_OWED and self._replies):
                 self._account()
                 self._update_interest()
             return
@@ -571,34 +579,45 @@ class Connection:
             host.answered(1)
             if log is not None:  # an auth line is logged without its token
                 log.line(_RECEIVED, line if b'"token"' not in line else hide_token(line))
-            reply = self._decide(line)
-            if reply is not None:
+            message = parse_message(line)
+            if type(message) is Request:
+                reply = self._call(message)
+            elif type(message) is Text:  # valid UTF-8: echoed as it came
+                reply = line + b"\n"
+            else:
+                reply = encode_error(message.code, message.message, message.id)
+            if reply is None:  # its op runs off the loop; its place is kept
+                pass
+            elif self._replies is _NOTHING_OWED:  # _queue(), when nothing is owed
+                self._corked.append(reply)
+                self._corked_bytes += len(reply)
+            else:
                 self._queue(reply)
-            # After the last line the caller looks for itself.
-            if done < last and not self._may_answer():
+            # After the last line the caller looks for itself. With nothing
+            # owed, _may_answer() is False only past the output cap.
+            if (
+                done < last
+                and (
+                    self._replies is not _NOTHING_OWED
+                    or self._corked_bytes + self._out_bytes > _OUTPUT_CAP
+                )
+                and not self._may_answer()
+            ):
                 return done
         return last
-
-    def _decide(self, line: bytes) -> bytes | None:
-        """The reply line for one message, or None when its op was started
-        off the loop (its place is reserved); never raises."""
-        message = parse_message(line)
-        if type(message) is Text:  # valid UTF-8: echoed as it came
-            return line + b"\n"
-        if type(message) is Request:
-            return self._call(message)
-        return encode_error(message.code, message.message, message.id)
 
     def _call(self, request: Request) -> bytes | None:
         """Run an inline op now and return its reply; start any other op
         where it runs and return None."""
         request_id = request.id
-        try:
-            spec = self._ops.get(request.op)
-        except ProtocolError as exc:
+        spec = self._settings.find_op(request.op)
+        if spec is None:
             if request.op == AUTH_OP:  # no op may take that name (see OpRegistry.add)
                 return self._auth_again(request)
-            return encode_error(exc.code, exc.message, request_id)
+            try:
+                spec = self._ops.get(request.op)  # unknown_op, naming the ops there are
+            except ProtocolError as exc:
+                return encode_error(exc.code, exc.message, request_id)
         ctx: OpContext = _tuple_new(OpContext, (self.peer, self.messages, self._host))
         if spec.runs_on is _LOOP:
             # run_op's work, with the common case in one frame (the op returns
