@@ -368,10 +368,11 @@ def arrivals(
     Unlike :func:`many_connections`, connecting is timed: what a server does
     for a new connection (accept it, start a thread for it) is in the figure.
     The elapsed time runs from the first connect to the last reply; each
-    latency from its client's connect to its reply. Every connect is started
-    in one burst, then one selector drives every socket. A refused, reset or
-    closed connection, a wrong reply (``reply``, by default the echo of
-    ``text``) or a client unanswered after ``timeout_s`` counts as one error.
+    latency from its client's connect to its reply, after which the client
+    closes its socket. Every connect is started in one burst, then one
+    selector drives every socket. A refused, reset or closed connection, a
+    wrong reply (``reply``, by default the echo of ``text``) or a client
+    unanswered after ``timeout_s`` counts as one error.
     """
     line = text.encode() + b"\n"
     expected = line if reply is None else reply.encode() + b"\n"
@@ -396,6 +397,7 @@ class _Crowd:
         self.remaining = 0  # round trips still owed by live connections
         self.latencies: list[int] = []
         self.last = 0  # when the latest reply came, in _clock() ns
+        self.leave = False  # close each socket once answered (arrivals)
 
     def _waiting(self) -> bool:
         return time.monotonic() < self.deadline
@@ -463,6 +465,7 @@ class _Crowd:
     def arrive(self, host: str, port: int, clients: int) -> float:
         """Connects ``clients`` sockets, each sending its line once connected; timed, s."""
         self.remaining = clients
+        self.leave = True
         with _quiet_gc():
             start = self.last = _clock()
             for _ in range(clients):
@@ -521,6 +524,8 @@ class _Crowd:
             self._send_next(conn)
         else:
             self.selector.unregister(conn.sock)
+            if self.leave:
+                conn.sock.close()  # the server's cost of a client leaving is timed too
 
     def _send_next(self, conn: _Conn) -> None:
         conn.sent_at = _clock()

@@ -187,7 +187,7 @@ CASES: tuple[tuple[str, str, str, str, str, str], ...] = (
         "waits",
         "py_waits",
         "wait_async_held",
-        "ThreadingTCPServer: the same, threads already started",
+        "ThreadingTCPServer: the same, already open",
         "threads_async_held",
         "",
     ),
