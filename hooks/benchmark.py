@@ -219,7 +219,8 @@ def render_machine(results: dict) -> str:
         f"one {s['big_mib']:g} MiB message (median of 5 per round)"
         + (
             f"; ops that wait: 32 connections × 15 calls of 20 ms, "
-            f"{s['wait_connections']:,} × one of 100 ms"
+            f"{s['wait_connections']:,} clients × one of 100 ms (connecting timed; again on "
+            "connections already open)"
             if "wait_connections" in s
             else ""
         )

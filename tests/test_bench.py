@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -116,7 +117,14 @@ def test_results_file_has_every_measurement(tiny_run):
         },
         "connections": {"py_selectors", "spike", "spike_quiet"},
         "big_message": {"py_echo", "spike_big"},
-        "waits": {"spike_def", "threads_def", "spike_async", "threads_async"},
+        "waits": {
+            "spike_def",
+            "threads_def",
+            "spike_async",
+            "threads_async",
+            "spike_async_held",
+            "threads_async_held",
+        },
     }
     if HAS_C:
         expected["round_trip"].add("c_blocking")
@@ -144,10 +152,13 @@ def test_results_file_has_every_measurement(tiny_run):
     for row in waits.values():
         assert row["errors"] == 0
     assert waits["spike_def"]["requests"] == waits["threads_def"]["requests"] == 32 * 15
-    assert waits["spike_async"]["requests"] == waits["threads_async"]["requests"] == 20
-    # An op that waits 100 ms cannot be answered sooner.
-    assert waits["spike_async"]["p50_ms"] >= 100 and waits["threads_async"]["p50_ms"] >= 100
-    assert waits["spike_def"]["vs_threads"] > 0 and waits["spike_async"]["vs_threads"] > 0
+    crowd = ("spike_async", "threads_async", "spike_async_held", "threads_async_held")
+    for row_id in crowd:
+        assert waits[row_id]["requests"] == 20
+        # An op that waits 100 ms cannot be answered sooner.
+        assert waits[row_id]["p50_ms"] >= 100, waits[row_id]
+    for row_id in ("spike_def", "spike_async", "spike_async_held"):
+        assert waits[row_id]["vs_threads"] > 0
     spike_text = _rows(results, "round_trip")["spike_text"]
     assert spike_text["vs_python_floor"] > 0
     if HAS_C:
@@ -175,7 +186,7 @@ def test_results_file_has_every_measurement(tiny_run):
         "cost of the log: pipelined",
         "cost of the log: 20 connections",
         "ops that wait: def op, 32 connections",
-        "ops that wait: async def op, 20 connections",
+        "ops that wait: async def op, 20 arriving clients",
     }
     assert names <= set(targets)
     # Evaluated, whatever the outcome: a verdict, never a missing value.
@@ -247,7 +258,8 @@ def test_hook_renders_the_page_from_a_results_file(tiny_run):
     assert spike_line.count("|") == 7
     # ...ops that wait, against a thread per connection...
     assert "| Server | Requests/s | p50 | p99 | Errors | ÷ threads |" in page
-    assert "| **spike, async def op: 20 conns × 100 ms** |" in page
+    assert "| **spike, async def op: 20 clients connect and call, 100 ms** |" in page
+    assert "| **spike, the same on 20 connections already open** |" in page
     # ...an inline SVG chart with a bar per measured round trip...
     assert page.count('<svg class="bench-chart"') == 2
     assert page.count("<rect") >= len(results["tests"]["round_trip"]["rows"])
@@ -288,7 +300,8 @@ def test_impossible_cpu_is_one_clear_line():
     assert done.stderr.strip().splitlines()[-1].startswith("error: cannot pin to CPU 4096")
 
 
-def test_load_generator_counts_every_lost_request():
+@pytest.mark.parametrize("loop", ["many_connections", "arrivals"])
+def test_load_generator_counts_every_lost_request(loop: str):
     """A server that hangs up on everyone must show up as errors, not as a fast run."""
     import socket
     import threading
@@ -311,15 +324,67 @@ def test_load_generator_counts_every_lost_request():
     thread = threading.Thread(target=hang_up_on_everyone, daemon=True)
     thread.start()
     try:
-        timed = load.many_connections(
-            "127.0.0.1", port, "hello", connections=10, requests_each=3, timeout_s=10
-        )
+        if loop == "many_connections":
+            timed = load.many_connections(
+                "127.0.0.1", port, "hello", connections=10, requests_each=3, timeout_s=10
+            )
+        else:
+            timed = load.arrivals("127.0.0.1", port, "hello", clients=30, timeout_s=10)
     finally:
         stop.set()
         thread.join(timeout=5)
         listener.close()
     assert timed.errors == 10 * 3
     assert timed.latencies_ns == []
+
+
+WAIT_REQUEST = '{"op":"wait_async","ms":100}'
+WAIT_REPLY = '{"ok":true,"result":{"waited_ms":100}}'
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        ["spike.server", "--port", "0", "--quiet", "--ops", "spike.bench.wait_ops:ops"],
+        ["spike.bench.servers", "waits"],
+    ],
+    ids=["spike", "threads"],
+)
+def test_arrivals_time_each_client_from_its_connect(server: list[str]) -> None:
+    """Clients that arrive at once against a real server: every one is answered,
+    and nothing is answered before the op's 100 ms have passed since its connect."""
+    from spike.bench import load
+    from spike.bench.procs import ServerProcess, python_command
+
+    with ServerProcess(server[0], python_command(*server), None) as srv:
+        timed = load.arrivals(srv.host, srv.port, WAIT_REQUEST, 50, reply=WAIT_REPLY)
+        wrong = load.arrivals(srv.host, srv.port, WAIT_REQUEST, 3, reply="not this")
+    assert timed.errors == 0
+    assert len(timed.latencies_ns) == 50
+    # asyncio may fire a timer up to one tick of its clock early (15.6 ms on Windows).
+    tick = time.get_clock_info("monotonic").resolution
+    assert min(timed.latencies_ns) >= (0.1 - 2 * tick) * 1e9
+    assert timed.elapsed_s >= 0.1 - 2 * tick
+    # The batch ends with the last reply, so no latency is longer than it.
+    assert max(timed.latencies_ns) <= timed.elapsed_s * 1e9
+    assert wrong.errors == 3  # answered, but not with the expected reply
+
+
+def test_arrivals_count_refused_and_unanswered_clients() -> None:
+    """A port nobody listens on refuses every client; a listener that never
+    accepts leaves every request unanswered at the deadline. Both are errors."""
+    import socket
+
+    from helpers import free_port
+
+    from spike.bench import load
+
+    refused = load.arrivals("127.0.0.1", free_port(), "hello", 5, timeout_s=10)
+    assert refused.errors == 5 and refused.latencies_ns == []
+
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
+        timed = load.arrivals("127.0.0.1", silent.getsockname()[1], "hello", 5, timeout_s=0.5)
+    assert timed.errors == 5 and timed.latencies_ns == []
 
 
 def test_a_case_that_fails_is_noted_and_the_run_goes_on() -> None:

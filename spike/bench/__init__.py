@@ -24,9 +24,11 @@ What it measures:
   against the spike and a C epoll server;
 * one 8 MiB message echoed (MiB/s), the spike with a raised line limit;
 * ops that wait: 32 connections x 15 calls of a ``def`` op that sleeps
-  20 ms, and 1,000 connections x one call of an ``async def`` op that
-  waits 100 ms, against a ``socketserver.ThreadingTCPServer`` running the
-  same op with a thread per connection.
+  20 ms, and 1,000 clients that each connect and make one call of an
+  ``async def`` op that waits 100 ms (timed from the first connect, so a
+  thread's start counts; as extra rows, the same calls on connections
+  opened beforehand), against a ``socketserver.ThreadingTCPServer`` running
+  the same op with a thread per connection.
 
 The spike runs as users run it: ``spike-server`` with its default log, a
 line per connection and per message, written to a pipe that this process

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument(
         "--wait-connections",
         type=positive_int,
-        help="connections that each call the async op that waits 100 ms, all at once",
+        help="clients that each connect and call the async op that waits 100 ms, all at once "
+        "(timed from the first connect; again on connections opened beforehand)",
     )
     return parser
 

@@ -302,14 +302,15 @@ def max_select_sockets() -> int | None:
 
 
 class _Conn:
-    __slots__ = ("buffer", "left", "outgoing", "sent_at", "sock")
+    __slots__ = ("buffer", "connecting", "left", "outgoing", "sent_at", "sock")
 
     def __init__(self, sock: socket.socket, requests: int) -> None:
         self.sock = sock
         self.left = requests  # round trips still to do; 0 once done or given up
-        self.sent_at = 0
+        self.sent_at = 0  # when the pending request's clock started, in _clock() ns
         self.buffer = b""
         self.outgoing = b""
+        self.connecting = True
 
 
 _IN_PROGRESS = {
@@ -353,8 +354,38 @@ def many_connections(
     return Timed(crowd.latencies, elapsed, crowd.errors)
 
 
+def arrivals(
+    host: str,
+    port: int,
+    text: str,
+    clients: int,
+    timeout_s: float = 60.0,
+    *,
+    reply: str | None = None,
+) -> Timed:
+    """``clients`` clients arrive at once: each connects, sends ``text`` as a line, reads a reply.
+
+    Unlike :func:`many_connections`, connecting is timed: what a server does
+    for a new connection (accept it, start a thread for it) is in the figure.
+    The elapsed time runs from the first connect to the last reply; each
+    latency from its client's connect to its reply, after which the client
+    closes its socket. Every connect is started in one burst, then one
+    selector drives every socket. A refused, reset or closed connection, a
+    wrong reply (``reply``, by default the echo of ``text``) or a client
+    unanswered after ``timeout_s`` counts as one error.
+    """
+    line = text.encode() + b"\n"
+    expected = line if reply is None else reply.encode() + b"\n"
+    crowd = _Crowd(line, expected, time.monotonic() + timeout_s)
+    try:
+        elapsed = crowd.arrive(host, port, clients)
+    finally:
+        crowd.close()
+    return Timed(crowd.latencies, elapsed, crowd.errors)
+
+
 class _Crowd:
-    """The connections of :func:`many_connections`, driven by one selector until a deadline."""
+    """The sockets of :func:`many_connections` or :func:`arrivals`: one selector, one deadline."""
 
     def __init__(self, line: bytes, expected: bytes, deadline: float) -> None:
         self.line = line
@@ -366,6 +397,7 @@ class _Crowd:
         self.remaining = 0  # round trips still owed by live connections
         self.latencies: list[int] = []
         self.last = 0  # when the latest reply came, in _clock() ns
+        self.leave = False  # close each socket once answered (arrivals)
 
     def _waiting(self) -> bool:
         return time.monotonic() < self.deadline
@@ -373,26 +405,38 @@ class _Crowd:
     def _events(self) -> list[tuple[selectors.SelectorKey, int]]:
         return self.selector.select(timeout=max(0.0, self.deadline - time.monotonic()))
 
-    # Phase 1: connect everything (not timed).
+    def _open(self, host: str, port: int, requests: int) -> _Conn | None:
+        """Starts one connection, watched until writable (connected or failed).
+
+        Returns ``None``, with an error counted, when it fails at once. Its
+        ``sent_at`` is when the connect started, where an arrival's latency begins.
+        """
+        started = _clock()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.connect_ex((host, port)) not in _IN_PROGRESS:
+            sock.close()
+            self.errors += 1
+            return None
+        conn = _Conn(sock, requests)
+        conn.sent_at = started
+        self.selector.register(sock, selectors.EVENT_WRITE, conn)
+        self.conns.append(conn)
+        return conn
+
+    # many_connections, phase 1: connect everything (not timed).
 
     def connect_all(self, host: str, port: int, connections: int, requests_each: int) -> None:
         """Starts every connection, then waits (until the deadline) for each to finish or fail."""
         for _ in range(connections):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if sock.connect_ex((host, port)) not in _IN_PROGRESS:
-                sock.close()
-                self.errors += 1
-                continue
-            conn = _Conn(sock, requests_each)
-            self.selector.register(sock, selectors.EVENT_WRITE, conn)
-            self.conns.append(conn)
+            self._open(host, port, requests_each)
         connecting = len(self.conns)
         while connecting and self._waiting():
             for key, _ in self._events():
                 self.selector.unregister(key.fileobj)
                 connecting -= 1
+                key.data.connecting = False
                 if key.data.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                     self._fail(key.data)
         for key in list(self.selector.get_map().values()):  # still not connected at the deadline
@@ -403,7 +447,7 @@ class _Crowd:
         conn.left = 0
         self.errors += 1
 
-    # Phase 2: every live connection does its round trips; timed.
+    # many_connections, phase 2: every live connection does its round trips; timed.
 
     def round_trips(self) -> float:
         """Runs the round trips of every connected socket; returns first send to last reply, s."""
@@ -414,13 +458,43 @@ class _Crowd:
             for conn in live:
                 self.selector.register(conn.sock, selectors.EVENT_READ, conn)
                 self._send_next(conn)
-            while self.remaining and self._waiting():
-                for key, mask in self._events():
-                    self._on_event(key.data, mask)
-            self.errors += self.remaining  # unanswered at the deadline
-            return (self.last - start) / 1e9
+            return self._until_answered(start)
+
+    # arrivals: connecting, sending and reading in one timed phase.
+
+    def arrive(self, host: str, port: int, clients: int) -> float:
+        """Connects ``clients`` sockets, each sending its line once connected; timed, s."""
+        self.remaining = clients
+        self.leave = True
+        with _quiet_gc():
+            start = self.last = _clock()
+            for _ in range(clients):
+                if self._open(host, port, 1) is None:
+                    self.remaining -= 1
+            return self._until_answered(start)
+
+    def _until_answered(self, start: int) -> float:
+        while self.remaining and self._waiting():
+            for key, mask in self._events():
+                self._on_event(key.data, mask)
+        self.errors += self.remaining  # unanswered at the deadline
+        return (self.last - start) / 1e9
+
+    def _connected(self, conn: _Conn) -> None:
+        # Writable after a non-blocking connect: connected, or failed (SO_ERROR says).
+        conn.connecting = False
+        if conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            self._give_up(conn)
+            return
+        conn.outgoing = self.line
+        if self._write(conn):
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outgoing else 0)
+            self.selector.modify(conn.sock, events, conn)
 
     def _on_event(self, conn: _Conn, mask: int) -> None:
+        if conn.connecting:
+            self._connected(conn)
+            return
         if mask & selectors.EVENT_WRITE and conn.outgoing:
             if not self._write(conn):
                 return
@@ -450,6 +524,8 @@ class _Crowd:
             self._send_next(conn)
         else:
             self.selector.unregister(conn.sock)
+            if self.leave:
+                conn.sock.close()  # the server's cost of a client leaving is timed too
 
     def _send_next(self, conn: _Conn) -> None:
         conn.sent_at = _clock()
