@@ -161,7 +161,7 @@ class LineFramer:
     The limit counts a line's bytes before its ``\\n``.
     """
 
-    __slots__ = ("_after_flush", "_partial", "max_line_bytes")
+    __slots__ = ("_after_flush", "_partial", "max_line_bytes", "mid_line")
 
     def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
         if max_line_bytes < 1:
@@ -171,13 +171,12 @@ class LineFramer:
         # True right after flush(): a newline that arrives next only ends
         # the line that was already flushed.
         self._after_flush = False
-
-    @property
-    def mid_line(self) -> bool:
-        """True if the next bytes continue an earlier line: a held partial
-        line, or a flushed line whose late newline may still come (so the
-        next chunk cannot be taken as a line of its own)."""
-        return bool(self._partial) or self._after_flush
+        #: True if the next bytes continue an earlier line: a held partial
+        #: line, or a flushed line whose late newline may still come (so the
+        #: next chunk cannot be taken as a line of its own). Read-only; an
+        #: attribute kept by feed() and flush(), not a property, because a
+        #: server reads it for every chunk it receives.
+        self.mid_line = False
 
     @property
     def partial(self) -> bytes:
@@ -196,6 +195,12 @@ class LineFramer:
         before the offender) when a line exceeds the limit. After that the
         framer holds nothing; the caller is expected to close the stream.
         """
+        try:
+            return self._feed(data)
+        finally:
+            self.mid_line = bool(self._partial) or self._after_flush
+
+    def _feed(self, data: bytes) -> list[bytes]:
         if self._after_flush:
             self._after_flush = False
             if data[:1] == b"\n":
@@ -261,7 +266,7 @@ class LineFramer:
         self._partial = bytearray()  # dropped, not shrunk (see feed())
         if line[-1:] == b"\r":
             line = line[:-1]
-        self._after_flush = True
+        self._after_flush = self.mid_line = True
         return line
 
 
