@@ -222,7 +222,7 @@ class LogWriter:
             len(queue) < self._calm_items
             and not self._dropping
             and len(raw) <= DISPLAY_CHARS
-            and b"\n" not in raw
+            and raw.find(b"\n") < 0  # not `in`: see _connection._is_plain_ascii
         ):
             queue.append((prefix, raw, None, size))
             self._added += size

@@ -237,7 +237,12 @@ class LineFramer:
             # the system, and every later long line then pays page faults on
             # fresh memory (many times the cost of the copy itself).
             self._partial = partial = bytearray()
-        if len(data) > limit or len(lines[0]) > limit or b"\r" in data or lines[0][-1:] == b"\r":
+        if (
+            len(data) > limit
+            or len(lines[0]) > limit
+            or data.find(b"\r") >= 0  # (find: a quicker `in` for bytes)
+            or lines[0][-1:] == b"\r"
+        ):
             # A line may be too long or end in "\r": look at each. Otherwise
             # (a pipelining client's many short lines) none needs a look:
             # every line but the first is a part of data, and the first has

@@ -234,7 +234,9 @@ def _rest(chunk: bytes | memoryview, sent: int) -> bytes | memoryview:
 def _is_plain_ascii(joined: bytes) -> bool:
     """True if every line of a batch (joined by ``\\n``) is ASCII plain text:
     its reply is the line itself."""
-    return joined.isascii() and joined[:1] != b"{" and b"\n{" not in joined
+    # find(), not `in`: bytes' `in` first tries its operand as an int (a
+    # TypeError raised and cleared), twice the cost of find() on a short line.
+    return joined.isascii() and joined[:1] != b"{" and joined.find(b"\n{") < 0
 
 
 class Connection:
@@ -578,7 +580,7 @@ class Connection:
             self.messages += 1
             host.answered(1)
             if log is not None:  # an auth line is logged without its token
-                log.line(_RECEIVED, line if b'"token"' not in line else hide_token(line))
+                log.line(_RECEIVED, line if line.find(b'"token"') < 0 else hide_token(line))
             message = parse_message(line)
             if type(message) is Request:
                 reply = self._call(message)
