@@ -109,17 +109,25 @@ class CallableLog:
 
 # What the queue holds: a line; a drop report (how many lines were lost
 # there); raw lines to show with a prefix: (prefix, the lines joined by
-# "\n", the lines or None for a single one, characters).
+# "\n", the lines or None for a single one, its size as counted below).
 _Item = str | int | tuple[str, bytes, Sequence[bytes] | None, int]
 
 DEFAULT_INTERVAL = 0.05
-# What may wait in memory, in characters. A file or a pipe that is read
+# What may wait in memory, in bytes (text and, below, what Python holds
+# for it). A file or a pipe that is read
 # never fills it: past it the loop waits for the writer (as print() would)
 # while the output keeps taking data, and lines are dropped only once the
 # output has taken nothing for DEFAULT_STALL seconds.
 DEFAULT_MAX_PENDING = 32 << 20
 # Write at once, without waiting out the interval, when this much waits.
 DEFAULT_LARGE = 256 << 10
+# What waits is counted as its characters plus what Python holds for it,
+# so that the bound bounds memory, not only text: counted as characters
+# alone, a flood of 2-byte messages held eight times the bound. A queued
+# item: its tuple and the header of its str or bytes object.
+_ITEM_COST = 100
+# Each line of a batch besides: its own bytes object and its list slot.
+_LINE_COST = 41
 # One write call at most this big, so that close() can see progress.
 _CHUNK = 64 << 10
 # An output that takes nothing for this long has stalled: lines that find no
@@ -143,7 +151,7 @@ class LogWriter:
     """A callable log sink (``writer(line)``) that writes on a thread of its own.
 
     ``stream``: a text stream such as ``sys.stdout``. Calling the writer never
-    raises, and waits only while ``max_pending`` characters wait and the
+    raises, and waits only while ``max_pending`` bytes wait and the
     output is still taking them; an output that took nothing for ``stall``
     seconds has stalled, and lines that find no room are dropped (and
     reported in their place once it moves again). ``close(stall)`` writes
@@ -172,20 +180,20 @@ class LogWriter:
         except LookupError:
             self._ascii_ok = False
         self._interval = interval
-        # The bound on what waits, in characters. Past large characters, or
-        # calm_items items, the writer is hurried.
+        # The bound on what waits, in bytes (characters and _ITEM_COST). Past
+        # large bytes, or calm_items items, the writer is hurried.
         self._max_pending = max_pending
         self._large = large
         self._stall = stall
-        self._calm_items = max(1, large // (DISPLAY_CHARS + 56))
+        self._calm_items = max(1, large // (DISPLAY_CHARS + 56 + _ITEM_COST))
         # Lines (str), raw lines to show with a prefix, and drop reports
         # (int: how many lines were lost at that point). The loop appends,
         # the writer thread pops: both are single, atomic deque operations,
         # so no lock is needed.
         self._queue: collections.deque[_Item] = collections.deque()
         # Counters each written by one thread only, so no update is lost.
-        self._added = 0  # characters queued (loop)
-        self._taken = 0  # characters taken off the queue (writer)
+        self._added = 0  # bytes queued (loop)
+        self._taken = 0  # bytes taken off the queue (writer)
         self._dropping = 0  # lines dropped since the last one queued (loop)
         self.dropped = 0  # lines lost in all (loop)
         self.drop_reason = STALLED
@@ -209,7 +217,7 @@ class LogWriter:
 
     def __call__(self, line: str) -> None:
         """Queue one line (no newline)."""
-        self._put(line, len(line) + 1, 1)
+        self._put(line, len(line) + 1 + _ITEM_COST, 1)
 
     def line(self, prefix: str, raw: bytes) -> None:
         """Queue ``prefix + display_line(raw)``: a line as a client sent it,
@@ -217,7 +225,7 @@ class LogWriter:
         # The loop's call for every message: as little as possible on the
         # common path (a short line, the queue far from full).
         queue = self._queue
-        size = len(prefix) + len(raw) + 1
+        size = len(prefix) + len(raw) + 1 + _ITEM_COST
         if (
             len(queue) < self._calm_items
             and not self._dropping
@@ -255,11 +263,12 @@ class LogWriter:
             for line in lines:
                 self.line(prefix, line)
             return
-        size = len(joined) + len(lines) * len(prefix) + 1
+        # Output characters; then held memory: the lines' own copies of the text.
+        size = 2 * len(joined) + len(lines) * (len(prefix) + _LINE_COST) + 1 + _ITEM_COST
         self._put((prefix, joined, lines, size), size, len(lines))
 
     def _put(self, item: _Item, size: int, count: int) -> None:
-        """Queue ``item`` (``count`` lines, ``size`` characters); over the bound,
+        """Queue ``item`` (``count`` lines, ``size`` bytes); over the bound,
         wait for room while the output takes data, else drop it and count it."""
         queue = self._queue
         pending = self._added - self._taken + size
@@ -282,7 +291,7 @@ class LogWriter:
 
     def _make_room(self, size: int) -> bool:
         """Wait while the output keeps taking data, until ``size`` more
-        characters fit; False (at once, or after ``stall`` seconds without
+        bytes fit; False (at once, or after ``stall`` seconds without
         progress) if the output has stalled."""
         if self._stalled_at is not None:
             if self._progress == self._stalled_at:
@@ -371,14 +380,16 @@ class LogWriter:
         place; and how many lines (reports included) that is."""
         out: list[bytes] = []
         texts: list[str] = []
-        size = 0
+        size = 0  # as counted against the bound (bytes held)
+        chars = 0  # what will be written: a chunk is cut by this
         count = 0
         queue = self._queue
-        while queue and size < _CHUNK:
+        while queue and chars < _CHUNK:
             item = queue.popleft()
             if isinstance(item, str):
                 texts.append(item)
-                size += len(item) + 1
+                size += len(item) + 1 + _ITEM_COST
+                chars += len(item) + 1
                 count += 1
                 continue
             if isinstance(item, int):
@@ -387,18 +398,22 @@ class LogWriter:
                 continue
             # Raw lines (a batch, or one), merged with the raw lines queued
             # right after them: checked and formatted a whole run at once.
-            prefix, joined, lines, chars = item
-            size += chars or len(joined)
+            prefix, joined, lines, counted = item
+            per_line = len(prefix) + 1
+            size += counted
+            chars += len(joined) + per_line * (1 if lines is None else len(lines))
             joins = [joined]
             batches = [(joined,) if lines is None else lines]
-            while queue and size < _CHUNK:
+            while queue and chars < _CHUNK:
                 following = queue[0]
                 if not isinstance(following, tuple) or following[0] != prefix:
                     break
                 queue.popleft()
                 joins.append(following[1])
-                batches.append((following[1],) if following[2] is None else following[2])
-                size += following[3] or len(following[1])
+                more = following[2]
+                batches.append((following[1],) if more is None else more)
+                size += following[3]
+                chars += len(following[1]) + per_line * (1 if more is None else len(more))
             if len(joins) > 1:
                 joined = b"\n".join(joins)
             count += sum(map(len, batches))

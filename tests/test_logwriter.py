@@ -265,3 +265,33 @@ def test_a_huge_line_is_shown_short_and_costs_no_queue_room() -> None:
     pipe.close()
     assert writer.dropped == 0
     assert pipe.text().splitlines() == ["Received: " + "z" * 200 + "... (100000 characters)"]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["a line at a time", "batches"])
+def test_the_bound_on_what_waits_bounds_memory_for_the_shortest_lines(batched: bool) -> None:
+    """A stalled output and a flood of 2-byte messages: what waits in memory
+    stays near max_pending. Counted as characters alone, each queued line's
+    objects cost eight times its text (a server's log reached 172 MiB under
+    a 32 Mi-character bound)."""
+    import tracemalloc
+
+    pipe = Pipe()  # never read: the writer stalls once the OS pipe is full
+    bound = 1 << 20
+    writer = LogWriter(pipe.stream, max_pending=bound, stall=0.1)
+    batch = [b"ab" + bytes([65 + i % 26]) for i in range(256)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(400):  # 102,400 messages: 1.3 MB of text with their prefix
+            if batched:
+                writer.lines("Received: ", [bytes(line) for line in batch])
+            else:
+                for line in batch:
+                    writer.line("Received: ", bytes(line))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert writer.dropped > 0  # the bound was reached
+    assert held < 2 * bound, f"{held / bound:.1f} times the bound held in memory"
+    writer.close(stall=0.1)
+    pipe.close()
