@@ -588,13 +588,12 @@ class Connection:
                 reply = line + b"\n"
             else:
                 reply = encode_error(message.code, message.message, message.id)
-            if reply is None:  # its op runs off the loop; its place is kept
-                pass
-            elif self._replies is _NOTHING_OWED:  # _queue(), when nothing is owed
-                self._corked.append(reply)
-                self._corked_bytes += len(reply)
-            else:
-                self._queue(reply)
+            if reply is not None:  # (None: its op runs off the loop, its place kept)
+                if self._replies is _NOTHING_OWED:  # _queue(), when nothing is owed
+                    self._corked.append(reply)
+                    self._corked_bytes += len(reply)
+                else:
+                    self._queue(reply)
             # After the last line the caller looks for itself. With nothing
             # owed, _may_answer() is False only past the output cap.
             if (
