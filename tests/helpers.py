@@ -4,6 +4,7 @@ Every wait here is bounded."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import queue
@@ -29,7 +30,7 @@ def load_file(path: Path, name: str) -> ModuleType:
     """A hook or example file as a module, loaded as MkDocs loads a hook.
 
     Its folder is on ``sys.path`` while it loads, so a hook can import its
-    sibling (hooks/pdf.py imports hooks/mermaid_js.py).
+    sibling (hooks/pdf.py imports hooks/chromium.py).
     """
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
@@ -40,6 +41,17 @@ def load_file(path: Path, name: str) -> ModuleType:
     finally:
         sys.path.remove(str(path.parent))
     return module
+
+
+def import_hook(name: str) -> ModuleType:
+    """hooks/<name>.py imported as a module of its own, in ``sys.modules``
+    (its dataclasses need that; :func:`load_file` loads without it)."""
+    hooks = str(ROOT / "hooks")
+    sys.path.insert(0, hooks)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(hooks)
 
 
 #: What a site build reads: the parts of the project a throwaway copy needs.

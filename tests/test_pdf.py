@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import html
-import importlib
 import os
 import re
 import socket
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from helpers import SITE_PARTS, copy_parts, load_file, mkdocs_build, why_no_pdf
+from helpers import SITE_PARTS, copy_parts, import_hook, load_file, mkdocs_build, why_no_pdf
 from pypdf import PdfReader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,16 +63,7 @@ RAW_MERMAID = [
 pdf_hook = load_file(ROOT / "hooks" / "pdf.py", "pdf_hook_under_test")
 
 
-def _import_hook(name: str):
-    """hooks/<name>.py imported as a module of its own (dataclasses need sys.modules)."""
-    sys.path.insert(0, str(ROOT / "hooks"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "hooks"))
-
-
-paper_hook = _import_hook("paper")
+paper_hook = import_hook("paper")
 
 
 def _why_no_pdf() -> str | None:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import datetime
 import html
-import importlib
 import itertools
 import json
 import os
 import platform
 import re
-import sys
 import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -25,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import copy_parts, load_file, mkdocs_build, why_no_pdf
+from helpers import copy_parts, import_hook, load_file, mkdocs_build, why_no_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -74,16 +72,7 @@ MIN_ANSWER_WORDS = 40
 _pdf_hook = load_file(ROOT / "hooks" / "pdf.py", "pdf_hook_for_report")
 
 
-def _import_hook(name: str) -> Any:
-    """hooks/<name>.py imported as a module of its own (dataclasses need sys.modules)."""
-    sys.path.insert(0, str(ROOT / "hooks"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "hooks"))
-
-
-_captures = _import_hook("captures")
+_captures = import_hook("captures")
 _AUTHOR = yaml.safe_load(
     "\n".join(
         line
