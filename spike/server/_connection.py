@@ -370,7 +370,7 @@ class Connection:
             # The commonest case, one whole line that nothing waits before:
             # answered and sent at once, without the framer's buffers.
             line = data[:-2] if data[-2:-1] == b"\r" else data[:-1]
-            if data[0] != 123 and self._replies is _NOTHING_OWED and data.isascii():
+            if data[0] != 123 and not self._replies.items and data.isascii():
                 # Plain ASCII text (not "{"): its echo is the line itself,
                 # sent here; _reply's batch case, for one line, in one frame.
                 self.messages += 1
@@ -383,9 +383,7 @@ class Connection:
                 return
             self._reply((line,))
             self._send_corked()
-            # The socket took only part, or an op runs (the shared empty
-            # queue is never owed anything: no need to ask it).
-            if self._out or (self._replies is not _NOTHING_OWED and self._replies):
+            if self._out or self._replies.items:  # the socket took only part, or an op runs
                 self._account()
                 self._update_interest()
             return
@@ -589,19 +587,17 @@ class Connection:
             else:
                 reply = encode_error(message.code, message.message, message.id)
             if reply is not None:  # (None: its op runs off the loop, its place kept)
-                if self._replies is _NOTHING_OWED:  # _queue(), when nothing is owed
+                # _queue()'s body, without its call on this per-line path.
+                if self._replies.items:
+                    self._replies.add(reply)
+                else:
                     self._corked.append(reply)
                     self._corked_bytes += len(reply)
-                else:
-                    self._queue(reply)
             # After the last line the caller looks for itself. With nothing
             # owed, _may_answer() is False only past the output cap.
             if (
                 done < last
-                and (
-                    self._replies is not _NOTHING_OWED
-                    or self._corked_bytes + self._out_bytes > _OUTPUT_CAP
-                )
+                and (self._replies.items or self._corked_bytes + self._out_bytes > _OUTPUT_CAP)
                 and not self._may_answer()
             ):
                 return done
@@ -749,7 +745,7 @@ class Connection:
 
     # -- output ------------------------------------------------------------------
     def _queue(self, data: bytes) -> None:
-        if self._replies:  # an op's reply is owed first: wait behind it
+        if self._replies.items:  # an op's reply is owed first: wait behind it
             self._replies.add(data)
             return
         self._corked.append(data)

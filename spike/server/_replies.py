@@ -46,28 +46,30 @@ class ReplyQueue:
     ``in_flight``: slots whose reply is not known yet. ``waiting_bytes``:
     bytes of replies already made that wait behind an unfilled slot (they
     count against the connection's output cap and the server's budget).
-    False when nothing is owed, so the common case costs one truth test.
+    ``items``: what is owed, in order (read-only outside this class); empty
+    when nothing is, and the queue is then False. The loop truth-tests
+    ``items`` for every line: a deque's own test, with no Python call.
     """
 
-    __slots__ = ("_items", "in_flight", "waiting_bytes")
+    __slots__ = ("in_flight", "items", "waiting_bytes")
 
     def __init__(self) -> None:
-        self._items: collections.deque[Slot | bytes] = collections.deque()
+        self.items: collections.deque[Slot | bytes] = collections.deque()
         self.in_flight = 0
         self.waiting_bytes = 0
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return bool(self.items)
 
     def reserve(self, slot: Slot) -> None:
         """Keep the place of a reply that is not known yet."""
-        self._items.append(slot)
+        self.items.append(slot)
         self.in_flight += 1
 
     def add(self, data: bytes) -> None:
         """A reply made now, behind the replies still owed (there is one)."""
-        assert self._items, "nothing is owed: send the reply at once"
-        self._items.append(data)
+        assert self.items, "nothing is owed: send the reply at once"
+        self.items.append(data)
         self.waiting_bytes += len(data)
 
     def fill(self, slot: Slot, data: bytes) -> bool:
@@ -81,7 +83,7 @@ class ReplyQueue:
 
     def release(self) -> list[bytes]:
         """Take the replies now complete at the head, in order."""
-        items = self._items
+        items = self.items
         out: list[bytes] = []
         while items:
             head = items[0]
@@ -101,12 +103,12 @@ class ReplyQueue:
 
     def pending(self) -> list[Slot]:
         """The slots whose reply is not known yet, oldest first."""
-        return [item for item in self._items if isinstance(item, Slot) and item.data is None]
+        return [item for item in self.items if isinstance(item, Slot) and item.data is None]
 
     def clear(self) -> list[Slot]:
         """Forget everything owed (the connection closed); returns the unfilled slots."""
         slots = self.pending()
-        self._items.clear()
+        self.items.clear()
         self.in_flight = 0
         self.waiting_bytes = 0
         return slots
