@@ -36,6 +36,8 @@ TINY = [
 ]  # fmt: skip
 RUN_TIMEOUT = 90
 HAS_C = sys.platform.startswith("linux") and any(shutil.which(c) for c in ("cc", "gcc", "clang"))
+# The run pins itself to CPU 0 where it can (Linux, CPU 0 allowed).
+PINS = sys.platform == "linux" and 0 in os.sched_getaffinity(0)
 
 
 def _bench(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess:
@@ -102,6 +104,7 @@ def test_results_file_has_every_measurement(tiny_run):
             "spike_quiet_json",
             "spike_client",
             "py_json",
+            "py_selectors",
             "http",
         },
         "pipelined": {
@@ -124,8 +127,11 @@ def test_results_file_has_every_measurement(tiny_run):
             "threads_async",
             "spike_async_held",
             "threads_async_held",
+            "floor_async",
         },
     }
+    if PINS:  # the pair on every CPU exists only when the rest share one
+        expected["waits"] |= {"spike_async_spread", "threads_async_spread"}
     if HAS_C:
         expected["round_trip"].add("c_blocking")
         expected["connections"].add("c_epoll")
@@ -153,12 +159,15 @@ def test_results_file_has_every_measurement(tiny_run):
         assert row["errors"] == 0
     assert waits["spike_def"]["requests"] == waits["threads_def"]["requests"] == 32 * 15
     crowd = ("spike_async", "threads_async", "spike_async_held", "threads_async_held")
+    crowd += ("floor_async",) + (("spike_async_spread", "threads_async_spread") if PINS else ())
     for row_id in crowd:
         assert waits[row_id]["requests"] == 20
         # An op that waits 100 ms cannot be answered sooner.
         assert waits[row_id]["p50_ms"] >= 100, waits[row_id]
-    for row_id in ("spike_def", "spike_async", "spike_async_held"):
+    for row_id in ("spike_def", "spike_async", "spike_async_held", "floor_async"):
         assert waits[row_id]["vs_threads"] > 0
+    if PINS:
+        assert waits["spike_async_spread"]["vs_threads"] > 0
     spike_text = _rows(results, "round_trip")["spike_text"]
     assert spike_text["vs_python_floor"] > 0
     if HAS_C:
@@ -188,6 +197,8 @@ def test_results_file_has_every_measurement(tiny_run):
         "ops that wait: def op, 32 connections",
         "ops that wait: async def op, 20 arriving clients",
     }
+    if PINS:
+        names.add("ops that wait: async def op, 20 arriving clients, every CPU")
     assert names <= set(targets)
     # Evaluated, whatever the outcome: a verdict, never a missing value.
     for name in names:
@@ -290,6 +301,35 @@ def test_hook_errors_are_clear(tmp_path):
     results = hook.load_results(SAVED)
     with pytest.raises(PluginError, match="unknown marker"):
         hook.render_page("<!-- benchmark:nonsense -->\n", results)
+
+
+@pytest.mark.skipif(not PINS, reason="pinning exists only on Linux")
+def test_every_cpu_lets_a_pinned_run_spread_and_pins_it_again() -> None:
+    """The rows "on every CPU": their server process and the client's thread
+    may use every CPU the run could use before it pinned itself; then the
+    client is pinned again, and servers started outside stay pinned."""
+    script = """
+import os, subprocess, sys
+from spike.bench.procs import every_cpu, pin_to_cpu, pinned
+before = sorted(os.sched_getaffinity(0))
+assert not pinned()
+pin_to_cpu(0)
+child = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
+with every_cpu():
+    inside = sorted(os.sched_getaffinity(0))
+    spread = subprocess.run(child, capture_output=True, text=True).stdout.strip()
+after = sorted(os.sched_getaffinity(0))
+still = subprocess.run(child, capture_output=True, text=True).stdout.strip()
+print(before, inside, spread, after, still, pinned(), sep="|")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    before, inside, spread, after, still, is_pinned = done.stdout.strip().split("|")
+    assert inside == spread == before
+    assert after == still == "[0]"
+    assert is_pinned == "True"
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pinning exists only on Linux")

@@ -22,6 +22,7 @@ from spike.bench.procs import (
     ServerProcess,
     build_c_server,
     find_c_compiler,
+    pinned,
     python_command,
 )
 
@@ -77,6 +78,9 @@ class Subject:
     label: str
     role: str  # "spike", "floor" or "reference"
     command: list[str]
+    # Runs on every CPU, its client too, when the rest share one (see
+    # procs.every_cpu): only in a pinned run.
+    spread: bool = False
 
 
 @dataclasses.dataclass
@@ -89,6 +93,7 @@ class Case:
     label: str
     role: str
     run: Measure
+    spread: bool = False  # its subject's (see Subject.spread)
     rounds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     failure: str = ""
 
@@ -109,6 +114,8 @@ CASES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ("round_trip", "py_echo", "text", "", "", ""),
     ("round_trip", "spike", "text", "spike, plain text", "spike_text", ""),
     ("round_trip", "spike_quiet", "text", "spike --quiet, plain text", "spike_quiet_text", ""),
+    # What one thread and an event loop cost by themselves (the pipe's design).
+    ("round_trip", "py_selectors", "text", "", "", ""),
     ("round_trip", "spike", "json", "spike, JSON echo", "spike_json", ""),
     ("round_trip", "spike_quiet", "json", "spike --quiet, JSON echo", "spike_quiet_json", ""),
     ("round_trip", "spike", "client", "spike, JSON via spike.Client", "spike_client", ""),
@@ -171,6 +178,34 @@ CASES: tuple[tuple[str, str, str, str, str, str], ...] = (
         "wait_async",
         "ThreadingTCPServer: the same, a thread per client",
         "threads_async",
+        "",
+    ),
+    # The floor of that design: one thread, a selectors loop, a heap of
+    # replies due; nothing else.
+    (
+        "waits",
+        "py_waits_floor",
+        "wait_async",
+        "Python floor: one selectors thread, a heap of replies due",
+        "floor_async",
+        "",
+    ),
+    # The same pair on every CPU: on one shared core a thousand threads take
+    # turns cheaply; on two they contend for Python's lock.
+    (
+        "waits",
+        "spike_waits_spread",
+        "wait_async",
+        "spike, the same, client and servers on every CPU",
+        "spike_async_spread",
+        "",
+    ),
+    (
+        "waits",
+        "py_waits_spread",
+        "wait_async",
+        "ThreadingTCPServer: the same on every CPU",
+        "threads_async_spread",
         "",
     ),
     # Extra rows: the same calls on connections opened before the clock
@@ -286,7 +321,10 @@ def measure(kind: str, s: Sizes) -> Measure:
 
 
 def subjects(sizes: Sizes, use_c: bool, notes: list[str]) -> dict[str, Subject]:
-    """Every server this run can start, with a note for each one it cannot."""
+    """Every server this run can start, with a note for each one it cannot.
+
+    The subjects that run on every CPU exist only in a pinned run (without
+    pinning every row runs that way)."""
     big_limit = str(int(sizes.big_mib * 2**20) * 2)
     found = {
         "spike": Subject("spike", "spike", "spike", python_command("spike.server", "--port", "0")),
@@ -320,6 +358,7 @@ def subjects(sizes: Sizes, use_c: bool, notes: list[str]) -> dict[str, Subject]:
             "jsonlines-sendall",
         ),
         "py_waits": ("ThreadingTCPServer JSON-lines", "reference", "waits"),
+        "py_waits_floor": ("Python floor for ops that wait", "floor", "waits-floor"),
         "py_selectors": ("Python selectors echo, one thread (floor)", "floor", "selectors"),
         "http": ("HTTP/1.1 keep-alive (http.server)", "reference", "http"),
     }
@@ -333,6 +372,12 @@ def subjects(sizes: Sizes, use_c: bool, notes: list[str]) -> dict[str, Subject]:
         references["zmq"] = ("ZeroMQ REQ/REP (pyzmq)", "reference", "zmq")
     for key, (label, role, kind) in references.items():
         found[key] = Subject(key, label, role, python_command("spike.bench.servers", kind))
+    if pinned():
+        for key in ("spike_waits", "py_waits"):
+            subject = found[key]
+            found[f"{key}_spread"] = dataclasses.replace(
+                subject, key=f"{key}_spread", label=f"{subject.label} (every CPU)", spread=True
+            )
     found.update(c_subjects(use_c, notes))
     return found
 
@@ -389,6 +434,7 @@ def plan(sizes: Sizes, available: dict[str, Subject]) -> list[Case]:
                 label.format(**names) if label else subject.label,
                 role or subject.role,
                 measure(kind, sizes),
+                subject.spread,
             )
         )
     return cases

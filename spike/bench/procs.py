@@ -8,6 +8,7 @@ benchmark process never shares an interpreter lock with the server.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import io
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import cast
@@ -23,6 +25,8 @@ from typing import cast
 from spike._serving import NotServing, wait_for_serving
 
 _READY_TIMEOUT_S = 20.0
+# The CPUs this process could use before pin_to_cpu() pinned it (empty: not pinned).
+_unpinned_cpus: set[int] = set()
 
 
 class BenchSetupError(RuntimeError):
@@ -48,7 +52,34 @@ def pin_to_cpu(cpu: int | None) -> str:
             f"cannot pin to CPU {cpu}: this process may use CPUs {sorted(allowed)}"
         )
     os.sched_setaffinity(0, {cpu})
+    if not _unpinned_cpus:  # pinned a second time: what it could use before the first
+        _unpinned_cpus.update(allowed)
     return f"client and servers pinned to CPU {cpu}"
+
+
+def pinned() -> bool:
+    """True once :func:`pin_to_cpu` has pinned this process to one CPU."""
+    return bool(_unpinned_cpus)
+
+
+@contextlib.contextmanager
+def every_cpu() -> Iterator[None]:
+    """Lets the calling thread, and the processes and threads it starts
+    meanwhile, use every CPU it could before :func:`pin_to_cpu`; pins it
+    again on exit. Nothing to do when nothing was pinned.
+
+    For what a shared core hides: a thousand threads that contend for
+    Python's lock from two cores, or a client with a core of its own.
+    """
+    if not _unpinned_cpus or sys.platform != "linux":
+        yield
+        return
+    pinned_to = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, _unpinned_cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinned_to)
 
 
 class ServerProcess:

@@ -8,6 +8,7 @@ ratios, so a slow spell of the machine cancels out instead of landing on one row
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -24,7 +25,7 @@ from spike._limits import raise_open_file_limit
 from spike.bench import load
 from spike.bench.machine import load_average, machine_info
 from spike.bench.plan import MESSAGE, TEST_TITLES, Case, Sizes, plan, subjects
-from spike.bench.procs import BenchSetupError, ServerProcess, pin_to_cpu
+from spike.bench.procs import BenchSetupError, ServerProcess, every_cpu, pin_to_cpu
 
 SCHEMA = 1
 
@@ -141,6 +142,15 @@ TARGETS: tuple[tuple[str, str, str, str, str, str, float], ...] = (
         ">=",
         TARGET_WAIT_ASYNC_VS_THREADS,
     ),
+    (
+        "ops that wait: async def op, {crowd}, every CPU",
+        "req/s ÷ threads",
+        "waits",
+        "spike_async_spread",
+        "vs_threads",
+        ">=",
+        TARGET_WAIT_ASYNC_VS_THREADS,
+    ),
 )
 
 _FIGURE = {
@@ -172,7 +182,8 @@ RATIOS: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = (
     ("pipelined", "vs_quiet", "spike_quiet_json", ("spike_json",)),
     ("connections", "vs_quiet", "spike_quiet", ("spike",)),
     ("waits", "vs_threads", "threads_def", ("spike_def",)),
-    ("waits", "vs_threads", "threads_async", ("spike_async",)),
+    ("waits", "vs_threads", "threads_async", ("spike_async", "floor_async")),
+    ("waits", "vs_threads", "threads_async_spread", ("spike_async_spread",)),
     ("waits", "vs_threads", "threads_async_held", ("spike_async_held",)),
 )
 
@@ -216,7 +227,8 @@ def _run_case(
 ) -> None:
     where = "round {}/{}".format(*round_of)
     try:
-        stats = case.run(server)
+        with every_cpu() if case.spread else contextlib.nullcontext():
+            stats = case.run(server)
     except (load.LoadError, OSError) as exc:
         state = (
             "" if server.alive() else f" (server exited: {server.last_output() or 'no output'})"
@@ -352,7 +364,12 @@ def run(sizes: Sizes, *, cpu: int | None, use_c: bool, mode: str, command: str) 
         for key in dict.fromkeys(case.subject for case in cases):
             subject = available[key]
             try:
-                servers[key] = ServerProcess(subject.label, subject.command, cpu).start()
+                # A spread subject's process inherits every CPU from this thread.
+                with every_cpu() if subject.spread else contextlib.nullcontext():
+                    server = ServerProcess(
+                        subject.label, subject.command, None if subject.spread else cpu
+                    )
+                    servers[key] = server.start()
                 progress(f"  started {subject.label} on {servers[key].host}:{servers[key].port}")
             except BenchSetupError as exc:
                 notes.append(f"skipped: {exc}")

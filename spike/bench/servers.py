@@ -34,6 +34,11 @@ Kinds:
     A :class:`socketserver.ThreadingTCPServer` JSON-lines server, a thread
     per connection, whose ``wait`` and ``wait_async`` ops sleep ``ms``
     milliseconds (``time.sleep``): the reference for ops that wait.
+``waits-floor``
+    The same ops on one thread and a :mod:`selectors` loop: each request's
+    reply is due ``ms`` later and sent from a heap of due replies; no log,
+    no limits, no object per connection. The floor for ops that wait on an
+    event loop: what the pipe could reach if it did nothing else.
 ``http``
     HTTP/1.1 keep-alive with ``http.server`` (threaded, Nagle disabled): a
     POST's body is sent back as the response body.
@@ -44,6 +49,8 @@ Kinds:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import heapq
 import json
 import selectors
 import socket
@@ -165,6 +172,54 @@ def _serve_waits(port: int) -> None:
     server.serve_forever()
 
 
+def _serve_waits_floor(port: int) -> None:
+    """Answers each JSON line ``{"ms": N}`` N ms later: one thread, one selector, one heap."""
+    listener = _listen(port)
+    listener.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    _announce(HOST, listener.getsockname()[1])
+    due: list[tuple[float, int, socket.socket, bytes]] = []  # (when, order, to whom, reply)
+    order = 0
+    held: dict[socket.socket, bytes] = {}  # a line's start, until its newline comes
+    while True:
+        timeout = max(0.0, due[0][0] - time.monotonic()) if due else None
+        for key, _ in selector.select(timeout):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if sock is listener:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    continue
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                selector.register(conn, selectors.EVENT_READ)
+                held[conn] = b""
+                continue
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                selector.unregister(sock)
+                del held[sock]
+                sock.close()
+                continue
+            *lines, held[sock] = (held[sock] + data).split(b"\n")
+            for line in lines:
+                ms = json.loads(line)["ms"]
+                reply = {"ok": True, "result": {"waited_ms": ms}}
+                body = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+                order += 1
+                heapq.heappush(due, (time.monotonic() + ms / 1000, order, sock, body))
+        now = time.monotonic()
+        while due and due[0][0] <= now:
+            _, _, sock, body = heapq.heappop(due)
+            if sock.fileno() >= 0:  # not closed meanwhile
+                with contextlib.suppress(OSError):
+                    sock.sendall(body)  # a short reply fits the send buffer at once
+
+
 def _serve_selectors(port: int) -> None:
     """Echoes bytes on every connection from one thread and one selector."""
     listener = _listen(port)
@@ -251,7 +306,9 @@ _THREADED: dict[str, Callable[[socket.socket], None]] = {
 def main(argv: list[str] | None = None) -> int:
     """Runs one reference server until the process is killed."""
     parser = argparse.ArgumentParser(prog="python -m spike.bench.servers")
-    parser.add_argument("kind", choices=[*sorted(_THREADED), "selectors", "waits", "http", "zmq"])
+    parser.add_argument(
+        "kind", choices=[*sorted(_THREADED), "selectors", "waits", "waits-floor", "http", "zmq"]
+    )
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     try:
@@ -261,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             _serve_selectors(args.port)
         elif args.kind == "waits":
             _serve_waits(args.port)
+        elif args.kind == "waits-floor":
+            _serve_waits_floor(args.port)
         elif args.kind == "http":
             _serve_http(args.port)
         else:
