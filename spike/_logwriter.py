@@ -109,7 +109,8 @@ class CallableLog:
 
 # What the queue holds: a line; a drop report (how many lines were lost
 # there); raw lines to show with a prefix: (prefix, the lines joined by
-# "\n", the lines or None for a single one, its size as counted below).
+# "\n", the lines or None for a single one, its size as counted below, or
+# 0 for a short line queued uncounted: see LogWriter.line).
 _Item = str | int | tuple[str, bytes, Sequence[bytes] | None, int]
 
 DEFAULT_INTERVAL = 0.05
@@ -223,21 +224,23 @@ class LogWriter:
         """Queue ``prefix + display_line(raw)``: a line as a client sent it,
         made safe and formatted on the writer thread."""
         # The loop's call for every message: as little as possible on the
-        # common path (a short line, the queue far from full).
+        # common path (a short line, the queue far from full). Such a line
+        # is not counted against the bound: fewer than calm_items of them,
+        # each at most DISPLAY_CHARS, wait at once, so they hold at most
+        # `large` bytes beyond it (counting them cost 60 ns a message).
         queue = self._queue
-        size = len(prefix) + len(raw) + 1 + _ITEM_COST
         if (
             len(queue) < self._calm_items
-            and not self._dropping
             and len(raw) <= DISPLAY_CHARS
             and raw.find(b"\n") < 0  # not `in`: see _connection._is_plain_ascii
+            and not self._dropping
         ):
-            queue.append((prefix, raw, None, size))
-            self._added += size
+            queue.append((prefix, raw, None, 0))
             if not self._woken:
                 self._woken = True
                 self._wake.set()
             return
+        size = len(prefix) + len(raw) + 1 + _ITEM_COST
         if len(raw) > DISPLAY_CHARS or b"\n" in raw:
             # Shown shortened (holding a big message here would cost its
             # size in memory), or it would read as two lines as it is.

@@ -453,7 +453,7 @@ def test_ctrl_c_is_noticed_even_when_no_signal_interrupts_the_wait() -> None:
     def waiting_in_poll() -> bool:
         assert main_id is not None
         frame = sys._current_frames().get(main_id)
-        while frame is not None and frame.f_code.co_name != "_dispatch":
+        while frame is not None and frame.f_code.co_name != "serve_forever":
             frame = frame.f_back
         if frame is None:
             return False

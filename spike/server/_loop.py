@@ -331,6 +331,7 @@ class Server:
         self._serving.set()
         ready = self._ready
         clock = self._clock
+        poll, owners, wake_r = self._poller.poll, self._poller.owners, self._wake_r
         restore = self._catch_stop_signals()
         next_due: float | None = None
         try:
@@ -345,10 +346,40 @@ class Server:
                 # stall (a loaded laptop, a resume from sleep) a deadline that
                 # passed meanwhile must not split a line whose rest is here,
                 # or call a client idle that has spoken (asyncio's order too).
-                self._dispatch(timeout)
+                # _dispatch()'s body, inlined with its lookups made once: a
+                # Python call less per pass is 0.2 us of a 10 us round trip.
+                self._happened = happened = poll(timeout)
+                for fd, events in happened:
+                    conn = owners.get(fd)
+                    if conn is None:
+                        if fd == self._listener_fd and not self._closed:
+                            self._accept()
+                    elif conn is wake_r:
+                        with contextlib.suppress(OSError):
+                            conn.recv(4096)
+                        self._run_inbox()
+                    else:
+                        try:
+                            if events & _READY_READ:
+                                conn.on_readable()
+                            if events & _READY_WRITE:
+                                conn.on_writable()
+                        except Exception as exc:  # a bug must cost one client, not all
+                            self._drop(conn, exc)
                 if ready:
                     self._take_turns()
-                next_due = self._run_timers() if self._has_timers() else None
+                # Is any timer scheduled? Asked here, not in a method, for the same reason.
+                if (
+                    self._flush_due
+                    or self._last_active
+                    or self._linger_due
+                    or self._op_due
+                    or self._accept_resume_at is not None
+                    or (self._gate is not None and self._gate.waiting)
+                ):
+                    next_due = self._run_timers()
+                else:
+                    next_due = None
         finally:
             for signum, handler in restore:
                 signal.signal(signum, handler)
@@ -438,7 +469,8 @@ class Server:
 
     # -- the loop's helpers ----------------------------------------------------
     def _dispatch(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for events and hand each to its owner."""
+        """Wait up to ``timeout`` for events and hand each to its owner
+        (serve_forever() runs the same steps inlined)."""
         # Kept for turn_lines(): who may want a share of this pass.
         self._happened = happened = self._poller.poll(timeout)
         owners = self._poller.owners
@@ -720,16 +752,6 @@ class Server:
             self._poller.unregister(conn.sock)
 
     # -- timers ------------------------------------------------------------------
-    def _has_timers(self) -> bool:
-        return bool(
-            self._flush_due
-            or self._last_active
-            or self._linger_due
-            or self._op_due
-            or self._accept_resume_at is not None
-            or (self._gate is not None and self._gate.waiting)
-        )
-
     def _run_timers(self) -> float | None:
         """Run what is due (flushes, idle closes, lingers, op deadlines, accept
         retry); return when the next is due (None: nothing is scheduled).
