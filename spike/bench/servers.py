@@ -172,13 +172,30 @@ def _serve_waits(port: int) -> None:
     server.serve_forever()
 
 
-def _serve_waits_floor(port: int) -> None:
-    """Answers each JSON line ``{"ms": N}`` N ms later: one thread, one selector, one heap."""
+def _listen_selecting(port: int) -> tuple[socket.socket, selectors.BaseSelector]:
+    """A non-blocking listener, announced, watched by a new selector."""
     listener = _listen(port)
     listener.setblocking(False)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     _announce(HOST, listener.getsockname()[1])
+    return listener, selector
+
+
+def _accept(listener: socket.socket, selector: selectors.BaseSelector) -> socket.socket | None:
+    """The next queued connection, watched for reading (None: none was queued)."""
+    try:
+        conn, _ = listener.accept()
+    except BlockingIOError:
+        return None
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    selector.register(conn, selectors.EVENT_READ)
+    return conn
+
+
+def _serve_waits_floor(port: int) -> None:
+    """Answers each JSON line ``{"ms": N}`` N ms later: one thread, one selector, one heap."""
+    listener, selector = _listen_selecting(port)
     due: list[tuple[float, int, socket.socket, bytes]] = []  # (when, order, to whom, reply)
     order = 0
     held: dict[socket.socket, bytes] = {}  # a line's start, until its newline comes
@@ -188,13 +205,9 @@ def _serve_waits_floor(port: int) -> None:
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
             if sock is listener:
-                try:
-                    conn, _ = listener.accept()
-                except BlockingIOError:
-                    continue
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                selector.register(conn, selectors.EVENT_READ)
-                held[conn] = b""
+                conn = _accept(listener, selector)
+                if conn is not None:
+                    held[conn] = b""
                 continue
             try:
                 data = sock.recv(65536)
@@ -222,21 +235,12 @@ def _serve_waits_floor(port: int) -> None:
 
 def _serve_selectors(port: int) -> None:
     """Echoes bytes on every connection from one thread and one selector."""
-    listener = _listen(port)
-    listener.setblocking(False)
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ)
-    _announce(HOST, listener.getsockname()[1])
+    listener, selector = _listen_selecting(port)
     while True:
         for key, _ in selector.select():
             sock = key.fileobj
             if sock is listener:
-                try:
-                    conn, _ = listener.accept()
-                except BlockingIOError:
-                    continue
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                selector.register(conn, selectors.EVENT_READ)
+                _accept(listener, selector)
                 continue
             assert isinstance(sock, socket.socket)
             try:
