@@ -343,15 +343,9 @@ def many_connections(
     counts as one error. Latencies are per request; the elapsed time runs
     from the first send to the last reply.
     """
-    line = text.encode() + b"\n"
-    expected = line if reply is None else reply.encode() + b"\n"
-    crowd = _Crowd(line, expected, time.monotonic() + timeout_s)
-    try:
+    with _Crowd(text, reply, timeout_s) as crowd:
         crowd.connect_all(host, port, connections, requests_each)
-        elapsed = crowd.round_trips()
-    finally:
-        crowd.close()
-    return Timed(crowd.latencies, elapsed, crowd.errors)
+        return crowd.timed(crowd.round_trips())
 
 
 def arrivals(
@@ -374,23 +368,19 @@ def arrivals(
     wrong reply (``reply``, by default the echo of ``text``) or a client
     unanswered after ``timeout_s`` counts as one error.
     """
-    line = text.encode() + b"\n"
-    expected = line if reply is None else reply.encode() + b"\n"
-    crowd = _Crowd(line, expected, time.monotonic() + timeout_s)
-    try:
-        elapsed = crowd.arrive(host, port, clients)
-    finally:
-        crowd.close()
-    return Timed(crowd.latencies, elapsed, crowd.errors)
+    with _Crowd(text, reply, timeout_s) as crowd:
+        return crowd.timed(crowd.arrive(host, port, clients))
 
 
 class _Crowd:
     """The sockets of :func:`many_connections` or :func:`arrivals`: one selector, one deadline."""
 
-    def __init__(self, line: bytes, expected: bytes, deadline: float) -> None:
-        self.line = line
-        self.expected = expected
-        self.deadline = deadline
+    def __init__(self, text: str, reply: str | None, timeout_s: float) -> None:
+        """Each socket sends ``text`` as a line and expects ``reply`` (by
+        default the echo of ``text``) within ``timeout_s`` of now."""
+        self.line = text.encode() + b"\n"
+        self.expected = self.line if reply is None else reply.encode() + b"\n"
+        self.deadline = time.monotonic() + timeout_s
         self.selector = selectors.DefaultSelector()
         self.conns: list[_Conn] = []
         self.errors = 0
@@ -553,6 +543,16 @@ class _Crowd:
         self.remaining -= conn.left
         conn.left = 0
         self.selector.unregister(conn.sock)
+
+    def timed(self, elapsed: float) -> Timed:
+        """What was measured: every latency, ``elapsed`` seconds, the errors."""
+        return Timed(self.latencies, elapsed, self.errors)
+
+    def __enter__(self) -> _Crowd:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.selector.close()
