@@ -13,7 +13,8 @@ What it measures:
 
 * round trips on one connection (p50, p99, requests/s): the spike with plain
   text and with JSON, a C blocking echo server (the machine's floor), a plain
-  Python socket echo server (the Python floor), a naive JSON-lines server,
+  Python socket echo server (the Python floor), a one-thread ``selectors``
+  echo (what an event loop costs by itself), a naive JSON-lines server,
   ZeroMQ REQ/REP (when pyzmq is installed) and HTTP/1.1 keep-alive
   (``http.server`` + ``http.client``);
 * pipelined messages/s on one connection (a writer thread and a reader),
@@ -28,7 +29,9 @@ What it measures:
   ``async def`` op that waits 100 ms (timed from the first connect, so a
   thread's start counts; as extra rows, the same calls on connections
   opened beforehand), against a ``socketserver.ThreadingTCPServer`` running
-  the same op with a thread per connection.
+  the same op with a thread per connection; beside them the Python floor
+  for that job (one ``selectors`` thread, a heap of replies due) and, in a
+  pinned run, the arriving pair again with every CPU allowed.
 
 The spike runs as users run it: ``spike-server`` with its default log, a
 line per connection and per message, written to a pipe that this process
